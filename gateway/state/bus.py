@@ -1,0 +1,72 @@
+"""The bus between workers, API and WebSocket nodes: one Redis pub/sub channel, ``P bus``.
+
+Every node subscribes to it and drops what has no local subscriber. Messages are orjson
+objects; ``t`` says which kind:
+
+- ``{"t": "e", "a": app, "c": channel, "e": event, "d": data, "s": serial|null,
+  "x": socket_id|null, "u": user_id|null}``: an event for a channel's subscribers. ``s`` is
+  the channel serial (events from the API); server-made events (member_added/removed) carry
+  no serial and are not ordered against them. ``x`` is the socket to leave out. ``u`` is the
+  sending user's id, added on presence client events.
+- ``{"t": "terminate", "a": app, "u": user_id}``: close every connection signed in as the user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+EVENT = "e"
+TERMINATE = "terminate"
+
+
+@dataclass(frozen=True, slots=True)
+class BusEvent:
+    app_id: str
+    channel: str
+    event: str
+    data: Any
+    serial: int | None = None
+    exclude: str | None = None
+    user_id: str | None = None
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "t": EVENT,
+                "a": self.app_id,
+                "c": self.channel,
+                "e": self.event,
+                "d": self.data,
+                "s": self.serial,
+                "x": self.exclude,
+                "u": self.user_id,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Terminate:
+    app_id: str
+    user_id: str
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"t": TERMINATE, "a": self.app_id, "u": self.user_id})
+
+
+BusMessage = BusEvent | Terminate
+
+
+def decode(raw: bytes | str) -> BusMessage | None:
+    """Parse a bus message; None for anything unknown (a newer node's message kind)."""
+    msg = orjson.loads(raw)
+    kind = msg.get("t")
+    if kind == EVENT:
+        return BusEvent(
+            msg["a"], msg["c"], msg["e"], msg.get("d"), msg.get("s"), msg.get("x"), msg.get("u")
+        )
+    if kind == TERMINATE:
+        return Terminate(msg["a"], msg["u"])
+    return None

@@ -1,0 +1,112 @@
+"""Per-channel serials and recent-event history.
+
+The API accepts events through ``accept`` (one Lua script, atomic for the whole request): each
+event gets the next serial of its channel and is appended to the channel's history. Nodes read
+``since`` to fill a gap in the serials they have seen, so events on one channel reach
+subscribers in the order they were accepted whichever worker delivered them first.
+
+History members are ``"<serial> <entry JSON>"`` so equal entries stay distinct; the entry is
+``{"e": event, "d": data, "x": excluded socket id}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.state.keys import Keys
+
+# KEYS: serial key and history key of each event, in pairs.
+# ARGV: history size, ttl seconds, then one entry JSON per event.
+ACCEPT_LUA = """
+local size = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local out = {}
+local now = nil
+for i = 1, #KEYS, 2 do
+  local sk, hk = KEYS[i], KEYS[i + 1]
+  if redis.call('EXISTS', sk) == 0 then
+    if now == nil then
+      local t = redis.call('TIME')
+      now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    end
+    redis.call('SET', sk, now)
+  end
+  local s = redis.call('INCR', sk)
+  redis.call('EXPIRE', sk, ttl)
+  redis.call('ZADD', hk, s, string.format('%d', s) .. ' ' .. ARGV[2 + (i + 1) / 2])
+  redis.call('ZREMRANGEBYRANK', hk, 0, -(size + 1))
+  redis.call('EXPIRE', hk, ttl)
+  out[#out + 1] = s
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedEvent:
+    channel: str
+    event: str
+    data: Any
+    exclude: str | None
+    serial: int
+
+
+def entry_json(event: str, data: Any, exclude: str | None) -> bytes:
+    return orjson.dumps({"e": event, "d": data, "x": exclude})
+
+
+def parse_member(member: bytes | str) -> tuple[int, dict[str, Any]]:
+    raw = member.encode() if isinstance(member, str) else member
+    serial, _, entry = raw.partition(b" ")
+    return int(serial), orjson.loads(entry)
+
+
+class History:
+    """Serials and history over a synchronous or asyncio redis client (same methods)."""
+
+    def __init__(self, redis: Any, keys: Keys, size: int, ttl: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.size = size
+        self.ttl = ttl
+        self._accept = redis.register_script(ACCEPT_LUA)
+
+    def accept_args(
+        self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]]
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV for ``events`` given as (channel, event, data, exclude)."""
+        keys: list[str] = []
+        args: list[Any] = [self.size, self.ttl]
+        for channel, event, data, exclude in events:
+            keys += [self.keys.serial(app_id, channel), self.keys.history(app_id, channel)]
+            args.append(entry_json(event, data, exclude))
+        return keys, args
+
+    def accept(
+        self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]]
+    ) -> list[AcceptedEvent]:
+        """Give each event its channel serial and append it to history (sync clients)."""
+        keys, args = self.accept_args(app_id, events)
+        serials = self._accept(keys=keys, args=args)
+        return [
+            AcceptedEvent(channel, event, data, exclude, int(serial))
+            for (channel, event, data, exclude), serial in zip(events, serials, strict=True)
+        ]
+
+    async def current_serial(self, app_id: str, channel: str) -> int:
+        value = await self.redis.get(self.keys.serial(app_id, channel))
+        return int(value) if value is not None else 0
+
+    async def since(
+        self, app_id: str, channel: str, after: int, before: int | None = None
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Events with ``after < serial < before`` (or all after), oldest first."""
+        upper = f"({before}" if before is not None else "+inf"
+        members = await self.redis.zrangebyscore(
+            self.keys.history(app_id, channel), f"({after}", upper
+        )
+        return [parse_member(m) for m in members]
