@@ -1,0 +1,129 @@
+"""The Flask application factory: Pusher REST API, health and metrics.
+
+Everything a request needs lives in ``app.extensions["clarion"]`` (:class:`ApiContext`): the
+settings, one synchronous Redis client (hiredis parser when installed, which it is as a
+dependency), the key schema, History, and a Celery app used only to ``send_task``.
+
+Every refusal is JSON ``{"error": message, "code": status}``: ApiError subclasses carry their
+status, unknown routes are 404, wrong methods 405, bodies over ``api.max_body_bytes`` 413,
+Redis (or the Redis broker) unreachable 503 and anything unexpected 500 (logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery
+from flask import Flask, Response, current_app, jsonify
+from kombu.exceptions import OperationalError as KombuOperationalError
+from werkzeug.exceptions import HTTPException
+
+from config.settings import Settings
+from gateway.api.metrics import ApiMetrics
+from gateway.protocol.errors import ApiError
+from gateway.state.history import History
+from gateway.state.keys import Keys
+from workers.celery_app import create_celery
+
+log = logging.getLogger("clarion.api")
+
+_UNAVAILABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    KombuOperationalError,
+)
+
+
+@dataclass(slots=True)
+class ApiContext:
+    settings: Settings
+    redis: redis.Redis
+    keys: Keys
+    history: History
+    celery: Celery
+    metrics: ApiMetrics
+
+    def close(self) -> None:
+        self.redis.close()
+        self.celery.close()
+
+
+def ctx() -> ApiContext:
+    """The ApiContext of the app handling the current request."""
+    return current_app.extensions["clarion"]  # type: ignore[no-any-return]
+
+
+def create_app(settings: Settings) -> Flask:
+    if not settings.redis.url:
+        raise ValueError("settings.redis.url is not set: the API needs Redis")
+    app = Flask("clarion.api")
+    app.config["MAX_CONTENT_LENGTH"] = settings.api.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+
+    client = redis.Redis.from_url(
+        settings.redis.url,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )
+    keys = Keys(settings.redis.key_prefix)
+    metrics = ApiMetrics()
+    app.extensions["clarion"] = ApiContext(
+        settings=settings,
+        redis=client,
+        keys=keys,
+        history=History(client, keys, settings.history.size, settings.history.ttl),
+        celery=create_celery(settings),
+        metrics=metrics,
+    )
+
+    from gateway.api import channels, health, metrics as metrics_bp
+
+    app.register_blueprint(channels.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(metrics_bp.bp)
+    metrics.install(app)
+    _install_error_handlers(app)
+    return app
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    response = jsonify(error=message, code=status)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.message, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        messages = {
+            404: "Not found",
+            405: "Method not allowed",
+            413: "Request body too large: the limit is "
+            f"{app.config['MAX_CONTENT_LENGTH']} bytes",
+        }
+        response = error_response(status, messages.get(status, exc.description or exc.name))
+        if status == 405 and isinstance(exc.valid_methods, list | tuple | set):
+            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        if isinstance(exc, _UNAVAILABLE):
+            log.warning("Redis unavailable: %s", exc)
+            return error_response(503, "Service unavailable: Redis cannot be reached")
+        log.exception("unhandled error in the API")
+        return error_response(500, "A server error has occurred.")

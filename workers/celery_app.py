@@ -1,0 +1,130 @@
+"""The Celery application factory: one Celery app per settings object, no import-time globals.
+
+Reliability choices (reference: reliability-webhooks-celery.md, section 2):
+
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged only after it
+  returns, and a pool child that dies mid-task (SIGKILL, OOM) puts its message back at the
+  head of the queue instead of acknowledging it. Every task is idempotent for that reason.
+- ``worker_prefetch_multiplier = 1``: a worker holds at most ``concurrency`` unacknowledged
+  messages, so a worker that dies strands few of them.
+- The Redis transport emulates acks with the ``unacked`` hash. A worker whose *main* process
+  dies leaves its messages there until ``visibility_timeout`` has passed and a live worker's
+  sweep (every ``unacked_restore_interval`` seconds, ``unacked_restore_throttle = 1`` so the
+  interval is the real period) restores them.
+- ``global_keyprefix`` = ``settings.redis.key_prefix``: every broker key (queues ``P live``,
+  ``P push``, ``P webhooks``, ``P unacked``, ``P unacked_index``, ``P _kombu.binding.*``) lives
+  under the deployment's prefix, so several deployments or test runs share one Redis.
+
+The settings reach tasks through ``app.clarion`` (a :class:`WorkerContext`), which builds its
+Redis client lazily per process: a client made before the prefork pool forks is never reused
+in a child.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu import Exchange, Queue
+
+from config.settings import Settings
+from gateway.state.keys import Keys
+
+QUEUES = ("live", "push", "webhooks")
+
+# Modules defining tasks; each has ``register(celery_app)``.
+TASK_MODULES = ("workers.tasks.live",)
+
+
+class WorkerContext:
+    """What tasks need from the deployment: settings, keys, and a per-process Redis client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.redis.key_prefix)
+        self._lock = threading.Lock()
+        self._redis: redis.Redis | None = None
+        self._pid: int | None = None
+
+    @property
+    def redis(self) -> redis.Redis:
+        pid = os.getpid()
+        if self._redis is None or self._pid != pid:
+            with self._lock:
+                if self._redis is None or self._pid != pid:
+                    self._redis = redis.Redis.from_url(
+                        _require_url(self.settings),
+                        socket_connect_timeout=5,
+                        socket_timeout=10,
+                        health_check_interval=30,
+                    )
+                    self._pid = pid
+        return self._redis
+
+    def close(self) -> None:
+        if self._redis is not None and self._pid == os.getpid():
+            self._redis.close()
+        self._redis = None
+
+
+def _require_url(settings: Settings) -> str:
+    if not settings.redis.url:
+        raise ValueError("settings.redis.url is not set: Celery needs a Redis broker")
+    return settings.redis.url
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    worker = settings.worker
+    return {
+        "broker_url": _require_url(settings),
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": worker.visibility_timeout,
+            "unacked_restore_interval": worker.restore_interval,
+            "unacked_restore_throttle": 1,
+            "global_keyprefix": settings.redis.key_prefix,
+            "socket_connect_timeout": 5,
+            # A broker that disappears without closing the TCP connection must not hang publishes.
+            "socket_timeout": 10,
+            "health_check_interval": 30,
+        },
+        "task_queues": [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
+        "task_default_queue": "live",
+        "task_routes": {
+            "clarion.live.*": {"queue": "live"},
+            "clarion.push.*": {"queue": "push"},
+            "clarion.webhooks.*": {"queue": "webhooks"},
+        },
+        "task_create_missing_queues": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app configured from ``settings``, with Clarion's tasks registered."""
+    app = Celery("clarion", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    app.clarion = WorkerContext(settings)  # type: ignore[attr-defined]
+    for name in TASK_MODULES:
+        importlib.import_module(name).register(app)
+    return app
+
+
+def context(app: Celery) -> WorkerContext:
+    return app.clarion  # type: ignore[attr-defined,no-any-return]

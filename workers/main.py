@@ -1,0 +1,40 @@
+"""``clarion worker``: a Celery worker (prefork pool) in the foreground."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+
+from config.settings import Settings
+from workers.celery_app import QUEUES, create_celery
+
+
+def worker_argv(
+    settings: Settings, queues: Sequence[str] = QUEUES, concurrency: int | None = None
+) -> list[str]:
+    unknown = [q for q in queues if q not in QUEUES]
+    if unknown or not queues:
+        raise ValueError(f"unknown queue(s) {unknown}; choose from {', '.join(QUEUES)}")
+    return [
+        "worker",
+        "--pool=prefork",
+        f"--concurrency={concurrency or settings.worker.concurrency}",
+        f"--queues={','.join(queues)}",
+        # Unique per process, so several workers on one host never share a pidbox/mailbox.
+        f"--hostname=clarion-{os.getpid()}@{socket.gethostname()}",
+        f"--loglevel={settings.log_level.upper()}",
+        # No gossip/mingle: nothing here uses them, and they cost start-up time and traffic.
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+def run_worker(
+    settings: Settings,
+    queues: Sequence[str] = QUEUES,
+    concurrency: int | None = None,
+) -> None:
+    """Run a worker consuming ``queues`` until it is stopped (SIGTERM: warm shutdown)."""
+    app = create_celery(settings)
+    app.worker_main(worker_argv(settings, queues, concurrency))
