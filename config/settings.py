@@ -15,7 +15,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -51,6 +51,8 @@ class WebSocketSettings(_Section):
     port: int = Field(6001, ge=1, le=65535)
     # Advertised to clients; kept below common proxy idle timeouts (nginx: 60 s).
     activity_timeout: int = Field(30, ge=1, le=3600)
+    # After pinging an idle client, how long to wait for anything before closing it with 4201.
+    pong_timeout: float = Field(30.0, gt=0)
     # Largest client frame accepted; bigger frames close the connection with 1009.
     max_frame_bytes: int = Field(64 * 1024, ge=1024)
     # A subscriber whose unsent output exceeds this is cut off (4100) so it cannot slow the rest.
@@ -86,6 +88,68 @@ class HistorySettings(_Section):
     ttl: int = Field(3600, ge=1)
 
 
+class PushCredentials(_Section):
+    """Per-app push credentials (Beams). Each secret is given inline or as a path to a file."""
+
+    # FCM service account JSON: the JSON text itself, or a path to the file. The project id
+    # and the OAuth token URL (``token_uri``) come from it.
+    fcm_service_account: str | None = None
+    # APNs token-based auth: the .p8 key (PEM text or a path), its key id, the team id, and
+    # the topic (the app's bundle id).
+    apns_key: str | None = None
+    apns_key_id: str | None = None
+    apns_team_id: str | None = None
+    apns_topic: str | None = None
+    apns_environment: Literal["production", "sandbox"] = "production"
+    # The Beams secret key; the app secret when unset.
+    beams_secret_key: str | None = None
+
+    @model_validator(mode="after")
+    def _apns_complete(self) -> PushCredentials:
+        fields = ("apns_key", "apns_key_id", "apns_team_id", "apns_topic")
+        given = [f for f in fields if getattr(self, f)]
+        if given and len(given) != len(fields):
+            missing = ", ".join(f for f in fields if f not in given)
+            raise ValueError(f"APNs needs all of {', '.join(fields)}; missing {missing}")
+        return self
+
+
+class PushSettings(_Section):
+    """Delivery of Beams publishes through FCM and APNs (workers on the ``push`` queue)."""
+
+    # FCM HTTP v1 base (``{base}/{project}/messages:send``); change for proxies and tests.
+    fcm_base_url: str = "https://fcm.googleapis.com/v1/projects"
+    # APNs host: None picks Apple's by the app's environment (production or sandbox).
+    apns_host: str | None = None
+    apns_port: int = Field(443, ge=1, le=65535)
+    # CA bundle trusted for the APNs connection (None: the system's).
+    apns_ca_file: str | None = None
+    # Every provider call is bounded by this many seconds.
+    send_timeout: float = Field(10.0, gt=0)
+    # Sends to one token, counting the first; transient failures back off exponentially.
+    max_attempts: int = Field(5, ge=1, le=50)
+    retry_base_delay: float = Field(1.0, gt=0)
+    retry_max_delay: float = Field(300.0, gt=0)
+    # A provider's Retry-After is honoured up to this many seconds.
+    max_retry_after: float = Field(3600.0, gt=0)
+    # Devices read from Redis per page while expanding a publish.
+    page_size: int = Field(500, ge=1, le=10_000)
+    # Concurrent sends per worker process: FCM (threads, one HTTP/1.1 request each) and
+    # APNs (HTTP/2 streams on one event loop).
+    fcm_concurrency: int = Field(32, ge=1, le=1024)
+    apns_concurrency: int = Field(500, ge=1, le=10_000)
+    apns_max_connections: int = Field(4, ge=1, le=100)
+    # One task run works this many seconds, then hands over to a fresh task (so no task
+    # outlives the broker's visibility timeout).
+    task_time_budget: float = Field(20.0, gt=0)
+    # Publish status and per-device outcomes are kept this long.
+    status_ttl: int = Field(7 * 86400, ge=60)
+    # Publish requests per second per instance (Beams: 100), then 429.
+    publish_rate_limit: int = Field(100, ge=1)
+    max_interests_body_bytes: int = Field(10 * 1024, ge=1024)
+    max_users_body_bytes: int = Field(200 * 1024, ge=1024)
+
+
 class AppSettings(_Section):
     # `id = 1` in TOML is as good as `id = "1"`: the Python SDK insists on numeric ids.
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
@@ -102,6 +166,7 @@ class AppSettings(_Section):
     max_presence_members: int = Field(100, ge=1)
     max_user_info_bytes: int = Field(1024, ge=1)
     max_connections: int | None = Field(None, ge=1)
+    push: PushCredentials = PushCredentials()
 
     @field_validator("key", "secret", "id")
     @classmethod
@@ -120,6 +185,7 @@ class Settings(_Section):
     api: ApiSettings = ApiSettings()
     worker: WorkerSettings = WorkerSettings()
     history: HistorySettings = HistorySettings()
+    push: PushSettings = PushSettings()
     apps: list[AppSettings] = []
     # Directory for the embedded Redis data and the demo app of `clarion up`.
     data_dir: str = ".clarion"

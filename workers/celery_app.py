@@ -37,7 +37,7 @@ from gateway.state.keys import Keys
 QUEUES = ("live", "push", "webhooks")
 
 # Modules defining tasks; each has ``register(celery_app)``.
-TASK_MODULES = ("workers.tasks.live",)
+TASK_MODULES = ("workers.tasks.live", "workers.push.tasks")
 
 
 class WorkerContext:
@@ -108,7 +108,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "clarion.webhooks.*": {"queue": "webhooks"},
         },
         "task_create_missing_queues": True,
-        "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         "enable_utc": True,

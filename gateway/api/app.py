@@ -83,11 +83,12 @@ def create_app(settings: Settings) -> Flask:
         metrics=metrics,
     )
 
-    from gateway.api import channels, health, metrics as metrics_bp
+    from gateway.api import beams, channels, health, metrics as metrics_bp
 
     app.register_blueprint(channels.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics_bp.bp)
+    beams.register(app, settings)
     metrics.install(app)
     _install_error_handlers(app)
     return app
@@ -116,14 +117,17 @@ def _install_error_handlers(app: Flask) -> None:
             f"{app.config['MAX_CONTENT_LENGTH']} bytes",
         }
         response = error_response(status, messages.get(status, exc.description or exc.name))
-        if status == 405 and isinstance(exc.valid_methods, list | tuple | set):
-            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        valid = getattr(exc, "valid_methods", None)
+        if status == 405 and valid:
+            response.headers["Allow"] = ", ".join(sorted(valid))
         return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
         if isinstance(exc, _UNAVAILABLE):
             log.warning("Redis unavailable: %s", exc)
-            return error_response(503, "Service unavailable: Redis cannot be reached")
+            return error_response(
+                503, "Service unavailable: Redis cannot be reached", {"Retry-After": "1"}
+            )
         log.exception("unhandled error in the API")
         return error_response(500, "A server error has occurred.")

@@ -1,0 +1,75 @@
+"""The Pusher Beams API: device, publish and customer endpoints, as Beams serves them.
+
+Wire it into the Flask app with :func:`register` (after ``app.extensions["clarion"]`` exists,
+to share its Redis client and Celery app; a bare Flask app works too)::
+
+    from gateway.api import beams
+    beams.register(app, settings)
+
+Paths (``{id}`` is the Beams instance id, which is the app id):
+
+- ``/device_api/v1/instances/{id}/devices/{fcm|apns}`` … (no auth: the device id is the
+  capability; ``PUT …/user`` takes a Beams JWT signed with the secret key)
+- ``/publish_api/v1/instances/{id}/publishes/{interests|users}`` (``Bearer`` secret key),
+  ``GET /publish_api/v1/instances/{id}/publishes/{publishId}`` (status, Clarion's addition)
+- ``/customer_api/v1/instances/{id}/users/{user}`` (``DELETE``, ``Bearer`` secret key)
+
+The secret key is ``apps[].push.beams_secret_key``, else the app secret. Every refusal is
+``{"error": title, "description": text}`` with the status Beams uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from flask import Flask, current_app
+
+from config.settings import Settings
+from gateway.api.beams.common import BeamsError, bp
+from gateway.state.devices import DeviceStore
+from gateway.state.publishes import PublishStore
+
+__all__ = ["BeamsContext", "BeamsError", "bp", "register", "beams_ctx"]
+
+
+@dataclass(slots=True)
+class BeamsContext:
+    settings: Settings
+    redis: redis.Redis
+    devices: DeviceStore
+    publishes: PublishStore
+    celery: object  # celery.Celery: only send_task is used
+
+
+def register(app: Flask, settings: Settings) -> None:
+    """Register the Beams blueprint on ``app``, reusing ``app.extensions["clarion"]`` if set."""
+    shared = app.extensions.get("clarion")
+    client = getattr(shared, "redis", None)
+    celery = getattr(shared, "celery", None)
+    if client is None:
+        if not settings.redis.url:
+            raise ValueError("settings.redis.url is not set: the Beams API needs Redis")
+        client = redis.Redis.from_url(
+            settings.redis.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+        )
+    if celery is None:
+        from workers.celery_app import create_celery
+
+        celery = create_celery(settings)
+    prefix = settings.redis.key_prefix
+    app.extensions["clarion_beams"] = BeamsContext(
+        settings=settings,
+        redis=client,
+        devices=DeviceStore(client, prefix),
+        publishes=PublishStore(client, prefix, settings.push.status_ttl),
+        celery=celery,
+    )
+    # Importing the route modules attaches their views to the blueprint.
+    from gateway.api.beams import devices, publish  # noqa: F401
+
+    app.register_blueprint(bp)
+
+
+def beams_ctx() -> BeamsContext:
+    return current_app.extensions["clarion_beams"]  # type: ignore[no-any-return]

@@ -1,0 +1,107 @@
+"""The Beams blueprint, its error shape, and helpers shared by the route modules."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, jsonify, request
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from config.settings import AppSettings
+
+log = logging.getLogger("clarion.beams")
+
+bp = Blueprint("beams", __name__)
+
+
+class BeamsError(Exception):
+    """A refusal in Beams' shape: ``{"error": title, "description": text}``."""
+
+    def __init__(
+        self, status: int, error: str, description: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(f"{error}: {description}")
+        self.status = status
+        self.error = error
+        self.description = description
+        self.headers = headers or {}
+
+
+def beams_response(
+    status: int, error: str, description: str, headers: dict[str, str] | None = None
+) -> Response:
+    response = jsonify(error=error, description=description)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+@bp.errorhandler(BeamsError)
+def _beams_error(exc: BeamsError) -> Response:
+    return beams_response(exc.status, exc.error, exc.description, exc.headers)
+
+
+@bp.errorhandler(redis.exceptions.ConnectionError)
+@bp.errorhandler(redis.exceptions.TimeoutError)
+@bp.errorhandler(KombuOperationalError)
+def _unavailable(exc: Exception) -> Response:
+    log.warning("Beams API: Redis unavailable: %s", exc)
+    return beams_response(503, "Service Unavailable", "Redis cannot be reached; try again")
+
+
+def app_for(instance_id: str) -> AppSettings:
+    from gateway.api.beams import beams_ctx
+
+    app = beams_ctx().settings.app_by_id(instance_id)
+    if app is None or not app.enabled:
+        raise BeamsError(404, "Instance not found", f"Could not find the instance {instance_id!r}")
+    return app
+
+
+def secret_key(app: AppSettings) -> str:
+    return app.push.beams_secret_key or app.secret
+
+
+def bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def require_secret(app: AppSettings) -> None:
+    token = bearer()
+    if token is None:
+        raise BeamsError(401, "Unauthorized", "Missing or malformed Authorization header")
+    if not hmac.compare_digest(token.encode(), secret_key(app).encode()):
+        raise BeamsError(401, "Unauthorized", "Incorrect API Key")
+
+
+def json_body(max_bytes: int, *, strict_type: bool = False) -> Any:
+    """The request's JSON, refused with 413 over ``max_bytes`` and 400 if not JSON."""
+    if strict_type and request.mimetype != "application/json":
+        raise BeamsError(400, "Bad Request", "Content-Type must be application/json")
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise BeamsError(
+            413, "Payload Too Large", f"Request body must be at most {max_bytes} bytes"
+        )
+    raw = request.get_data(cache=False)
+    if len(raw) > max_bytes:
+        raise BeamsError(
+            413, "Payload Too Large", f"Request body must be at most {max_bytes} bytes"
+        )
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise BeamsError(400, "Bad Request", "Request body is not valid JSON") from None
+
+
+def ok(body: dict[str, Any] | None = None) -> Response:
+    return jsonify(body or {})

@@ -1,0 +1,298 @@
+"""The Pusher Channels REST API (reference: pusher-channels-protocol.md, section 5).
+
+Every route is signed (gateway/api/auth.py) and answers JSON, ``{}`` at least: the Python SDK
+``json.loads`` every successful body.
+
+Publishing (``/events``, ``/batch_events``) validates everything first, then gives each event
+its channel serial and appends it to history in one Redis script (``History.accept``), then
+enqueues one ``clarion.live.deliver`` task for the whole request. If Redis fails between the
+two steps the client gets 503; the accepted events stay in history and nodes fill them in
+when they see the serial gap left by the next event on the channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from config.settings import AppSettings
+from gateway.api.app import ApiContext, ctx
+from gateway.api.auth import authenticate_app_id, authenticate_by_key
+from gateway.protocol.errors import BadRequest, PayloadTooLarge
+from gateway.protocol.names import (
+    ChannelKind,
+    channel_kind,
+    channel_name_problem,
+    event_name_problem,
+    is_socket_id,
+)
+from gateway.state import occupancy, presence
+from gateway.state.bus import Terminate
+
+bp = Blueprint("channels", __name__)
+
+DELIVER_TASK = "clarion.live.deliver"
+USER_COUNT, SUBSCRIPTION_COUNT = "user_count", "subscription_count"
+EVENT_INFO = frozenset({USER_COUNT, SUBSCRIPTION_COUNT})
+MAX_USER_ID = 200
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """One validated publish: an event to one or more channels."""
+
+    event: str
+    data: str
+    channels: list[str]
+    exclude: str | None
+    info: frozenset[str]
+
+
+def _json_body() -> dict[str, Any]:
+    raw = request.get_data(cache=True)
+    try:
+        body = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        raise BadRequest("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return body
+
+
+def _parse_info(raw: object, allowed: frozenset[str], where: str = "") -> frozenset[str]:
+    if raw is None:
+        return frozenset()
+    if isinstance(raw, list) and all(isinstance(a, str) for a in raw):
+        raw = ",".join(raw)
+    if not isinstance(raw, str):
+        raise BadRequest(f"{where}info must be a comma-separated string of attributes.")
+    attrs = frozenset(a.strip() for a in raw.split(",") if a.strip())
+    unknown = sorted(attrs - allowed)
+    if unknown:
+        raise BadRequest(
+            f"{where}info attribute(s) {', '.join(unknown)} not supported; "
+            f"use {', '.join(sorted(allowed))}."
+        )
+    return attrs
+
+
+def _check_channel(name: object, where: str = "") -> str:
+    problem = channel_name_problem(name)
+    if problem:
+        raise BadRequest(f"{where}{problem} ({str(name)[:60]!r})")
+    return name  # type: ignore[return-value]
+
+
+def _parse_publish(
+    app: AppSettings, item: dict[str, Any], *, batch: bool, where: str = ""
+) -> Publish:
+    name = item.get("name")
+    problem = event_name_problem(name)
+    if problem:
+        raise BadRequest(f"{where}{problem}")
+
+    if batch:
+        if "channel" not in item:
+            raise BadRequest(f"{where}Missing channel.")
+        channels = [item["channel"]]
+    elif "channels" in item:
+        channels = item["channels"]
+        if not isinstance(channels, list):
+            raise BadRequest("channels must be a list of channel names.")
+    elif "channel" in item:
+        channels = [item["channel"]]
+    else:
+        raise BadRequest("Missing channels: give channels (a list) or channel.")
+    if not channels:
+        raise BadRequest(f"{where}At least one channel is required.")
+    if len(channels) > app.max_channels_per_event:
+        raise BadRequest(
+            f"{where}Too many channels: at most {app.max_channels_per_event} per event, "
+            f"{len(channels)} given."
+        )
+    unique: list[str] = list(dict.fromkeys(_check_channel(c, where) for c in channels))
+
+    data = item.get("data")
+    if not isinstance(data, str):
+        raise BadRequest(f"{where}data must be a string (JSON-encode objects first).")
+    size = len(data.encode("utf-8", "surrogatepass"))
+    if size > app.max_event_bytes:
+        raise PayloadTooLarge(
+            f"{where}The event data should be at most {app.max_event_bytes} bytes "
+            f"({size} given)."
+        )
+
+    socket_id = item.get("socket_id")
+    if socket_id is not None and not is_socket_id(socket_id):
+        raise BadRequest(f"{where}Invalid socket_id {str(socket_id)[:40]!r}: expected 123.456")
+
+    info = _parse_info(item.get("info"), EVENT_INFO, where)
+    return Publish(name, data, unique, socket_id, info)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+def _accept_and_enqueue(c: ApiContext, app_id: str, publishes: list[Publish]) -> None:
+    events = [(ch, p.event, p.data, p.exclude) for p in publishes for ch in p.channels]
+    if not events:
+        return
+    accepted = c.history.accept(app_id, events)
+    payload = [[a.channel, a.event, a.data, a.exclude, a.serial] for a in accepted]
+    c.celery.send_task(DELIVER_TASK, args=(app_id, payload), queue="live")
+    c.metrics.events_accepted.labels(app_id).inc(len(payload))
+    c.metrics.tasks_enqueued.labels(DELIVER_TASK).inc()
+
+
+def _event_attributes(
+    c: ApiContext, app_id: str, channel: str, info: frozenset[str]
+) -> dict[str, int]:
+    """The ``info`` attributes that apply to ``channel``: user_count for presence channels,
+    subscription_count for the others."""
+    out: dict[str, int] = {}
+    is_presence = channel_kind(channel) is ChannelKind.PRESENCE
+    if USER_COUNT in info and is_presence:
+        out[USER_COUNT] = presence.user_count(c.redis, c.keys, app_id, channel)
+    if SUBSCRIPTION_COUNT in info and not is_presence:
+        out[SUBSCRIPTION_COUNT] = occupancy.subscription_count(
+            c.redis, c.keys, app_id, channel, c.settings.websocket.node_timeout
+        )
+    return out
+
+
+@bp.post("/apps/<app_id>/events")
+def trigger(app_id: str) -> ResponseReturnValue:
+    c = ctx()
+    app = authenticate_app_id(c.settings, app_id)
+    publish = _parse_publish(app, _json_body(), batch=False)
+    _accept_and_enqueue(c, app.id, [publish])
+    if not publish.info:
+        return jsonify({})
+    return jsonify(
+        channels={ch: _event_attributes(c, app.id, ch, publish.info) for ch in publish.channels}
+    )
+
+
+@bp.post("/apps/<app_id>/batch_events")
+def trigger_batch(app_id: str) -> ResponseReturnValue:
+    c = ctx()
+    app = authenticate_app_id(c.settings, app_id)
+    batch = _json_body().get("batch")
+    if not isinstance(batch, list):
+        raise BadRequest("batch must be a list of events.")
+    if len(batch) > app.max_batch_size:
+        raise BadRequest(f"Cannot batch-send more than {app.max_batch_size} messages at once")
+    publishes = []
+    for i, item in enumerate(batch):
+        where = f"batch[{i}]: "
+        if not isinstance(item, dict):
+            raise BadRequest(f"{where}each batch item must be a JSON object.")
+        publishes.append(_parse_publish(app, item, batch=True, where=where))
+    _accept_and_enqueue(c, app.id, publishes)
+    if not any(p.info for p in publishes):
+        return jsonify({})
+    return jsonify(
+        batch=[
+            _event_attributes(c, app.id, p.channels[0], p.info) if p.info else {}
+            for p in publishes
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- queries
+
+
+@bp.get("/apps/<app_id>/channels")
+def channels_index(app_id: str) -> ResponseReturnValue:
+    c = ctx()
+    app = authenticate_app_id(c.settings, app_id)
+    prefix = request.args.get("filter_by_prefix", "")
+    info = _parse_info(request.args.get("info"), EVENT_INFO)
+    if USER_COUNT in info and not prefix.startswith("presence-"):
+        raise BadRequest(
+            "info=user_count is only available with filter_by_prefix=presence- "
+            "(user counts exist for presence channels only)."
+        )
+    counts = occupancy.subscription_counts(
+        c.redis, c.keys, app.id, c.settings.websocket.node_timeout
+    )
+    names = sorted(name for name in counts if name.startswith(prefix))
+    user_counts: dict[str, int] = {}
+    if USER_COUNT in info:
+        pipe = c.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hlen(c.keys.presence_members(app.id, name))
+        user_counts = dict(zip(names, (int(n) for n in pipe.execute()), strict=True))
+    result: dict[str, dict[str, int]] = {}
+    for name in names:
+        attrs: dict[str, int] = {}
+        if USER_COUNT in info and name in user_counts:
+            attrs[USER_COUNT] = user_counts[name]
+        if SUBSCRIPTION_COUNT in info and channel_kind(name) is not ChannelKind.PRESENCE:
+            attrs[SUBSCRIPTION_COUNT] = counts[name]
+        result[name] = attrs
+    return jsonify(channels=result)
+
+
+@bp.get("/apps/<app_id>/channels/<channel>")
+def channel_show(app_id: str, channel: str) -> ResponseReturnValue:
+    c = ctx()
+    app = authenticate_app_id(c.settings, app_id)
+    _check_channel(channel)
+    info = _parse_info(request.args.get("info"), EVENT_INFO)
+    is_presence = channel_kind(channel) is ChannelKind.PRESENCE
+    if USER_COUNT in info and not is_presence:
+        raise BadRequest("info=user_count is only available for presence channels.")
+    if SUBSCRIPTION_COUNT in info and is_presence:
+        raise BadRequest("info=subscription_count is not available for presence channels.")
+    subscriptions = occupancy.subscription_count(
+        c.redis, c.keys, app.id, channel, c.settings.websocket.node_timeout
+    )
+    users = presence.user_count(c.redis, c.keys, app.id, channel) if is_presence else 0
+    body: dict[str, Any] = {"occupied": subscriptions > 0 or users > 0}
+    if USER_COUNT in info:
+        body[USER_COUNT] = users
+    if SUBSCRIPTION_COUNT in info:
+        body[SUBSCRIPTION_COUNT] = subscriptions
+    return jsonify(body)
+
+
+@bp.get("/apps/<app_id>/channels/<channel>/users")
+def channel_users(app_id: str, channel: str) -> ResponseReturnValue:
+    c = ctx()
+    app = authenticate_app_id(c.settings, app_id)
+    _check_channel(channel)
+    if channel_kind(channel) is not ChannelKind.PRESENCE:
+        raise BadRequest("Users can only be retrieved for presence channels.")
+    ids = presence.user_ids(c.redis, c.keys, app.id, channel)
+    return jsonify(users=[{"id": uid} for uid in ids])
+
+
+# --------------------------------------------------------------------------- users
+
+
+def _terminate(c: ApiContext, app: AppSettings, user_id: str) -> ResponseReturnValue:
+    if not user_id or len(user_id) > MAX_USER_ID:
+        raise BadRequest(f"The user id must be 1 to {MAX_USER_ID} characters.")
+    c.redis.publish(c.keys.bus, Terminate(app.id, user_id).encode())
+    return jsonify({})
+
+
+@bp.post("/apps/<app_id>/users/<user_id>/terminate_connections")
+def terminate_connections(app_id: str, user_id: str) -> ResponseReturnValue:
+    c = ctx()
+    return _terminate(c, authenticate_app_id(c.settings, app_id), user_id)
+
+
+@bp.post("/users/<user_id>/terminate_connections")
+def terminate_connections_by_key(user_id: str) -> ResponseReturnValue:
+    """The Python SDK's path: no app id, the app is the one owning ``auth_key``."""
+    c = ctx()
+    return _terminate(c, authenticate_by_key(c.settings), user_id)

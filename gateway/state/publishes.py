@@ -1,0 +1,283 @@
+"""Beams publishes in Redis: the request, its progress, each device's outcome, its counters.
+
+Key schema (``P`` = ``settings.redis.key_prefix``), every key expiring ``push.status_ttl``
+seconds after the publish is accepted:
+
+| key                  | type   | holds                                                        |
+|----------------------|--------|--------------------------------------------------------------|
+| P bp:{app}:{pid}     | hash   | kind (interests/users), targets, payload (JSON), state, step,|
+|                      |        | ti/cur (expansion position), counters, errors, timestamps    |
+| P bpo:{app}:{pid}    | hash   | device id -> outcome: p pending (claimed, being sent),       |
+|                      |        | d delivered, x removed, f failed, w waiting for a retry      |
+| P bpr:{app}:{pid}    | zset   | device id -> when its next attempt is due (unix ms)          |
+| P bpa:{app}:{pid}    | hash   | device id -> attempts made                                   |
+| P bpl:{app}:{pid}    | string | lease held by the task run working on the publish            |
+| P brl:{app}:{second} | string | publish requests in that second (rate limit), 2 s            |
+
+Counters in ``bp``: ``devices`` (distinct devices targeted), ``delivered``, ``failed``,
+``removed`` (dead tokens whose device was deleted) and ``retried`` (attempts rescheduled).
+``state`` goes ``queued`` -> ``running`` -> ``done``. ``errors`` is a JSON object
+``{platform: description}`` for platforms whose credentials were refused: their remaining
+devices are counted failed without being sent to.
+
+The outcome hash makes delivery idempotent: a page re-read after a worker died, a device in two
+interests of one publish, or an SSCAN duplicate is sent to only if it has no outcome yet (or is
+still pending: claimed by a run that died before the provider's answer was recorded; those few,
+at most the sends in flight, are sent again, so delivery is at least once).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+DELIVERED, REMOVED, FAILED, WAITING, PENDING = "d", "x", "f", "w", "p"
+COUNTERS = ("devices", "delivered", "failed", "retried", "removed")
+
+
+def new_publish_id() -> str:
+    return f"pubid-{uuid.uuid4()}"
+
+
+def _s(v: bytes | str | None) -> str | None:
+    if v is None:
+        return None
+    return v.decode() if isinstance(v, bytes) else v
+
+
+@dataclass(slots=True)
+class Publish:
+    app_id: str
+    publish_id: str
+    kind: str
+    targets: list[str]
+    payload: dict[str, Any]
+    state: str
+    step: int
+    target_index: int
+    cursor: int
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class PublishKeys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def publish(self, app: str, pid: str) -> str:
+        return f"{self.prefix}bp:{app}:{pid}"
+
+    def outcomes(self, app: str, pid: str) -> str:
+        return f"{self.prefix}bpo:{app}:{pid}"
+
+    def retries(self, app: str, pid: str) -> str:
+        return f"{self.prefix}bpr:{app}:{pid}"
+
+    def attempts(self, app: str, pid: str) -> str:
+        return f"{self.prefix}bpa:{app}:{pid}"
+
+    def lease(self, app: str, pid: str) -> str:
+        return f"{self.prefix}bpl:{app}:{pid}"
+
+    def rate(self, app: str, second: int) -> str:
+        return f"{self.prefix}brl:{app}:{second}"
+
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class PublishStore:
+    def __init__(self, client: redis.Redis, prefix: str, ttl: int = 7 * 86400) -> None:
+        self.r = client
+        self.keys = PublishKeys(prefix)
+        self.ttl = ttl
+        self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(_RENEW)
+
+    # ------------------------------------------------------------------ API side
+
+    def rate_limited(self, app: str, limit: int) -> bool:
+        """Count one publish request; True if the instance is over ``limit`` this second."""
+        key = self.keys.rate(app, int(time.time()))
+        pipe = self.r.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, 2)
+        count, _ = pipe.execute()
+        return int(count) > limit
+
+    def create(
+        self, app: str, pid: str, kind: str, targets: Sequence[str], payload: dict[str, Any]
+    ) -> None:
+        key = self.keys.publish(app, pid)
+        mapping: dict[str, str] = {
+            "kind": kind,
+            "targets": json.dumps(list(targets)),
+            "payload": json.dumps(payload),
+            "state": "queued",
+            "step": "0",
+            "ti": "0",
+            "cur": "0",
+            "created": f"{time.time():.3f}",
+        }
+        mapping.update({c: "0" for c in COUNTERS})
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, self.ttl)
+        pipe.execute()
+
+    def status(self, app: str, pid: str) -> dict[str, Any] | None:
+        """What ``GET …/publishes/{pid}`` and ``clarion push status`` show."""
+        raw = self.r.hgetall(self.keys.publish(app, pid))
+        if not raw:
+            return None
+        row = {_s(k): _s(v) for k, v in raw.items()}
+        out: dict[str, Any] = {"publishId": pid, "status": row.get("state", "queued")}
+        for c in COUNTERS:
+            out[c] = int(row.get(c) or 0)
+        out["pending"] = int(self.r.zcard(self.keys.retries(app, pid)))
+        out["errors"] = json.loads(row.get("errors") or "{}")
+        out["createdAt"] = float(row["created"]) if row.get("created") else None
+        out["finishedAt"] = float(row["finished"]) if row.get("finished") else None
+        return out
+
+    # ------------------------------------------------------------------ worker side
+
+    def load(self, app: str, pid: str) -> Publish | None:
+        raw = self.r.hgetall(self.keys.publish(app, pid))
+        if not raw or b"kind" not in raw and "kind" not in raw:
+            return None
+        row = {_s(k): _s(v) for k, v in raw.items()}
+        return Publish(
+            app_id=app,
+            publish_id=pid,
+            kind=row["kind"] or "",
+            targets=json.loads(row.get("targets") or "[]"),
+            payload=json.loads(row.get("payload") or "{}"),
+            state=row.get("state") or "queued",
+            step=int(row.get("step") or 0),
+            target_index=int(row.get("ti") or 0),
+            cursor=int(row.get("cur") or 0),
+            errors=json.loads(row.get("errors") or "{}"),
+        )
+
+    def acquire_lease(self, app: str, pid: str, token: str, seconds: float) -> bool:
+        return bool(self.r.set(self.keys.lease(app, pid), token, nx=True, px=int(seconds * 1000)))
+
+    def renew_lease(self, app: str, pid: str, token: str, seconds: float) -> bool:
+        """Extend our lease; False if it was lost (expired and taken by another run)."""
+        key = self.keys.lease(app, pid)
+        return bool(self._renew(keys=[key], args=[token, int(seconds * 1000)]))
+
+    def release_lease(self, app: str, pid: str, token: str) -> None:
+        self._release(keys=[self.keys.lease(app, pid)], args=[token])
+
+    def begin_step(self, app: str, pid: str, step: int) -> None:
+        self.r.hset(self.keys.publish(app, pid), mapping={"step": str(step), "state": "running"})
+
+    def save_position(self, app: str, pid: str, target_index: int, cursor: int) -> None:
+        self.r.hset(
+            self.keys.publish(app, pid), mapping={"ti": str(target_index), "cur": str(cursor)}
+        )
+
+    def set_error(self, app: str, pid: str, platform: str, description: str) -> dict[str, str]:
+        key = self.keys.publish(app, pid)
+        errors = json.loads(_s(self.r.hget(key, "errors")) or "{}")
+        errors.setdefault(platform, description)
+        self.r.hset(key, "errors", json.dumps(errors))
+        return errors
+
+    def finish(self, app: str, pid: str) -> None:
+        self.r.hset(
+            self.keys.publish(app, pid),
+            mapping={"state": "done", "finished": f"{time.time():.3f}"},
+        )
+
+    def claim(self, app: str, pid: str, device_ids: Iterable[str]) -> list[str]:
+        """The devices of ``device_ids`` to send to now; counts the ones new to the publish.
+
+        A device new to the publish is marked PENDING and counted in ``devices``. A device
+        already PENDING (claimed by a run that died before its outcome was known) is returned
+        again but not counted again; one with any other outcome is left out. Deduplicated,
+        order kept.
+        """
+        unique = list(dict.fromkeys(device_ids))
+        if not unique:
+            return []
+        okey = self.keys.outcomes(app, pid)
+        pipe = self.r.pipeline(transaction=False)
+        for device_id in unique:
+            pipe.hsetnx(okey, device_id, PENDING)
+        fresh = pipe.execute()
+        new = {d for d, added in zip(unique, fresh, strict=True) if added}
+        others = [d for d in unique if d not in new]
+        resumed: set[str] = set()
+        if others:
+            states = self.r.hmget(okey, others)
+            resumed = {d for d, s in zip(others, states, strict=True) if _s(s) == PENDING}
+        pipe = self.r.pipeline(transaction=False)
+        if new:
+            pipe.hincrby(self.keys.publish(app, pid), "devices", len(new))
+        pipe.expire(okey, self.ttl)
+        pipe.execute()
+        return [d for d in unique if d in new or d in resumed]
+
+    def attempts(self, app: str, pid: str, device_ids: Sequence[str]) -> list[int]:
+        if not device_ids:
+            return []
+        return [int(a or 0) for a in self.r.hmget(self.keys.attempts(app, pid), device_ids)]
+
+    def due_retries(self, app: str, pid: str, limit: int) -> list[str]:
+        now_ms = int(time.time() * 1000)
+        ids = self.r.zrangebyscore(self.keys.retries(app, pid), "-inf", now_ms, start=0, num=limit)
+        return [_s(i) for i in ids]
+
+    def next_retry_at(self, app: str, pid: str) -> float | None:
+        first = self.r.zrange(self.keys.retries(app, pid), 0, 0, withscores=True)
+        return first[0][1] / 1000.0 if first else None
+
+    def record(self, app: str, pid: str, outcomes: Sequence[tuple[str, str, float | None]]) -> None:
+        """Record ``(device_id, outcome, retry_at)`` rows in one pipeline.
+
+        ``outcome`` is DELIVERED, REMOVED, FAILED or WAITING (then ``retry_at`` is the unix
+        time of the next attempt).
+        """
+        if not outcomes:
+            return
+        pkey = self.keys.publish(app, pid)
+        okey = self.keys.outcomes(app, pid)
+        rkey = self.keys.retries(app, pid)
+        akey = self.keys.attempts(app, pid)
+        counts = {DELIVERED: 0, REMOVED: 0, FAILED: 0, WAITING: 0}
+        pipe = self.r.pipeline(transaction=True)
+        for device_id, outcome, retry_at in outcomes:
+            counts[outcome] += 1
+            pipe.hset(okey, device_id, outcome)
+            pipe.hincrby(akey, device_id, 1)
+            if outcome == WAITING:
+                pipe.zadd(rkey, {device_id: int((retry_at or time.time()) * 1000)})
+            else:
+                pipe.zrem(rkey, device_id)
+        for outcome, counter in (
+            (DELIVERED, "delivered"),
+            (REMOVED, "removed"),
+            (FAILED, "failed"),
+            (WAITING, "retried"),
+        ):
+            if counts[outcome]:
+                pipe.hincrby(pkey, counter, counts[outcome])
+        for key in (okey, rkey, akey):
+            pipe.expire(key, self.ttl)
+        pipe.execute()

@@ -1,0 +1,155 @@
+"""``clarion.live.deliver`` in real worker processes: publishing to the bus, and not losing
+events when worker processes are SIGKILLed."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import orjson
+import redis
+
+from gateway.api.app import create_app
+from gateway.protocol.signatures import sign_rest_request
+from gateway.state.bus import decode, BusEvent
+from gateway.state.history import History
+from workers.celery_app import create_celery
+from workers.tasks.live import TASK_NAME
+from tests.workers.worker_harness import APP
+
+
+def _post(client, path: str, body: dict):
+    raw = orjson.dumps(body)
+    q = sign_rest_request(APP["key"], APP["secret"], "POST", path, {}, raw, int(time.time()))
+    r = client.post(path, query_string=q, data=raw, content_type="application/json")
+    assert r.status_code == 200, r.get_json()
+    return r.get_json()
+
+
+def test_worker_publishes_api_events_to_bus(settings, start_worker, bus, keys, redis_client):
+    app = create_app(settings)
+    client = app.test_client()
+    worker = start_worker()
+    _post(client, "/apps/1/events",
+          {"name": "greet", "channels": ["a", "b"], "data": '{"hi":1}', "socket_id": "1.2"})
+    _post(client, "/apps/1/batch_events", {"batch": [
+        {"name": "n1", "channel": "a", "data": "one"},
+        {"name": "n2", "channel": "presence-p", "data": "two"},
+    ]})
+    worker.wait_ready()
+    assert bus.wait_for(lambda m: len(m) >= 4, 20), bus.messages
+    time.sleep(0.2)  # anything extra would have arrived by now
+    got = [decode(orjson.dumps(m)) for m in bus.messages]
+    assert len(got) == 4
+
+    serial_a = int(redis_client.get(keys.serial("1", "a")))
+    serial_b = int(redis_client.get(keys.serial("1", "b")))
+    serial_p = int(redis_client.get(keys.serial("1", "presence-p")))
+    assert sorted(got, key=lambda e: (e.channel, e.serial)) == [
+        BusEvent("1", "a", "greet", '{"hi":1}', serial_a - 1, "1.2"),
+        BusEvent("1", "a", "n1", "one", serial_a, None),
+        BusEvent("1", "b", "greet", '{"hi":1}', serial_b, "1.2"),
+        BusEvent("1", "presence-p", "n2", "two", serial_p, None),
+    ]
+    # Acknowledged: nothing left in the queue or in the unacked hash.
+    prefix = settings.redis.key_prefix
+    assert redis_client.llen(f"{prefix}live") == 0
+    assert redis_client.hlen(f"{prefix}unacked") == 0
+    app.extensions["clarion"].close()
+
+
+def _enqueue_burst(settings, keys, tasks: int, per_task: int) -> set[tuple[str, int]]:
+    """Accept and enqueue ``tasks`` tasks of ``per_task`` events, as the API does; return
+    every (channel, serial) given."""
+    client = redis.Redis.from_url(settings.redis.url)
+    history = History(client, keys, settings.history.size, settings.history.ttl)
+    celery = create_celery(settings)
+    expected: set[tuple[str, int]] = set()
+    data = "x" * 200
+    for t in range(tasks):
+        accepted = history.accept("1", [(f"ch-{t % 8}", "burst", data, None)] * per_task)
+        payload = [[a.channel, a.event, a.data, a.exclude, a.serial] for a in accepted]
+        celery.send_task(TASK_NAME, args=("1", payload), queue="live")
+        expected.update((a.channel, a.serial) for a in accepted)
+    celery.close()
+    client.close()
+    return expected
+
+
+def test_pool_children_killed_mid_burst_lose_nothing(settings, start_worker, bus, keys):
+    """SIGKILL every pool child while a burst is being processed: the tasks they were running
+    are rejected back to the queue (task_reject_on_worker_lost), not acknowledged, so every
+    serial is still published. visibility_timeout is 300 s here, so the recovery cannot come
+    from the unacked sweep."""
+    expected = _enqueue_burst(settings, keys, tasks=200, per_task=500)
+    worker = start_worker()
+    worker.wait_ready()
+
+    killed_mid_task = False
+    for _ in range(5):
+        # Wait until the burst is flowing, then kill the children mid-way.
+        before = len(bus.messages)
+        assert bus.wait_for(lambda m, b=before: len(m) > b + 1000, 20), worker.log()
+        children = worker.children()
+        assert children
+        for child in children:
+            child.kill()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "WorkerLostError" not in worker.log():
+            time.sleep(0.05)
+        if "WorkerLostError" in worker.log():
+            killed_mid_task = True
+            break
+    assert killed_mid_task, "no child was killed while running a task:\n" + worker.log()[-3000:]
+
+    assert bus.wait_for(lambda m: bus.seen >= expected, 60), (
+        f"{len(expected - bus.seen)} serials never published\n{worker.log()[-3000:]}"
+    )
+    # The children were replaced and the queue drained.
+    assert len(worker.children()) == 2
+
+
+def _unacked_events(r: redis.Redis, prefix: str) -> set[tuple[str, int]]:
+    """(channel, serial) of every task message in the broker's unacked hash."""
+    out = set()
+    for raw in r.hvals(f"{prefix}unacked"):
+        message = json.loads(raw)[0]
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        out.update((channel, serial) for channel, _e, _d, _x, serial in args[1])
+    return out
+
+
+def test_worker_killed_outright_tasks_restored_by_another(
+    settings, start_worker, bus, keys, redis_client
+):
+    """SIGKILL the whole worker (main process too): the messages it had reserved stay in the
+    broker's unacked hash, and another worker restores and runs them once visibility_timeout
+    has passed (restore sweep every unacked_restore_interval).
+
+    Known limit of kombu's Redis transport, asserted here so that it is visible: a message
+    already popped by the worker's outstanding BRPOP but not yet recorded in ``unacked`` dies
+    with the process. At most one task per killed worker; its events stay in history, so a
+    node fills them in when the next event on the channel shows the gap."""
+    per_task = 500
+    fast = settings.with_overrides(worker={"visibility_timeout": 2, "restore_interval": 1})
+    expected = _enqueue_burst(fast, keys, tasks=200, per_task=per_task)
+    first = start_worker(fast)
+    first.wait_ready()
+    assert bus.wait_for(lambda m: len(m) > 1000, 20), first.log()
+    first.kill()
+    prefix = settings.redis.key_prefix
+    stranded = _unacked_events(redis_client, prefix)
+    assert stranded, "nothing was in flight when the worker was killed"
+
+    second = start_worker(fast)
+    second.wait_ready()
+    assert bus.wait_for(lambda m: bus.seen >= stranded and len(expected - bus.seen) <= per_task,
+                        60), (
+        f"{len(expected - bus.seen)} serials never published\n{second.log()[-3000:]}"
+    )
+    deadline = time.monotonic() + 10
+    while redis_client.hlen(f"{prefix}unacked") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert redis_client.hlen(f"{prefix}unacked") == 0
+    assert redis_client.llen(f"{prefix}live") == 0

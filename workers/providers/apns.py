@@ -1,0 +1,266 @@
+"""APNs over HTTP/2 through aioapns, made safe for a Celery worker.
+
+aioapns's traps (reference: push-beams-fcm-apns.md, sections 0.3-0.5, 3.6 and the addendum)
+and what is done about each here:
+
+- it binds to the event loop current when ``APNs(...)`` is built and breaks on any other: each
+  worker process runs ONE event loop in a daemon thread (:func:`event_loop`, rebuilt after a
+  fork) and every client is built and used on it; the Celery thread submits batches with
+  ``run_coroutine_threadsafe`` and reads results from a thread-safe queue as they complete;
+- it has no request timeout: every send is wrapped in ``asyncio.wait_for(send_timeout)``, and
+  the whole batch in a second bound;
+- a cancelled send strands the connection's other requests and raises ``InvalidStateError``
+  when the connection closes: after a batch with a timeout, the finished futures are dropped
+  from each connection and the connections are closed, so the next batch starts clean;
+- it never returns HTTP/2 flow-control credit for error bodies (about 1,200 error answers
+  exhaust a connection): connections are recycled after ``RECYCLE_AFTER_ERRORS`` error answers;
+- the host and port are class attributes of the protocol: a per-client subclass points them at
+  ``push.apns_host``/``apns_port`` (the emulator in tests), with ``push.apns_ca_file`` trusted.
+
+The key is checked (an ES256 token is signed) when the sender is built, so an unusable .p8 is a
+credentials error at once rather than an exception per send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import jwt
+from aioapns import APNs, NotificationRequest, PushType
+from aioapns.connection import APNsProductionClientProtocol
+
+from config.settings import PushSettings
+from workers.providers.base import (
+    AUTH,
+    DEAD,
+    DELIVERED,
+    FAILED,
+    RETRY,
+    CredentialsError,
+    SendResult,
+    read_secret,
+)
+
+PRODUCTION_HOST = "api.push.apple.com"
+SANDBOX_HOST = "api.sandbox.push.apple.com"
+RECYCLE_AFTER_ERRORS = 500
+
+_DEAD_REASONS = {"Unregistered", "ExpiredToken", "BadDeviceToken", "DeviceTokenNotForTopic"}
+_RETRY_REASONS = {
+    "TooManyRequests",
+    "TooManyProviderTokenUpdates",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "Shutdown",
+    "IdleTimeout",
+    "ExpiredProviderToken",
+}
+_AUTH_REASONS = {
+    "InvalidProviderToken",
+    "MissingProviderToken",
+    "BadCertificate",
+    "BadCertificateEnvironment",
+    "Forbidden",
+    "UnrelatedKeyIdInToken",
+    "BadEnvironmentKeyIdInToken",
+    "TopicDisallowed",
+    "BadTopic",
+    "MissingTopic",
+}
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class _LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="apns-loop", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+
+_loop_lock = threading.Lock()
+_loop: _LoopThread | None = None
+_loop_pid: int | None = None
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """The process's APNs event loop (a fresh one in a forked child)."""
+    global _loop, _loop_pid
+    with _loop_lock:
+        if _loop is None or _loop_pid != os.getpid():
+            _loop, _loop_pid = _LoopThread(), os.getpid()
+        return _loop.loop
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def build_request(apns: dict[str, Any], publish_id: str, token: str) -> NotificationRequest:
+    """The aioapns request for a Beams ``apns`` section (the literal APNs JSON body).
+
+    Beams' metadata goes in ``data.pusher.publishId`` (the iOS SDK reads it). The push type and
+    priority follow the payload: an alert (or badge/sound) is ``alert`` at priority 10, a
+    content-available-only payload is ``background`` at priority 5 as Apple requires.
+    """
+    message = dict(apns)
+    data = dict(message.get("data") or {}) if isinstance(message.get("data"), dict) else {}
+    data["pusher"] = {"publishId": publish_id}
+    message["data"] = data
+    aps = message.get("aps") if isinstance(message.get("aps"), dict) else {}
+    visible = any(k in aps for k in ("alert", "badge", "sound"))
+    background = not visible and aps.get("content-available") == 1
+    return NotificationRequest(
+        device_token=token,
+        message=message,
+        priority=5 if background else 10,
+        push_type=PushType.BACKGROUND if background else PushType.ALERT,
+    )
+
+
+def classify(status: str, reason: str | None) -> SendResult:
+    reason = reason or ""
+    detail = f"{status} {reason}".strip()
+    if status == "200":
+        return SendResult(DELIVERED)
+    if status == "410" or reason in _DEAD_REASONS:
+        return SendResult(DEAD, detail)
+    if reason in _RETRY_REASONS or status in ("429", "500", "502", "503", "504"):
+        return SendResult(RETRY, detail)
+    if reason in _AUTH_REASONS or status == "403":
+        return SendResult(AUTH, detail)
+    return SendResult(FAILED, detail)
+
+
+# --------------------------------------------------------------------------- the sender
+
+
+class ApnsSender:
+    """Sends to many APNs tokens at once over multiplexed HTTP/2 streams."""
+
+    platform = "apns"
+
+    def __init__(
+        self,
+        key: str,
+        key_id: str,
+        team_id: str,
+        topic: str,
+        sandbox: bool,
+        settings: PushSettings,
+    ) -> None:
+        pem = read_secret(key, "-----BEGIN")
+        try:
+            jwt.encode(
+                {"iss": team_id, "iat": int(time.time())},
+                pem,
+                algorithm="ES256",
+                headers={"kid": key_id},
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure means the key is unusable
+            raise CredentialsError(f"the APNs key cannot sign ES256 tokens: {exc}") from None
+        self.timeout = settings.send_timeout
+        self.concurrency = settings.apns_concurrency
+        self.loop = event_loop()
+        host = settings.apns_host or (SANDBOX_HOST if sandbox else PRODUCTION_HOST)
+        ssl_context = ssl.create_default_context(cafile=settings.apns_ca_file)
+        protocol = type(
+            "ClarionAPNsProtocol",
+            (APNsProductionClientProtocol,),
+            {"APNS_SERVER": host, "APNS_PORT": settings.apns_port},
+        )
+
+        async def make() -> APNs:
+            client = APNs(
+                key=pem,
+                key_id=key_id,
+                team_id=team_id,
+                topic=topic,
+                use_sandbox=sandbox,
+                ssl_context=ssl_context,
+                max_connections=settings.apns_max_connections,
+                max_connection_attempts=2,
+                err_func=_quiet,
+            )
+            client.pool.protocol_class = protocol
+            return client
+
+        self.client: APNs = asyncio.run_coroutine_threadsafe(make(), self.loop).result(10)
+        self._errors_since_recycle = 0
+
+    def send(
+        self, items: Sequence[tuple[Any, str, NotificationRequest]]
+    ) -> Iterator[tuple[Any, SendResult] | None]:
+        """Send ``(key, token, request)`` items; yield ``(key, result)`` as each completes, and
+        ``None`` whenever nothing completed for a moment (the caller flushes its records)."""
+        results: queue.Queue[tuple[Any, SendResult]] = queue.Queue()
+        future = asyncio.run_coroutine_threadsafe(self._send_all(items, results), self.loop)
+        # Every send is bounded by wait_for; this only guards against the loop itself stalling.
+        deadline = time.monotonic() + self.timeout * (len(items) / self.concurrency + 2) + 10
+        remaining = len(items)
+        while remaining:
+            try:
+                item = results.get(timeout=0.02)
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the APNs event loop did not finish the batch") from None
+                yield None
+                continue
+            remaining -= 1
+            yield item
+        future.result(timeout=max(0.1, deadline - time.monotonic()))
+
+    async def _send_all(
+        self, items: Sequence[tuple[Any, str, NotificationRequest]], out: queue.Queue
+    ) -> None:
+        semaphore = asyncio.Semaphore(self.concurrency)
+        timed_out = False
+
+        async def one(key: Any, request: NotificationRequest) -> None:
+            nonlocal timed_out
+            async with semaphore:
+                try:
+                    response = await asyncio.wait_for(
+                        self.client.send_notification(request), self.timeout
+                    )
+                    result = classify(response.status, response.description)
+                except TimeoutError:
+                    timed_out = True
+                    result = SendResult(RETRY, f"no answer from APNs in {self.timeout} s")
+                except Exception as exc:  # noqa: BLE001 - MaxAttemptsExceeded, ConnectionClosed…
+                    result = SendResult(RETRY, f"{type(exc).__name__}: {exc}")
+                if result.outcome != DELIVERED:
+                    self._errors_since_recycle += 1
+                out.put((key, result))
+
+        await asyncio.gather(*(one(key, request) for key, _token, request in items))
+        if timed_out or self._errors_since_recycle >= RECYCLE_AFTER_ERRORS:
+            self._recycle()
+
+    def _recycle(self) -> None:
+        """Close every connection, forgetting finished (e.g. cancelled) requests first."""
+        self._errors_since_recycle = 0
+        for connection in list(self.client.pool.connections):
+            connection.requests = {k: f for k, f in connection.requests.items() if not f.done()}
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001 - already closing
+                pass
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self._recycle)
+
+
+async def _quiet(request: NotificationRequest, result: Any) -> None:
+    """aioapns logs every non-200 at ERROR; outcomes are recorded by the worker instead."""

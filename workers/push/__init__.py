@@ -1,0 +1,1 @@
+"""Beams delivery on the ``push`` queue (task module: ``workers.push.tasks``)."""

@@ -1,0 +1,44 @@
+"""``clarion.push.publish``: deliver one Beams publish (see delivery.py for the algorithm).
+
+Args ``(app_id, publish_id, step)``; the API enqueues step 0 after storing the publish, and
+each run enqueues the next step until the publish is done. Registered by ``create_celery``
+through ``TASK_MODULES`` (``register(celery_app)``).
+"""
+
+from __future__ import annotations
+
+import redis
+from celery import Celery, Task
+
+from workers.celery_app import context
+from workers.push.delivery import run_publish
+
+TASK_NAME = "clarion.push.publish"
+QUEUE = "push"
+
+
+def register(app: Celery) -> Task:
+    @app.task(
+        name=TASK_NAME,
+        bind=True,
+        queue=QUEUE,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        # Redis unreachable: retry with a short backoff rather than acknowledge and lose.
+        autoretry_for=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
+        retry_backoff=1,
+        retry_backoff_max=30,
+        retry_jitter=True,
+        max_retries=20,
+    )
+    def publish(self: Task, app_id: str, publish_id: str, step: int = 0) -> str:
+        ctx = context(self.app)
+
+        def enqueue(next_step: int, countdown: float) -> None:
+            self.apply_async(
+                (app_id, publish_id, next_step), countdown=countdown or None, queue=QUEUE
+            )
+
+        return run_publish(ctx.settings, ctx.redis, app_id, publish_id, step, enqueue)
+
+    return publish
