@@ -72,6 +72,32 @@ class ApiSettings(_Section):
     workers: int = Field(2, ge=1, le=64)
     threads: int = Field(4, ge=1, le=256)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # Serve HTTPS: a PEM certificate (chain) and its private key, both or neither. The official
+    # Beams server SDK (pusher_push_notifications) only speaks HTTPS.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    @field_validator("tls_cert_file", "tls_key_file")
+    @classmethod
+    def _file_exists(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = (
+                ("tls_cert_file", "tls_key_file")
+                if self.tls_key_file is None
+                else ("tls_key_file", "tls_cert_file")
+            )
+            raise ValueError(f"{given} is set but {missing} is not: give both or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
 
 class WorkerSettings(_Section):
@@ -150,6 +176,129 @@ class PushSettings(_Section):
     max_users_body_bytes: int = Field(200 * 1024, ge=1024)
 
 
+WEBHOOK_EVENTS = (
+    "channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event",
+    "cache_miss", "subscription_count",
+)
+WebhookEvent = Literal[
+    "channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event",
+    "cache_miss", "subscription_count",
+]
+# Headers Clarion sets itself; ``headers`` of an endpoint may not override them.
+RESERVED_WEBHOOK_HEADERS = frozenset({
+    "content-type", "content-length", "host", "x-pusher-key", "x-pusher-signature",
+    "webhook-id", "webhook-timestamp", "webhook-signature", "x-clarion-webhook-id",
+})
+
+
+class WebhookSettings(_Section):
+    """One webhook endpoint of an app (``[[apps.webhooks]]``), see gateway/webhooks."""
+
+    url: str
+    events: list[WebhookEvent] = Field(min_length=1)
+    # Only channels whose name starts with this prefix.
+    channel_prefix: str | None = None
+    # Also send the Standard Webhooks headers (webhook-id, webhook-timestamp, webhook-signature).
+    standard_webhooks: bool = False
+    # Their key: "whsec_<base64>" (the spec's form); the app secret when unset.
+    signing_secret: str | None = None
+    # Extra request headers (cannot override the ones Clarion sets).
+    headers: dict[str, str] = {}
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("must not contain credentials")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _no_reserved(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = sorted(h for h in v if h.lower() in RESERVED_WEBHOOK_HEADERS)
+        if bad:
+            raise ValueError(f"cannot set {', '.join(bad)}: Clarion sets these headers itself")
+        return v
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _whsec(cls, v: str | None) -> str | None:
+        if v is not None:
+            import base64
+            import binascii
+
+            try:
+                base64.b64decode(v.removeprefix("whsec_"), validate=True)
+            except binascii.Error:
+                raise ValueError("must be whsec_ followed by base64") from None
+        return v
+
+
+class WebhooksSettings(_Section):
+    """Delivery of webhooks (workers on the ``webhooks`` queue), shared by every app."""
+
+    # A delivery attempt succeeds on a 2xx answered within this many seconds.
+    timeout: float = Field(15.0, gt=0, le=300)
+    # Seconds between attempts after a failure (attempts = 1 + len); about 27 h in all.
+    retry_schedule: list[float] = [5, 300, 1800, 7200, 18000, 36000, 36000]
+    # Each delay is scaled by a random factor in [1 - jitter, 1 + jitter].
+    jitter: float = Field(0.2, ge=0, lt=1)
+    # A 429/503 Retry-After lengthens a delay up to this many seconds.
+    retry_after_max: float = Field(3600.0, ge=0)
+    # Events close in time go out in one request per endpoint: at most batch_size events,
+    # collected for at most batch_window seconds.
+    batch_window: float = Field(0.25, ge=0, le=10)
+    batch_size: int = Field(20, ge=1, le=1000)
+    # channel_vacated and member_removed wait this long; a rejoin meanwhile cancels both.
+    debounce: float = Field(3.0, ge=0, le=600)
+    # subscription_count events are coalesced per channel over this many seconds.
+    subscription_count_interval: float = Field(1.0, ge=0, le=600)
+    # An endpoint failing without a single success for this long is disabled.
+    disable_after_hours: float = Field(72.0, gt=0)
+    # Networks webhook URLs may resolve to although they are not public (e.g. "10.0.0.0/8").
+    allowed_networks: list[str] = []
+    # "attempt": time_ms is the time of each attempt, so retries pass receivers' 5-minute
+    # freshness checks (the Python SDK's validate_webhook); "created": the time the delivery
+    # was made (Pusher's documented meaning), so receivers can spot delayed webhooks.
+    time_ms: Literal["attempt", "created"] = "attempt"
+    # Scheduler period: due retries and debounced transitions are picked up this often.
+    tick: float = Field(0.2, gt=0, le=10)
+    # A delivery enqueued or started but not finished after this many seconds (plus the
+    # timeout) is enqueued again (a worker died); duplicates are dropped by a lock.
+    lease: float = Field(30.0, gt=0)
+    # Events read by a webhooks worker that died are taken over after this many seconds.
+    claim_idle: float = Field(30.0, gt=0)
+    # How long delivered and dead deliveries are kept for listing and replay.
+    delivered_retention_hours: float = Field(72.0, gt=0)
+    dead_retention_hours: float = Field(336.0, gt=0)
+    # Response bodies recorded per attempt are truncated to this many bytes.
+    max_response_bytes: int = Field(2048, ge=0, le=1024 * 1024)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a network (CIDR)") from None
+        return v
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _delays(cls, v: list[float]) -> list[float]:
+        if any(d < 0 for d in v):
+            raise ValueError("delays must not be negative")
+        return v
+
+
 class AppSettings(_Section):
     # `id = 1` in TOML is as good as `id = "1"`: the Python SDK insists on numeric ids.
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
@@ -167,6 +316,7 @@ class AppSettings(_Section):
     max_user_info_bytes: int = Field(1024, ge=1)
     max_connections: int | None = Field(None, ge=1)
     push: PushCredentials = PushCredentials()
+    webhooks: list[WebhookSettings] = []
 
     @field_validator("key", "secret", "id")
     @classmethod
@@ -186,6 +336,7 @@ class Settings(_Section):
     worker: WorkerSettings = WorkerSettings()
     history: HistorySettings = HistorySettings()
     push: PushSettings = PushSettings()
+    webhooks: WebhooksSettings = WebhooksSettings()
     apps: list[AppSettings] = []
     # Directory for the embedded Redis data and the demo app of `clarion up`.
     data_dir: str = ".clarion"

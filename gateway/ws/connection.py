@@ -1,0 +1,379 @@
+"""One client connection: the Pusher protocol between a picows transport and the node.
+
+Frames in are parsed by gateway.protocol.messages; decisions about channels are made by
+gateway.channels; this module only sequences them and does the I/O. Messages are handled in
+arrival order: the quick ones (ping, client events) synchronously, the ones that need Redis
+(subscribe, unsubscribe from presence) in a task, with later messages parked until it ends,
+so that a client event sent right after its subscribe sees the subscription.
+
+Everything sent goes through ``enqueue`` (the hub's per-loop-turn coalescing), so replies and
+channel events leave in the order they were produced, and a close frame is always last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable
+from typing import Any
+
+import orjson
+import structlog
+from picows import WSFrame, WSListener, WSMsgType, WSTransport
+
+from config.settings import AppSettings
+from gateway import channels
+from gateway.channels import cache
+from gateway.channels import user as user_auth
+from gateway.channels.membership import Membership, SignedInUser
+from gateway.protocol import frames, messages
+from gateway.protocol.errors import (
+    ClientEventRejected,
+    ConnectionError_,
+    InvalidMessage,
+    OverCapacity,
+    PongTimeout,
+    SubscriptionError,
+    SubscriptionLimitReached,
+    SubscriptionNameError,
+    Unauthorized,
+)
+from gateway.protocol.names import ChannelKind, channel_name_problem, event_name_problem
+from gateway.state.bus import BusEvent
+from gateway.ws import framing
+from gateway.ws.context import CLOSE_TIMEOUT, NodeContext
+
+log = structlog.get_logger("clarion.ws.connection")
+
+CLIENT_EVENTS_PER_SECOND = 10
+# Messages parked behind a slow (Redis-bound) one; beyond this the client is flooding us.
+MAX_BACKLOG = 100
+
+
+class SubscriptionUnavailable(SubscriptionError):
+    """Shared state (Redis) is unreachable: the client may retry later."""
+
+    type, status, message = "ServerError", 503, "The server cannot take subscriptions right now."
+
+
+class Connection(WSListener):
+    __slots__ = (
+        "ctx", "app", "app_id", "socket_id", "transport", "_tr", "subscriptions", "user",
+        "last_seen", "ping_sent", "_out", "closing", "closed", "_backlog", "_abort_handle",
+        "_ce_window", "_ce_count",
+    )
+
+    def __init__(self, ctx: NodeContext, app: AppSettings, socket_id: str) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.app = app
+        self.app_id = app.id
+        self.socket_id = socket_id
+        self.transport: WSTransport | None = None
+        self._tr: Any = None
+        self.subscriptions: dict[str, Membership] = {}
+        self.user: SignedInUser | None = None
+        self.last_seen = time.monotonic()
+        self.ping_sent = 0.0
+        self._out: list[bytes] | None = None
+        self.closing = False
+        self.closed = False
+        self._backlog: deque[messages.ClientMessage] | None = None
+        self._abort_handle: asyncio.TimerHandle | None = None
+        self._ce_window = 0.0
+        self._ce_count = 0
+
+    # ----------------------------------------------------------------- picows callbacks
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self._tr = transport.underlying_transport
+        # Our cut-off (flush) acts at max_write_buffer; keep the transport's own flow control
+        # (picows logs every pause) out of the way below that.
+        self._tr.set_write_buffer_limits(high=2 * self.ctx.max_write_buffer)
+        self.ctx.hub.add_connection(self)
+        self.send(frames.connection_established(self.socket_id, self.ctx.activity_timeout))
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        # Any frame proves the client is alive (WS pings are answered by picows itself).
+        self.last_seen = time.monotonic()
+        self.ping_sent = 0.0
+        msg_type = frame.msg_type
+        if msg_type is WSMsgType.TEXT and frame.fin:
+            if not self.closing:
+                self._on_text(frame.get_payload_as_bytes())
+        elif msg_type is WSMsgType.CLOSE:
+            self._on_close_frame(frame)
+        elif msg_type in (WSMsgType.BINARY, WSMsgType.TEXT, WSMsgType.CONTINUATION):
+            if not self.closing and frame.fin:
+                self._reject(InvalidMessage(
+                    "Invalid message format: only unfragmented text frames are supported"))
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.closed = self.closing = True
+        self._out = None
+        if self._abort_handle is not None:
+            self._abort_handle.cancel()
+        self.ctx.forget(self)
+
+    # ----------------------------------------------------------------- output
+
+    def send(self, payload: bytes) -> None:
+        self.enqueue(framing.text(payload))
+
+    def enqueue(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if self._out is None:
+            self._out = [data]
+            self.ctx.hub.schedule_flush(self)
+        else:
+            self._out.append(data)
+
+    def flush(self) -> None:
+        out = self._out
+        if out is None:
+            return
+        self._out = None
+        tr = self._tr
+        if tr is None or tr.is_closing():
+            return
+        tr.write(out[0] if len(out) == 1 else b"".join(out))
+        if not self.closing and tr.get_write_buffer_size() > self.ctx.max_write_buffer:
+            log.info("slow_subscriber_cut_off", socket_id=self.socket_id,
+                     buffered=tr.get_write_buffer_size())
+            self.close(OverCapacity("Over capacity: the connection is not reading fast enough."))
+
+    def close(self, error: ConnectionError_) -> None:
+        """``pusher:error`` then a close frame with the same code (pusher-js acts on close
+        codes, pysher on error codes), after anything already queued."""
+        if self.closing:
+            return
+        self.send(frames.from_error(error))
+        self.enqueue(framing.close(error.code or 1000, error.message))
+        self.closing = True
+        self.flush()
+        loop = asyncio.get_running_loop()
+        self._abort_handle = loop.call_later(CLOSE_TIMEOUT, self._abort)
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.disconnect(graceful=False)
+
+    def _on_close_frame(self, frame: WSFrame) -> None:
+        if not self.closing:
+            # Client-initiated close: echo its code, as RFC 6455 asks, then hang up.
+            code = frame.get_close_code().value
+            self.enqueue(framing.close(code if code >= 1000 and code != 1005 else 1000))
+            self.closing = True
+            self.flush()
+        if self.transport is not None:
+            self.transport.disconnect()
+
+    def _reject(self, error: ConnectionError_) -> None:
+        if error.close:
+            self.close(error)
+        else:
+            self.send(frames.from_error(error))
+
+    # ----------------------------------------------------------------- liveness
+
+    def check_liveness(self, now: float) -> None:
+        """Called periodically by the node: ping an idle client, close a silent one."""
+        if self.closing:
+            return
+        if self.ping_sent:
+            if now - self.ping_sent >= self.ctx.pong_timeout:
+                self.close(PongTimeout())
+        elif now - self.last_seen >= self.ctx.activity_timeout:
+            self.ping_sent = now
+            # Both kinds: pusher-js answers pusher:ping, browsers and pysher answer WS pings.
+            self.send(frames.ping())
+            self.enqueue(framing.ping())
+
+    # ----------------------------------------------------------------- input sequencing
+
+    def _on_text(self, payload: bytes) -> None:
+        try:
+            msg = messages.parse(payload)
+        except InvalidMessage as exc:
+            self._reject(exc)
+            return
+        if self._backlog is not None:
+            if len(self._backlog) >= MAX_BACKLOG:
+                self.close(OverCapacity("Too many messages in flight."))
+                return
+            self._backlog.append(msg)
+            return
+        pending = self._handle(msg)
+        if pending is not None:
+            self._backlog = deque()
+            task = asyncio.get_running_loop().create_task(self._run_backlog(pending))
+            self.ctx.cleanups.add(task)
+            task.add_done_callback(self.ctx.cleanups.discard)
+
+    async def _run_backlog(self, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+            while self._backlog:
+                msg = self._backlog.popleft()
+                if self.closed:
+                    break
+                nxt = self._handle(msg)
+                if nxt is not None:
+                    await nxt
+        except Exception:
+            log.exception("message_handling_failed", socket_id=self.socket_id)
+        finally:
+            self._backlog = None
+
+    def _handle(self, msg: messages.ClientMessage) -> Awaitable[None] | None:
+        kind = type(msg)
+        if kind is messages.ClientEvent:
+            self._client_event(msg)  # type: ignore[arg-type]
+        elif kind is messages.Ping:
+            self.send(frames.pong())
+        elif kind is messages.Subscribe:
+            return self._subscribe(msg)  # type: ignore[arg-type]
+        elif kind is messages.Unsubscribe:
+            return self._unsubscribe(msg)  # type: ignore[arg-type]
+        elif kind is messages.Signin:
+            self._signin(msg)  # type: ignore[arg-type]
+        # Pong and unknown pusher:* events: nothing to do (real Pusher ignores unknown ones).
+        return None
+
+    # ----------------------------------------------------------------- subscribe
+
+    def _subscribe(self, sub: messages.Subscribe) -> Awaitable[None] | None:
+        problem = channel_name_problem(sub.channel)
+        if problem:
+            self.send(frames.subscription_error(SubscriptionNameError(sub.channel, problem)))
+            return None
+        try:
+            membership = channels.authorise(self.app, self.socket_id, sub, self.user)
+        except SubscriptionError as exc:
+            self.send(frames.subscription_error(exc))
+            return None
+        if membership.kind is not ChannelKind.PRESENCE and sub.channel in self.subscriptions:
+            self.send(frames.subscription_succeeded(sub.channel))  # idempotent, as soketi
+            return None
+        return self._join(membership)
+
+    async def _join(self, membership: Membership) -> None:
+        channel = membership.channel
+        again = channel in self.subscriptions
+        try:
+            members = await self._join_presence(membership)
+            if again:
+                self._answer(membership, members)
+                return
+            added = await self.ctx.hub.subscribe(
+                self, channel, lambda: self._answer(membership, members)
+            )
+        except SubscriptionError as exc:
+            self.send(frames.subscription_error(exc))
+            return
+        except Exception as exc:
+            log.warning("subscribe_failed", socket_id=self.socket_id, channel=channel,
+                        error=str(exc))
+            if membership.kind is ChannelKind.PRESENCE and not again:
+                await self.ctx.leave_presence(self.app_id, self.socket_id, [membership])
+            self.send(frames.subscription_error(SubscriptionUnavailable(channel)))
+            return
+        if not added:  # closed while we waited for Redis
+            if membership.kind is ChannelKind.PRESENCE:
+                await self.ctx.leave_presence(self.app_id, self.socket_id, [membership])
+            return
+        self.subscriptions[channel] = membership
+        if members is not None and members.is_new:
+            self.ctx.member_added(self.app_id, membership, self.socket_id)
+
+    async def _join_presence(self, membership: Membership) -> Any:
+        if membership.kind is not ChannelKind.PRESENCE:
+            return None
+        result = await self.ctx.presence.join(
+            self.app_id, membership.channel, self.socket_id, membership.user_id or "",
+            membership.user_info, self.app.max_presence_members,
+        )
+        if result.full:
+            raise SubscriptionLimitReached(membership.channel)
+        return result
+
+    def _answer(self, membership: Membership, presence: Any) -> None:
+        if presence is None:
+            self.send(frames.subscription_succeeded(membership.channel))
+        else:
+            self.send(frames.presence_subscription_succeeded(membership.channel, presence.members))
+        self._after_subscribed(membership)
+
+    def _after_subscribed(self, membership: Membership) -> None:
+        """Runs right after subscription_succeeded is queued, before any channel event.
+
+        Seam for cache channels (gateway/channels/cache.py): the last-event replay, or
+        ``pusher:cache_miss``, is sent from here once that issue lands.
+        """
+        if membership.cache and cache.replay_after_subscribe(membership):
+            raise NotImplementedError("cache channel replay")
+
+    def _unsubscribe(self, msg: messages.Unsubscribe) -> Awaitable[None] | None:
+        membership = self.subscriptions.pop(msg.channel, None)
+        if membership is None:
+            return None
+        self.ctx.hub.unsubscribe(self, msg.channel)
+        if membership.kind is ChannelKind.PRESENCE:
+            return self.ctx.leave_presence(self.app_id, self.socket_id, [membership])
+        return None
+
+    # ----------------------------------------------------------------- client events
+
+    def _client_event(self, msg: messages.ClientEvent) -> None:
+        problem = self._client_event_problem(msg)
+        if problem:
+            self.send(frames.from_error(ClientEventRejected(problem)))
+            return
+        membership = self.subscriptions[msg.channel]
+        user_id = membership.user_id if membership.kind is ChannelKind.PRESENCE else None
+        self.ctx.publisher.publish(
+            BusEvent(self.app_id, msg.channel, msg.event, msg.data, None, self.socket_id, user_id)
+        )
+
+    def _client_event_problem(self, msg: messages.ClientEvent) -> str | None:
+        if not self.app.client_events:
+            return "Client events are not enabled for this app."
+        membership = self.subscriptions.get(msg.channel)
+        if membership is None:
+            return (f"Cannot broadcast client event (connection not subscribed to channel "
+                    f"{msg.channel})")
+        if not membership.accepts_client_events:
+            return "Client events are only allowed on private and presence channels."
+        problem = event_name_problem(msg.event, from_api=False)
+        if problem:
+            return problem
+        if len(orjson.dumps(msg.data)) > self.app.max_event_bytes:
+            return f"The event data is larger than the allowed {self.app.max_event_bytes} bytes."
+        return self._rate_limited()
+
+    def _rate_limited(self) -> str | None:
+        now = time.monotonic()
+        if now - self._ce_window >= 1.0:
+            self._ce_window, self._ce_count = now, 0
+        self._ce_count += 1
+        if self._ce_count > CLIENT_EVENTS_PER_SECOND:
+            return (f"Client event rejected: more than {CLIENT_EVENTS_PER_SECOND} "
+                    "client events per second.")
+        return None
+
+    # ----------------------------------------------------------------- sign-in
+
+    def _signin(self, msg: messages.Signin) -> None:
+        try:
+            user = user_auth.sign_in(self.app, self.socket_id, msg, self.user)
+        except Unauthorized as exc:
+            self.close(exc)
+            return
+        if self.user is None:
+            self.ctx.hub.sign_in(self, user.id)
+        self.user = user
+        self.send(frames.signin_success(msg.user_data))
+

@@ -1,0 +1,184 @@
+"""Local subscriptions and fan-out: (app, channel) -> subscribers, frames built once.
+
+The hot path is ``deliver``: one Pusher frame (JSON + WebSocket header) per event, the same
+bytes handed to every subscriber, appended to the subscriber's pending list. One
+``loop.call_soon`` per loop turn flushes every subscriber that got something, with a single
+``transport.write`` each, so a burst of events costs one syscall per subscriber, not one per
+event. A subscriber whose kernel/transport buffer grows past ``max_write_buffer_bytes`` is cut
+off there (4100), so it never slows the others.
+
+Per channel the hub also keeps the ordering state the bus sequencer works on (``last`` serial
+delivered, ``held`` events waiting for a gap to be filled); see gateway/ws/bus.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.protocol import frames
+from gateway.state.bus import BusEvent
+from gateway.state.history import History
+from gateway.ws import framing
+
+if TYPE_CHECKING:
+    from gateway.ws.bus import Sequencer, Skipped
+    from gateway.ws.occupancy import OccupancyWriter
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a connection (gateway/ws/connection.py)."""
+
+    socket_id: str
+    app_id: str
+    closed: bool
+
+    def enqueue(self, data: bytes) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class Channel:
+    __slots__ = ("app_id", "name", "subscribers", "last", "held", "joining", "skipped")
+
+    def __init__(self, app_id: str, name: str) -> None:
+        self.app_id = app_id
+        self.name = name
+        self.subscribers: dict[str, Subscriber] = {}
+        # Last serial delivered; None while unknown (the first serial seen becomes the baseline).
+        self.last: int | None = 0
+        # Not None while the channel waits for its baseline or for a gap to be filled: serial
+        # events are parked here, in arrival order, and delivered in serial order afterwards.
+        self.held: list[BusEvent] | None = None
+        # True while the first subscriber waits for the baseline: keeps the entry alive even if
+        # every other subscriber leaves meanwhile.
+        self.joining = False
+        # Serials passed over because neither history nor the bus had them in time: delivered
+        # late (out of order) rather than lost if they still turn up. Bounded; usually None.
+        self.skipped: Skipped | None = None
+
+
+class Hub:
+    def __init__(self, history: History, occupancy: OccupancyWriter) -> None:
+        self.history = history
+        self.occupancy = occupancy
+        self.sequencer: Sequencer | None = None  # set by the node (the two refer to each other)
+        self.channels: dict[tuple[str, str], Channel] = {}
+        self.connections: dict[str, Subscriber] = {}
+        self.users: dict[tuple[str, str], set[Subscriber]] = {}
+        self.app_counts: Counter[str] = Counter()
+        self._dirty: list[Subscriber] = []
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ----------------------------------------------------------------- connections
+
+    def add_connection(self, conn: Subscriber) -> None:
+        self.connections[conn.socket_id] = conn
+        self.app_counts[conn.app_id] += 1
+
+    def remove_connection(self, conn: Subscriber, channels: list[str], user_id: str | None) -> None:
+        if self.connections.pop(conn.socket_id, None) is None:
+            return
+        self.app_counts[conn.app_id] -= 1
+        for name in channels:
+            self.unsubscribe(conn, name)
+        if user_id is not None:
+            self.sign_out(conn, user_id)
+
+    def sign_in(self, conn: Subscriber, user_id: str) -> None:
+        self.users.setdefault((conn.app_id, user_id), set()).add(conn)
+
+    def sign_out(self, conn: Subscriber, user_id: str) -> None:
+        key = (conn.app_id, user_id)
+        conns = self.users.get(key)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.users[key]
+
+    def signed_in(self, app_id: str, user_id: str) -> list[Subscriber]:
+        return list(self.users.get((app_id, user_id), ()))
+
+    def local_count(self, app_id: str, channel: str) -> int:
+        ch = self.channels.get((app_id, channel))
+        return len(ch.subscribers) if ch is not None else 0
+
+    # ----------------------------------------------------------------- subscriptions
+
+    async def subscribe(self, conn: Subscriber, name: str, on_added: Callable[[], None]) -> bool:
+        """Add ``conn`` to the channel; ``on_added`` runs right after, before any event can
+        reach it (it sends subscription_succeeded). False if the connection closed meanwhile.
+
+        The first local subscriber reads the channel's current serial as the baseline before
+        it is answered, so it gets exactly the events accepted after that point.
+        """
+        key = (conn.app_id, name)
+        ch = self.channels.get(key)
+        first = ch is None
+        if ch is None:
+            ch = self.channels[key] = Channel(conn.app_id, name)
+            ch.held = []
+            ch.joining = True
+            try:
+                ch.last = await self.history.current_serial(conn.app_id, name)
+            except BaseException:
+                ch.last = None
+                self._settle(ch, first)
+                raise
+        if conn.closed:
+            self._settle(ch, first)
+            return False
+        ch.subscribers[conn.socket_id] = conn
+        on_added()
+        self._settle(ch, first)
+        self.occupancy.mark(conn.app_id, name)
+        return True
+
+    def _settle(self, ch: Channel, first: bool) -> None:
+        if first:
+            ch.joining = False
+            if self.sequencer is not None:
+                self.sequencer.release(ch)
+        if not ch.subscribers and self.channels.get((ch.app_id, ch.name)) is ch:
+            del self.channels[(ch.app_id, ch.name)]
+
+    def unsubscribe(self, conn: Subscriber, name: str) -> None:
+        key = (conn.app_id, name)
+        ch = self.channels.get(key)
+        if ch is None or ch.subscribers.pop(conn.socket_id, None) is None:
+            return
+        if not ch.subscribers and not ch.joining:
+            del self.channels[key]
+        self.occupancy.mark(conn.app_id, name)
+
+    # ----------------------------------------------------------------- fan-out
+
+    def deliver(self, ch: Channel, event: str, data: Any, user_id: str | None = None,
+                exclude: str | None = None) -> None:
+        if not ch.subscribers:
+            return
+        data_frame = framing.text(frames.channel_event(event, ch.name, data, user_id))
+        for socket_id, conn in ch.subscribers.items():
+            if socket_id != exclude:
+                conn.enqueue(data_frame)
+
+    def deliver_event(self, ch: Channel, ev: BusEvent) -> None:
+        self.deliver(ch, ev.event, ev.data, ev.user_id, ev.exclude)
+
+    def schedule_flush(self, conn: Subscriber) -> None:
+        """Called by a connection whose pending list just became non-empty."""
+        self._dirty.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()

@@ -1,0 +1,319 @@
+"""The WebSocket node: lifecycle, registry heartbeats, liveness sweeps, graceful shutdown.
+
+``run_node(settings)`` is what ``clarion ws`` calls: one process, one event loop (uvloop when
+installed), one picows server on settings.websocket.host/port (SO_REUSEPORT when several
+processes share the port), one Redis bus subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+import structlog
+from picows import ws_create_server
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+
+from config.settings import Settings
+from gateway.protocol.errors import ReconnectNow, Unauthorized
+from gateway.protocol.names import ChannelKind
+from gateway.state.bus import Terminate
+from gateway.state.history import History
+from gateway.state.keys import Keys, split_presence_row
+from gateway.state.occupancy import NodeOccupancy
+from gateway.state.presence import Presence
+from gateway.state.registry import Registry
+from gateway.ws.bus import BusListener, BusPublisher, Sequencer
+from gateway.ws.connection import Connection
+from gateway.ws.context import CLOSE_TIMEOUT, NodeContext
+from gateway.ws.hub import Hub
+from gateway.ws.occupancy import OccupancyWriter
+from gateway.ws.server import Router
+
+log = structlog.get_logger("clarion.ws.node")
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Client frames in the Pusher protocol are small; picows grows the buffer when needed.
+READ_BUFFER_INIT = 4096
+BUS_WAIT_ON_START = 5.0
+
+
+def make_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _redis_clients(url: str) -> tuple[Any, Any]:
+    # Commands: a couple of quick retries, then fail fast so a client gets an error, not a hang.
+    commands = aioredis.Redis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=5,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+    )
+    # The bus: blocking reads, no retries (the listener reconnects and reconciles itself).
+    bus = aioredis.Redis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=None, socket_keepalive=True,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return commands, bus
+
+
+class Node:
+    def __init__(self, settings: Settings, reuse_port: bool = False) -> None:
+        self.settings = settings
+        self.reuse_port = reuse_port
+        self.node_id = make_node_id()
+        self.keys = Keys(settings.redis.key_prefix)
+        self.redis, self.bus_redis = _redis_clients(settings.redis.url or DEFAULT_REDIS_URL)
+        self.history = History(self.redis, self.keys, settings.history.size, settings.history.ttl)
+        self.presence = Presence(self.redis, self.keys, self.node_id)
+        self.registry = Registry(
+            self.redis, self.keys, self.node_id, settings.websocket.node_timeout
+        )
+        self.occupancy = OccupancyWriter(NodeOccupancy(self.redis, self.keys, self.node_id))
+        self.hub = Hub(self.history, self.occupancy)
+        self.occupancy.count = self.hub.local_count
+        self.sequencer = Sequencer(self.hub, self.history)
+        self.hub.sequencer = self.sequencer
+        self.publisher = BusPublisher(self.redis, self.keys)
+        self.ctx = NodeContext(settings, self.node_id, self.hub, self.presence, self.publisher)
+        self.listener = BusListener(
+            self.bus_redis, self.keys, self.sequencer, self._terminate, self._bus_connected
+        )
+        self.shutting_down = False
+        self.server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._side_tasks: set[asyncio.Task[Any]] = set()
+        self._heartbeat_failed = False
+        self._halt = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    @property
+    def connections(self) -> int:
+        return len(self.hub.connections)
+
+    def _local_connections(self) -> list[Connection]:
+        # The hub only knows them as Subscribers; every one of them is a Connection.
+        return cast(list[Connection], list(self.hub.connections.values()))
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        ws = self.settings.websocket
+        self.server = await ws_create_server(
+            Router(self.ctx, lambda: not self.shutting_down),
+            ws.host, ws.port,
+            max_frame_size=ws.max_frame_bytes,
+            read_buffer_init_size=READ_BUFFER_INIT,
+            enable_auto_pong=True,
+            websocket_handshake_timeout=5,
+            reuse_port=self.reuse_port or None,
+            backlog=1024,
+        )
+        loop = asyncio.get_running_loop()
+        for job in (self.listener.run(), self.publisher.run(), self.occupancy.run(),
+                    self._heartbeat_loop(), self._liveness_loop()):
+            self._tasks.append(loop.create_task(job))
+        try:
+            await asyncio.wait_for(self.listener.connected.wait(), BUS_WAIT_ON_START)
+        except TimeoutError:
+            log.warning("bus_not_connected_yet", node=self.node_id)
+        log.info("node_started", node=self.node_id, host=ws.host, port=self.port)
+
+    async def stop(self) -> None:
+        """Graceful shutdown: 4200 to every client, presence left, registry entry removed."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        log.info("node_stopping", node=self.node_id, connections=self.connections)
+        if self.server is not None:
+            self.server.close()
+        await self._close_connections()
+        await _wait_all(self.ctx.cleanups, 5.0)
+        await self._stop_background()
+        await self.publisher.flush()
+        try:
+            await self.registry.deregister()
+        except Exception as exc:
+            log.warning("deregister_failed", error=str(exc))
+        await self.redis.aclose()
+        await self.bus_redis.aclose()
+        log.info("node_stopped", node=self.node_id)
+
+    async def _stop_background(self) -> None:
+        # Loops finish their current Redis call and return: cancelling redis-py midway can
+        # leave a connection waiting forever. Only the bus listener (a blocking read) and
+        # stragglers are cancelled.
+        self._halt.set()
+        self.occupancy.stop()
+        self.publisher.stop()
+        self._tasks[0].cancel()  # the bus listener
+        for task in [*self._side_tasks, *self.sequencer.tasks]:
+            task.cancel()
+        _, pending = await asyncio.wait(self._tasks, timeout=3.0)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+
+    async def _close_connections(self) -> None:
+        for conn in self._local_connections():
+            conn.close(ReconnectNow())
+        deadline = time.monotonic() + max(self.settings.websocket.shutdown_grace, 0.1)
+        while self.hub.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in self._local_connections():
+            if conn.transport is not None:
+                conn.transport.disconnect(graceful=False)
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        while self.hub.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    # ----------------------------------------------------------------- background loops
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.websocket.heartbeat_interval
+        while not self._halt.is_set():
+            try:
+                await self.registry.heartbeat()
+                if self._heartbeat_failed:
+                    self._heartbeat_failed = False
+                    await self._resync()
+                await self.registry.sweep(self.presence, self._swept_member)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self._heartbeat_failed:
+                    log.warning("heartbeat_failed", node=self.node_id, error=str(exc))
+                self._heartbeat_failed = True
+            if await self._halted(interval):
+                return
+
+    async def _halted(self, timeout: float) -> bool:
+        """Sleep up to ``timeout``; True once the node is stopping."""
+        try:
+            await asyncio.wait_for(self._halt.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _swept_member(self, app_id: str, channel: str, user_id: str) -> None:
+        self.ctx.member_removed(app_id, channel, user_id)
+
+    async def _liveness_loop(self) -> None:
+        ws = self.settings.websocket
+        tick = max(0.05, min(1.0, ws.activity_timeout / 4, ws.pong_timeout / 4))
+        while not await self._halted(tick):
+            now = time.monotonic()
+            for conn in self._local_connections():
+                conn.check_liveness(now)
+
+    # ----------------------------------------------------------------- recovery
+
+    def _bus_connected(self) -> None:
+        """(Re)subscribed to the bus: events published meanwhile were missed; fill them."""
+        if self.hub.channels:
+            self._spawn(self._reconcile())
+
+    async def _reconcile(self) -> None:
+        for ch in list(self.hub.channels.values()):
+            try:
+                current = await self.history.current_serial(ch.app_id, ch.name)
+            except Exception as exc:
+                log.warning("reconcile_failed", error=str(exc))
+                return
+            self.sequencer.reconcile(ch, current)
+
+    async def _resync(self) -> None:
+        """Redis came back after heartbeats failed: a survivor may have swept this node.
+        Rewrite occupancy, rejoin local presence members, drop rows of sockets now gone."""
+        log.info("resync", node=self.node_id)
+        self.occupancy.mark_all(list(self.hub.channels))
+        for conn in self._local_connections():
+            for m in list(conn.subscriptions.values()):
+                if m.kind is ChannelKind.PRESENCE:
+                    result = await self.presence.join(
+                        conn.app_id, m.channel, conn.socket_id, m.user_id or "", m.user_info,
+                        10**9,  # already admitted: the member limit does not apply again
+                    )
+                    if result.is_new:
+                        self.ctx.member_added(conn.app_id, m, conn.socket_id)
+        for row in await self.redis.smembers(self.keys.node_presence(self.node_id)):
+            app_id, channel, socket_id = split_presence_row(row.decode())
+            conn = cast(Connection | None, self.hub.connections.get(socket_id))
+            if conn is None or channel not in conn.subscriptions:
+                user_id = await self.presence.leave(app_id, channel, socket_id)
+                if user_id is not None:
+                    self.ctx.member_removed(app_id, channel, user_id)
+
+    def _terminate(self, msg: Terminate) -> None:
+        for conn in cast(list[Connection], self.hub.signed_in(msg.app_id, msg.user_id)):
+            conn.close(Unauthorized("You got disconnected by the app."))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+
+async def _wait_all(tasks: set[asyncio.Task[Any]], timeout: float) -> None:
+    if tasks:
+        await asyncio.wait(list(tasks), timeout=timeout)
+
+
+def create_node(settings: Settings, *, reuse_port: bool = False) -> Node:
+    return Node(settings, reuse_port=reuse_port)
+
+
+# --------------------------------------------------------------------------- process entry
+
+
+def configure_logging(level: str = "info") -> None:
+    """key=value lines on stderr, filtered by ``settings.log_level``."""
+    numeric = logging.getLevelName(level.upper())
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            numeric if isinstance(numeric, int) else logging.INFO
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+async def serve(settings: Settings, reuse_port: bool = False) -> None:
+    """Run a node until SIGTERM or SIGINT, then shut it down gracefully."""
+    node = create_node(settings, reuse_port=reuse_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    await stop.wait()
+    await node.stop()
+
+
+def run_node(settings: Settings, reuse_port: bool = False) -> int:
+    """``clarion ws``: blocks until a signal, returns 0 after a graceful shutdown."""
+    configure_logging(settings.log_level)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        asyncio.run(serve(settings, reuse_port))
+    else:
+        uvloop.run(serve(settings, reuse_port))
+    return 0

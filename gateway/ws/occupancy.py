@@ -1,0 +1,62 @@
+"""Keeps this node's occupancy hash (P occ:{app}:{node}) in step with local counts.
+
+Subscribes and unsubscribes only mark a channel dirty; one task writes the current local
+count of every dirty channel. Writes never overlap, so a count written late can never
+overwrite a newer one, and a mass disconnect costs one write per channel, not per socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from gateway.state.occupancy import NodeOccupancy
+
+log = structlog.get_logger("clarion.ws.occupancy")
+
+RETRY_DELAY = 1.0
+
+
+class OccupancyWriter:
+    def __init__(self, occupancy: NodeOccupancy) -> None:
+        self.occupancy = occupancy
+        self.count: Callable[[str, str], int] = lambda app_id, channel: 0
+        self._dirty: set[tuple[str, str]] = set()
+        self._wake = asyncio.Event()
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Let ``run`` return after its current write (never cancel a Redis call midway)."""
+        self._stopped = True
+        self._wake.set()
+
+    def mark(self, app_id: str, channel: str) -> None:
+        self._dirty.add((app_id, channel))
+        self._wake.set()
+
+    def mark_all(self, channels: list[tuple[str, str]]) -> None:
+        self._dirty.update(channels)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stopped:
+                return
+            await self.write_dirty()
+
+    async def write_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for i, (app_id, channel) in enumerate(sorted(dirty)):
+            try:
+                await self.occupancy.set(app_id, channel, self.count(app_id, channel))
+            except Exception as exc:  # Redis down: keep what is left for the next attempt
+                rest = sorted(dirty)[i:]
+                self._dirty.update(rest)
+                log.warning("occupancy_write_failed", error=str(exc), pending=len(rest))
+                await asyncio.sleep(RETRY_DELAY)
+                self._wake.set()
+                return

@@ -1,0 +1,138 @@
+"""The picows side: route each HTTP request on the port to a listener or a plain response.
+
+- ``GET /ready``: 200 JSON ``{"status": "ok", "node", "connections"}``, 503 while shutting down.
+- ``/app/{key}?protocol=7&client=js&version=...``: a Pusher connection, or a refusal that is
+  still upgraded so the client can read the Pusher error (4001, 4003, 4004, 4007).
+- any other WebSocket path: refused with 4005; any other plain request: 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from picows import (
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+)
+
+from gateway.protocol import frames
+from gateway.protocol.errors import (
+    AppDisabled,
+    AppNotFound,
+    ConnectionError_,
+    OverConnectionQuota,
+    PathNotFound,
+    ReconnectNow,
+    UnsupportedProtocol,
+)
+from gateway.ws import framing
+from gateway.ws.connection import Connection
+from gateway.ws.context import CLOSE_TIMEOUT, NodeContext
+
+SUPPORTED_PROTOCOLS = range(5, 8)
+APP_PREFIX = "/app/"
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+class Refusal(WSListener):
+    """Upgrades, sends ``pusher:error`` and closes with its code: pusher-js only reads close
+    codes, pysher only error frames, and neither sees an HTTP error body."""
+
+    __slots__ = ("error", "transport")
+
+    def __init__(self, error: ConnectionError_) -> None:
+        super().__init__()
+        self.error = error
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        err = self.error
+        transport.underlying_transport.write(
+            framing.text(frames.from_error(err)) + framing.close(err.code or 1000, err.message)
+        )
+        # Wait for the client's close frame (clean handshake), but not forever.
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.disconnect, False)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is WSMsgType.CLOSE:
+            transport.disconnect()
+
+
+class Router:
+    """The picows listener factory."""
+
+    def __init__(self, ctx: NodeContext, is_ready: Callable[[], bool]) -> None:
+        self.ctx = ctx
+        self.is_ready = is_ready
+
+    def __call__(self, request: WSUpgradeRequest) -> object:
+        target = urlsplit(request.path.decode("latin-1"))
+        path = target.path.rstrip("/") or "/"
+        if path.startswith(APP_PREFIX):
+            return self._pusher(path[len(APP_PREFIX):], target.query)
+        if path == "/ready" and request.method == b"GET":
+            return self._ready()
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return Refusal(PathNotFound())
+        body = orjson.dumps({"error": "Not found", "code": 404})
+        return WSUpgradeResponseWithListener(
+            WSUpgradeResponse.create_error_response(404, body, JSON_HEADERS), None
+        )
+
+    def _ready(self) -> WSUpgradeResponseWithListener:
+        ready = self.is_ready()
+        body = orjson.dumps({
+            "status": "ok" if ready else "shutting_down",
+            "node": self.ctx.node_id,
+            "connections": len(self.ctx.hub.connections),
+        })
+        if ready:
+            response = WSUpgradeResponse.create_ok_response(body, JSON_HEADERS)
+        else:
+            response = WSUpgradeResponse.create_error_response(503, body, JSON_HEADERS)
+        return WSUpgradeResponseWithListener(response, None)
+
+    def _pusher(self, key: str, query: str) -> WSListener:
+        error = self._refusal(key, parse_qs(query))
+        if error is not None:
+            return Refusal(error)
+        app = self.ctx.settings.app_by_key(key)
+        assert app is not None
+        return Connection(self.ctx, app, self.ctx.new_socket_id())
+
+    def _refusal(self, key: str, params: dict[str, list[str]]) -> ConnectionError_ | None:
+        if not self.is_ready():
+            return ReconnectNow()
+        app = self.ctx.settings.app_by_key(key)
+        if app is None:
+            return AppNotFound(f"Application does not exist: no app with key {key[:64]!r}")
+        if not app.enabled:
+            return AppDisabled()
+        if not _protocol_supported(params.get("protocol")):
+            return UnsupportedProtocol(
+                f"Unsupported protocol version {params['protocol'][0][:16]!r}: use 5, 6 or 7"
+            )
+        # Counted per node: a cluster-wide quota needs a shared counter (known gap).
+        if app.max_connections is not None and (
+            self.ctx.hub.app_counts[app.id] >= app.max_connections
+        ):
+            return OverConnectionQuota()
+        return None
+
+
+def _protocol_supported(values: list[str] | None) -> bool:
+    # A missing protocol is taken as 7: old clients omit it, and refusing helps nobody.
+    if not values:
+        return True
+    try:
+        return int(values[0]) in SUPPORTED_PROTOCOLS
+    except ValueError:
+        return False

@@ -1,0 +1,236 @@
+"""Helpers for the WebSocket node tests: a node in a thread, a Pusher client, the bus side.
+
+The client speaks exactly what pusher-js sends (``{"event":"pusher:subscribe","data":{"auth":
+"","channel":...}}``, pings with ``"data":{}``) over the ``websockets`` library. Tests wait for
+messages instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import redis
+import uvloop
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from config.settings import Settings
+from gateway.embedded_redis import free_port
+from gateway.protocol.signatures import auth_token, channel_string, user_string
+from gateway.state.bus import BusEvent
+from gateway.state.history import History
+from gateway.state.keys import Keys
+from gateway.ws.node import Node, create_node
+
+KEY, SECRET, APP_ID = "app-key", "app-secret", "1"
+PUSHER_JS_QUERY = "protocol=7&client=js&version=8.4.0&flash=false"
+
+
+def make_settings(redis_url: str, key_prefix: str, **ws: Any) -> Settings:
+    """Settings for a test node; ``ws`` overrides websocket.*, except ``apps`` and ``history``."""
+    history = ws.pop("history", {})
+    apps = ws.pop("apps", None) or [
+        {"id": APP_ID, "key": KEY, "secret": SECRET},
+        {"id": "2", "key": "disabled-key", "secret": "s2", "enabled": False},
+        {"id": "3", "key": "quiet-key", "secret": "s3", "client_events": False},
+    ]
+    return Settings.model_validate({
+        "redis": {"url": redis_url, "key_prefix": key_prefix},
+        "websocket": {"port": free_port(), "heartbeat_interval": 0.2, **ws},
+        "apps": apps,
+        "history": history,
+        "log_level": "warning",
+    })
+
+
+class NodeThread:
+    """A node on its own uvloop in a daemon thread, as `clarion ws` runs it (minus signals)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.node: Node | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> NodeThread:
+        self.thread.start()
+        assert self._started.wait(15), "node did not start"
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        self.loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._main())
+        finally:
+            self.loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            self.node = create_node(self.settings)
+            await self.node.start()
+        except BaseException as exc:  # surfaced to the test thread
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        await self._stop.wait()
+        await self.node.stop()
+
+    def call(self, fn: Callable[[], Coroutine[Any, Any, Any]], timeout: float = 10) -> Any:
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self.loop is not None and self._stop is not None and self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(20)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.settings.websocket.port}"
+
+
+class Closed(Exception):
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"closed {code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class PusherClient:
+    def __init__(self, base_url: str, key: str = KEY, query: str = PUSHER_JS_QUERY,
+                 path: str | None = None) -> None:
+        self.ws: ClientConnection = connect(
+            f"{base_url}{path or '/app/' + key}?{query}",
+            open_timeout=5, max_size=None, legacy=True,
+        )
+        self.socket_id: str | None = None
+
+    # ---------------------------------------------------------------- receiving
+
+    def recv(self, timeout: float = 5) -> dict[str, Any]:
+        try:
+            raw = self.ws.recv(timeout)
+        except ConnectionClosed as exc:
+            rcvd = exc.rcvd
+            raise Closed(rcvd.code if rcvd else None, rcvd.reason if rcvd else "") from None
+        return json.loads(raw)
+
+    def established(self) -> dict[str, Any]:
+        msg = self.recv()
+        assert msg["event"] == "pusher:connection_established", msg
+        data = json.loads(msg["data"])
+        self.socket_id = data["socket_id"]
+        return data
+
+    def expect(self, event: str, channel: str | None = None, timeout: float = 5) -> dict[str, Any]:
+        """The next message, which must be ``event`` (on ``channel``)."""
+        msg = self.recv(timeout)
+        assert msg["event"] == event, msg
+        if channel is not None:
+            assert msg.get("channel") == channel, msg
+        return msg
+
+    def wait_for(
+        self, event: str, channel: str | None = None, timeout: float = 5
+    ) -> dict[str, Any]:
+        """Skip messages until ``event`` arrives."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.recv(max(0.01, deadline - time.monotonic()))
+            if msg["event"] == event and (channel is None or msg.get("channel") == channel):
+                return msg
+
+    def closed(self, timeout: float = 5) -> Closed:
+        """Read until the server closes; the close code and reason."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                self.recv(max(0.01, deadline - time.monotonic()))
+        except Closed as exc:
+            return exc
+
+    # ---------------------------------------------------------------- sending (as pusher-js)
+
+    def send(self, event: str, data: Any, channel: str | None = None) -> None:
+        msg: dict[str, Any] = {"event": event, "data": data}
+        if channel is not None:
+            msg["channel"] = channel
+        self.ws.send(json.dumps(msg))
+
+    def subscribe(self, channel: str, auth: str = "", channel_data: str | None = None) -> None:
+        data: dict[str, Any] = {"auth": auth, "channel": channel}
+        if channel_data is not None:
+            data["channel_data"] = channel_data
+        self.send("pusher:subscribe", data)
+
+    def subscribed(self, channel: str, **kw: Any) -> dict[str, Any]:
+        self.subscribe(channel, **kw)
+        return self.expect("pusher_internal:subscription_succeeded", channel)
+
+    def subscribe_private(self, channel: str) -> dict[str, Any]:
+        assert self.socket_id
+        return self.subscribed(channel, auth=auth_token(KEY, SECRET,
+                                                        channel_string(self.socket_id, channel)))
+
+    def subscribe_presence(self, channel: str, user_id: Any, info: Any = None) -> dict[str, Any]:
+        """subscription_succeeded's data, parsed."""
+        assert self.socket_id
+        payload = {"user_id": user_id} if info is None else {"user_id": user_id, "user_info": info}
+        channel_data = json.dumps(payload)
+        auth = auth_token(KEY, SECRET, channel_string(self.socket_id, channel, channel_data))
+        msg = self.subscribed(channel, auth=auth, channel_data=channel_data)
+        return json.loads(msg["data"])
+
+    def signin(self, user_data: str) -> None:
+        assert self.socket_id
+        auth = auth_token(KEY, SECRET, user_string(self.socket_id, user_data))
+        self.send("pusher:signin", {"auth": auth, "user_data": user_data})
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+class Bus:
+    """The API and workers' side, with redis-py: accept into history, publish on the bus."""
+
+    def __init__(self, client: redis.Redis, key_prefix: str, history_size: int = 100) -> None:
+        self.redis = client
+        self.keys = Keys(key_prefix)
+        self.history = History(client, self.keys, history_size, 3600)
+
+    def accept(self, channel: str, events: list[tuple[str, str]], exclude: str | None = None,
+               app_id: str = APP_ID) -> list[int]:
+        accepted = self.history.accept(app_id, [(channel, e, d, exclude) for e, d in events])
+        return [a.serial for a in accepted]
+
+    def publish(self, channel: str, event: str, data: Any, serial: int | None = None,
+                exclude: str | None = None, app_id: str = APP_ID) -> None:
+        self.redis.publish(self.keys.bus,
+                           BusEvent(app_id, channel, event, data, serial, exclude).encode())
+
+    def raw(self, message: bytes) -> None:
+        self.redis.publish(self.keys.bus, message)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
