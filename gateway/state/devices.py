@@ -139,6 +139,51 @@ class DeviceStore:
         pipe.execute()
         return device_id, []
 
+    def register_many(
+        self,
+        app: str,
+        platform: str,
+        tokens: Sequence[str],
+        interests: Sequence[str] = (),
+        chunk: int = 2000,
+    ) -> list[str]:
+        """Register many tokens with the same interests, pipelined ``chunk`` at a time (imports,
+        benchmarks); return their device ids in order.
+
+        A token already registered keeps its device (which is given ``interests`` too), like
+        :meth:`register`. Unlike it, a chunk is not one transaction: two concurrent
+        registrations of the same new token could both make a device. Interest names are not
+        checked here (callers validate them, as the device API does).
+        """
+        if platform not in PLATFORMS:
+            raise ValueError(f"unknown platform {platform!r}")
+        out: list[str] = []
+        created = str(int(time.time()))
+        for start in range(0, len(tokens), chunk):
+            part = tokens[start : start + chunk]
+            known = self.r.mget([self.keys.token(app, platform, t) for t in part])
+            pipe = self.r.pipeline(transaction=False)
+            for token, existing in zip(part, known, strict=True):
+                device_id = _s(existing) or f"{platform}-{uuid.uuid4()}"
+                if existing is None:
+                    pipe.hset(
+                        self.keys.device(app, device_id),
+                        mapping={
+                            "platform": platform,
+                            "token": token,
+                            "metadata": "{}",
+                            "created": created,
+                        },
+                    )
+                    pipe.set(self.keys.token(app, platform, token), device_id)
+                if interests:
+                    pipe.sadd(self.keys.device_interests(app, device_id), *interests)
+                out.append(device_id)
+            for interest in interests:
+                pipe.sadd(self.keys.interest(app, interest), *out[start:])
+            pipe.execute()
+        return out
+
     def get(self, app: str, device_id: str) -> Device | None:
         raw = self.r.hgetall(self.keys.device(app, device_id))
         if not raw:

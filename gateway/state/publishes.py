@@ -1,7 +1,7 @@
 """Beams publishes in Redis: the request, its progress, each device's outcome, its counters.
 
-Key schema (``P`` = ``settings.redis.key_prefix``), every key expiring ``push.status_ttl``
-seconds after the publish is accepted:
+Key schema (``P`` = ``settings.redis.key_prefix``), every key but ``bps`` expiring
+``push.status_ttl`` seconds after the publish is accepted:
 
 | key                  | type   | holds                                                        |
 |----------------------|--------|--------------------------------------------------------------|
@@ -13,9 +13,15 @@ seconds after the publish is accepted:
 | P bpa:{app}:{pid}    | hash   | device id -> attempts made                                   |
 | P bpl:{app}:{pid}    | string | lease held by the task run working on the publish            |
 | P brl:{app}:{second} | string | publish requests in that second (rate limit), 2 s            |
+| P bps:{app}          | hash   | the app's cumulative counters, NOT expiring (metrics):       |
+|                      |        | ``publishes``, ``{platform}:{counter}`` for delivered,       |
+|                      |        | failed, retried, removed (platform: the device id prefix)    |
 
 Counters in ``bp``: ``devices`` (distinct devices targeted), ``delivered``, ``failed``,
 ``removed`` (dead tokens whose device was deleted) and ``retried`` (attempts rescheduled).
+The same four outcome counters are added, per platform, to the app's cumulative ``bps`` hash in
+the same transaction (:meth:`PublishStore.totals`), which the API's ``/metrics`` reads at
+scrape time: workers cannot be scraped, Redis can.
 ``state`` goes ``queued`` -> ``running`` -> ``done``. ``errors`` is a JSON object
 ``{platform: description}`` for platforms whose credentials were refused: their remaining
 devices are counted failed without being sent to.
@@ -39,6 +45,14 @@ import redis
 
 DELIVERED, REMOVED, FAILED, WAITING, PENDING = "d", "x", "f", "w", "p"
 COUNTERS = ("devices", "delivered", "failed", "retried", "removed")
+OUTCOME_COUNTERS = ("delivered", "failed", "retried", "removed")
+PLATFORMS = ("fcm", "apns")
+
+
+def platform_of(device_id: str) -> str:
+    """The platform of a Beams device id (``fcm-…``, ``apns-…``)."""
+    head = device_id.partition("-")[0]
+    return head if head in PLATFORMS else "other"
 
 
 def new_publish_id() -> str:
@@ -86,6 +100,9 @@ class PublishKeys:
 
     def rate(self, app: str, second: int) -> str:
         return f"{self.prefix}brl:{app}:{second}"
+
+    def totals(self, app: str) -> str:
+        return f"{self.prefix}bps:{app}"
 
 
 _RELEASE = """
@@ -137,6 +154,23 @@ class PublishStore:
         pipe.hset(key, mapping=mapping)
         pipe.expire(key, self.ttl)
         pipe.execute()
+
+    def count_accepted(self, app: str) -> None:
+        """Count a publish that was stored and enqueued (the ``publishes`` metric)."""
+        self.r.hincrby(self.keys.totals(app), "publishes", 1)
+
+    def totals(self, apps: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Cumulative counters per app (one round trip): ``{app: {field: n}}`` with fields
+        ``publishes`` and ``{platform}:{delivered|failed|retried|removed}``."""
+        if not apps:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        for app in apps:
+            pipe.hgetall(self.keys.totals(app))
+        return {
+            app: {_s(k): int(v) for k, v in raw.items()}
+            for app, raw in zip(apps, pipe.execute(), strict=True)
+        }
 
     def status(self, app: str, pid: str) -> dict[str, Any] | None:
         """What ``GET …/publishes/{pid}`` and ``clarion push status`` show."""
@@ -261,9 +295,12 @@ class PublishStore:
         rkey = self.keys.retries(app, pid)
         akey = self.keys.attempts(app, pid)
         counts = {DELIVERED: 0, REMOVED: 0, FAILED: 0, WAITING: 0}
+        by_platform: dict[tuple[str, str], int] = {}
         pipe = self.r.pipeline(transaction=True)
         for device_id, outcome, retry_at in outcomes:
             counts[outcome] += 1
+            slot = (platform_of(device_id), outcome)
+            by_platform[slot] = by_platform.get(slot, 0) + 1
             pipe.hset(okey, device_id, outcome)
             pipe.hincrby(akey, device_id, 1)
             if outcome == WAITING:
@@ -278,6 +315,10 @@ class PublishStore:
         ):
             if counts[outcome]:
                 pipe.hincrby(pkey, counter, counts[outcome])
+        names = {DELIVERED: "delivered", REMOVED: "removed", FAILED: "failed", WAITING: "retried"}
+        tkey = self.keys.totals(app)
+        for (platform, outcome), n in by_platform.items():
+            pipe.hincrby(tkey, f"{platform}:{names[outcome]}", n)
         for key in (okey, rkey, akey):
             pipe.expire(key, self.ttl)
         pipe.execute()

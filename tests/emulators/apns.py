@@ -89,6 +89,8 @@ class ApnsEmulator:
         self.faults: dict[str, list[Fault]] = defaultdict(list)
         self.delivered: dict[str, list[tuple[dict[str, str], dict[str, Any]]]] = defaultdict(list)
         self.requests = 0
+        # False: ``delivered`` keeps None per accepted message instead of it (benchmarks).
+        self.record_messages = True
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: asyncio.base_events.Server | None = None
@@ -193,7 +195,9 @@ class ApnsEmulator:
                 return 410, "Unregistered", None
             if token in self.wrong_topic:
                 return 400, "DeviceTokenNotForTopic", None
-            self.delivered[token].append((dict(headers), json.loads(body)))
+            self.delivered[token].append(
+                (dict(headers), json.loads(body)) if self.record_messages else None
+            )
         return 200, None, None
 
 

@@ -59,6 +59,7 @@ def _start(instance_id: str, kind: str, targets: list[str], payload: dict[str, A
     except Exception:
         ctx.redis.delete(ctx.publishes.keys.publish(instance_id, publish_id))
         raise
+    ctx.publishes.count_accepted(instance_id)
     return ok({"publishId": publish_id})
 
 

@@ -1,0 +1,97 @@
+"""``clarion push``: Beams push commands (registered on the ``clarion`` group by gateway/cli.py).
+
+    clarion [--config FILE] push status PUBLISH_ID --app APP_ID [--json]
+
+``status`` reads the publish from Redis (the same record ``GET /publish_api/v1/instances/{app}/
+publishes/{id}`` shows): state, devices targeted, delivered, failed, retried, removed, retries
+still pending, and credential errors. Exit codes: 0 shown, 1 unknown (or expired) publish or
+Redis unreachable, 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import redis
+
+from config import ConfigError, Settings, load_settings
+from gateway.state.publishes import PublishStore
+
+
+def _settings(ctx: click.Context) -> Settings:
+    """The settings of this invocation (``clarion --config FILE``, else CLARION_CONFIG/env)."""
+    obj = ctx.find_root().ensure_object(dict)
+    if "settings" not in obj:
+        try:
+            obj["settings"] = load_settings(obj.get("config_path"))
+        except ConfigError as exc:
+            click.echo(f"clarion: {exc}", err=True)
+            ctx.exit(2)
+    return obj["settings"]  # type: ignore[no-any-return]
+
+
+@click.group()
+def push() -> None:
+    """Beams push notifications."""
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def format_status(app_id: str, status: dict[str, Any]) -> str:
+    rows = [
+        ("publish", status["publishId"]),
+        ("app", app_id),
+        ("status", status["status"]),
+        ("devices", status["devices"]),
+        ("delivered", status["delivered"]),
+        ("failed", status["failed"]),
+        ("retried", status["retried"]),
+        ("removed", status["removed"]),
+        ("pending retries", status["pending"]),
+        ("created", _when(status.get("createdAt"))),
+        ("finished", _when(status.get("finishedAt"))),
+    ]
+    if status.get("createdAt") and status.get("finishedAt"):
+        rows.append(("took", f"{status['finishedAt'] - status['createdAt']:.3f} s"))
+    for platform, description in (status.get("errors") or {}).items():
+        rows.append((f"error ({platform})", description))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+@push.command()
+@click.argument("publish_id")
+@click.option("--app", "app_id", required=True, help="The app (Beams instance) id.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_context
+def status(ctx: click.Context, publish_id: str, app_id: str, as_json: bool) -> None:
+    """Show a publish's delivery status: delivered, failed, retried, removed."""
+    settings = _settings(ctx)
+    if not settings.redis.url:
+        click.echo(
+            "clarion: redis.url is not set: give the Redis the workers use "
+            "(--config FILE or CLARION_REDIS__URL)",
+            err=True,
+        )
+        ctx.exit(2)
+    client = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=3, socket_timeout=5)
+    try:
+        found = PublishStore(client, settings.redis.key_prefix).status(app_id, publish_id)
+    except redis.exceptions.RedisError as exc:
+        click.echo(f"clarion: cannot read from Redis at {settings.redis.url}: {exc}", err=True)
+        ctx.exit(1)
+    finally:
+        client.close()
+    if found is None:
+        click.echo(
+            f"clarion: no publish {publish_id} for app {app_id} (or it has expired)", err=True
+        )
+        ctx.exit(1)
+    click.echo(json.dumps(found, indent=2) if as_json else format_status(app_id, found))

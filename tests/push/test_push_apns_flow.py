@@ -1,0 +1,64 @@
+"""APNs sends never outrun the HTTP/2 send window: a burst whose bodies add up to far more
+than the connection's 64 KiB window goes out as the window reopens, instead of aioapns catching
+FlowControlError and sleeping a second per refusal (real aioapns against the APNs emulator)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from beams_harness import hex_token
+
+from config.settings import PushSettings
+from workers.providers.apns import ApnsSender, build_request
+
+
+def test_burst_larger_than_the_send_window(apns_emu, caplog):
+    settings = PushSettings(
+        apns_host="localhost",
+        apns_port=apns_emu.port,
+        apns_ca_file=apns_emu.ca_file,
+        apns_concurrency=300,
+        apns_max_connections=1,
+        send_timeout=10.0,
+    )
+    sender = ApnsSender(
+        apns_emu.key_pem, apns_emu.key_id, apns_emu.team_id, apns_emu.topic, False, settings
+    )
+    body = {"aps": {"alert": {"title": "w", "body": "x" * 1500}}}  # 300 x ~1.6 KB = ~7 windows
+    tokens = [hex_token() for _ in range(300)]
+    items = [(t, t, build_request(body, f"pubid-{uuid.uuid4()}", t)) for t in tokens]
+    caplog.set_level(logging.DEBUG, logger="aioapns")
+    started = time.monotonic()
+    results = [r for r in sender.send(items) if r is not None]
+    elapsed = time.monotonic() - started
+    sender.close()
+    assert sorted(k for k, _ in results) == sorted(tokens)
+    assert all(r.outcome == "delivered" for _, r in results), results[:3]
+    assert not [r for r in caplog.records if "FlowControlError" in r.getMessage()]
+    assert elapsed < 8, elapsed  # each FlowControlError used to cost a 1 s sleep
+    assert all(len(apns_emu.messages(t)) == 1 for t in tokens)
+
+
+def test_connections_forget_finished_streams(apns_emu):
+    """aioapns keeps a stream -> request entry for every successful send; ours drops it when
+    the stream ends, so a long-lived connection does not grow with each notification."""
+    settings = PushSettings(
+        apns_host="localhost",
+        apns_port=apns_emu.port,
+        apns_ca_file=apns_emu.ca_file,
+        apns_max_connections=1,
+    )
+    sender = ApnsSender(
+        apns_emu.key_pem, apns_emu.key_id, apns_emu.team_id, apns_emu.topic, False, settings
+    )
+    dead = hex_token()
+    apns_emu.unregistered.add(dead)
+    tokens = [hex_token() for _ in range(200)] + [dead]
+    items = [(t, t, build_request({"aps": {"alert": "s"}}, "pubid-s", t)) for t in tokens]
+    outcomes = {k: r.outcome for k, r in (x for x in sender.send(items) if x is not None)}
+    assert outcomes[dead] == "dead" and list(outcomes.values()).count("delivered") == 200
+    (connection,) = sender.client.pool.connections
+    assert connection.request_streams == {} and connection.requests == {}
+    sender.close()
