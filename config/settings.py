@@ -60,6 +60,9 @@ class WebSocketSettings(_Section):
     # Processes `clarion ws` / `clarion up` start on the port (SO_REUSEPORT).
     processes: int = Field(1, ge=1, le=64)
     heartbeat_interval: float = Field(2.0, gt=0)
+    # How often a node compares its channels' serial counters with what it delivered, to
+    # fill events whose delivery task was lost (a worker killed between taking and acking it).
+    reconcile_interval: float = Field(5.0, gt=0)
     # A node whose heartbeat is older than this is declared dead and its state cleaned up.
     node_timeout: float = Field(10.0, gt=0)
     shutdown_grace: float = Field(1.0, ge=0)
@@ -112,6 +115,11 @@ class HistorySettings(_Section):
     # Events kept per channel so nodes can fill gaps and clients can resume.
     size: int = Field(100, ge=1, le=100_000)
     ttl: int = Field(3600, ge=1)
+
+
+class CacheSettings(_Section):
+    # How long the last event of a cache channel is kept (Pusher: up to 30 minutes).
+    ttl: int = Field(1800, ge=1)
 
 
 class PushCredentials(_Section):
@@ -315,6 +323,18 @@ class AppSettings(_Section):
     max_presence_members: int = Field(100, ge=1)
     max_user_info_bytes: int = Field(1024, ge=1)
     max_connections: int | None = Field(None, ge=1)
+    # Channels, complete (docs/channels.md): client events per second per connection (4301
+    # past it); REST API requests per second for the app (None: unlimited; 429 past it).
+    max_client_events_per_second: int = Field(10, ge=1)
+    max_api_requests_per_second: int | None = Field(None, ge=1)
+    # Seconds a connection may stay without signing in or subscribing to a private/presence
+    # channel (None: forever); then closed with 4009.
+    user_authentication_timeout: float | None = Field(None, gt=0)
+    # Send pusher_internal:subscription_count to subscribers of non-presence channels.
+    subscription_count: bool = False
+    # Origins allowed to open WebSocket connections ("https://a.example", "a.example",
+    # "*.example.com", "*"); empty: any.
+    allowed_origins: list[str] = []
     push: PushCredentials = PushCredentials()
     webhooks: list[WebhookSettings] = []
 
@@ -335,6 +355,7 @@ class Settings(_Section):
     api: ApiSettings = ApiSettings()
     worker: WorkerSettings = WorkerSettings()
     history: HistorySettings = HistorySettings()
+    cache: CacheSettings = CacheSettings()
     push: PushSettings = PushSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
     apps: list[AppSettings] = []

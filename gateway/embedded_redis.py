@@ -48,7 +48,8 @@ class EmbeddedRedis:
     def __init__(
         self, data_dir: str | Path, port: int | None = None, binary: str | None = None
     ) -> None:
-        self.data_dir = Path(data_dir)
+        # Absolute: redis-server changes into --dir before it opens the relative log file.
+        self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.binary = find_redis_server(binary)
         self.process: subprocess.Popen[bytes] | None = None
@@ -74,8 +75,11 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Its own session: a Ctrl-C in the terminal must not stop Redis before the processes
+        # that use it have shut down.
         self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         self.wait_ready(timeout)
         return self

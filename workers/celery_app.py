@@ -37,7 +37,7 @@ from gateway.state.keys import Keys
 QUEUES = ("live", "push", "webhooks")
 
 # Modules defining tasks; each has ``register(celery_app)``.
-TASK_MODULES = ("workers.tasks.live", "workers.push.tasks")
+TASK_MODULES = ("workers.tasks.live", "workers.push.tasks", "workers.webhooks.tasks")
 
 
 class WorkerContext:

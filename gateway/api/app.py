@@ -24,8 +24,10 @@ from werkzeug.exceptions import HTTPException
 from config.settings import Settings
 from gateway.api.metrics import ApiMetrics
 from gateway.protocol.errors import ApiError
+from gateway.state.apps import AppResolver
 from gateway.state.history import History
 from gateway.state.keys import Keys
+from gateway.state.publishes import PublishStore
 from workers.celery_app import create_celery
 
 log = logging.getLogger("clarion.api")
@@ -46,6 +48,9 @@ class ApiContext:
     history: History
     celery: Celery
     metrics: ApiMetrics
+    # Config apps overlaid by the Redis app store (gateway/state/apps.py); auth.py looks apps
+    # up through it.
+    apps: AppResolver | None = None
 
     def close(self) -> None:
         self.redis.close()
@@ -74,6 +79,10 @@ def create_app(settings: Settings) -> Flask:
     )
     keys = Keys(settings.redis.key_prefix)
     metrics = ApiMetrics()
+    metrics.add_push_collector(
+        PublishStore(client, settings.redis.key_prefix, settings.push.status_ttl),
+        [a.id for a in settings.apps],
+    )
     app.extensions["clarion"] = ApiContext(
         settings=settings,
         redis=client,
@@ -81,13 +90,16 @@ def create_app(settings: Settings) -> Flask:
         history=History(client, keys, settings.history.size, settings.history.ttl),
         celery=create_celery(settings),
         metrics=metrics,
+        apps=AppResolver(settings, client, keys),
     )
 
     from gateway.api import beams, channels, health, metrics as metrics_bp
+    from gateway.webhooks import api as webhooks_api
 
     app.register_blueprint(channels.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics_bp.bp)
+    app.register_blueprint(webhooks_api.bp)
     beams.register(app, settings)
     metrics.install(app)
     _install_error_handlers(app)

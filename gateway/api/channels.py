@@ -28,16 +28,21 @@ from gateway.protocol.names import (
     channel_kind,
     channel_name_problem,
     event_name_problem,
+    is_cache_channel,
     is_socket_id,
 )
 from gateway.state import occupancy, presence
 from gateway.state.bus import Terminate
+from gateway.state.cache import ChannelCache
 
 bp = Blueprint("channels", __name__)
 
 DELIVER_TASK = "clarion.live.deliver"
 USER_COUNT, SUBSCRIPTION_COUNT = "user_count", "subscription_count"
 EVENT_INFO = frozenset({USER_COUNT, SUBSCRIPTION_COUNT})
+CACHE = "cache"
+# GET /channels/{name}: also "cache" (cache channels' last event and its TTL left).
+CHANNEL_INFO = EVENT_INFO | {CACHE}
 MAX_USER_ID = 200
 
 
@@ -246,7 +251,7 @@ def channel_show(app_id: str, channel: str) -> ResponseReturnValue:
     c = ctx()
     app = authenticate_app_id(c.settings, app_id)
     _check_channel(channel)
-    info = _parse_info(request.args.get("info"), EVENT_INFO)
+    info = _parse_info(request.args.get("info"), CHANNEL_INFO)
     is_presence = channel_kind(channel) is ChannelKind.PRESENCE
     if USER_COUNT in info and not is_presence:
         raise BadRequest("info=user_count is only available for presence channels.")
@@ -261,6 +266,11 @@ def channel_show(app_id: str, channel: str) -> ResponseReturnValue:
         body[USER_COUNT] = users
     if SUBSCRIPTION_COUNT in info:
         body[SUBSCRIPTION_COUNT] = subscriptions
+    if CACHE in info:
+        body[CACHE] = (
+            ChannelCache(c.redis, c.keys, c.settings.cache.ttl).info(app.id, channel)
+            if is_cache_channel(channel) else None
+        )
     return jsonify(body)
 
 

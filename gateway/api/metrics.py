@@ -4,17 +4,94 @@ Each ``create_app`` gets its own ``CollectorRegistry`` (never the global one), s
 build many apps in one process. Gap: under gunicorn every worker process has its own registry
 and a scrape reaches one of them; aggregating needs prometheus-client's multiprocess mode
 (``PROMETHEUS_MULTIPROC_DIR``), not wired up yet.
+
+Push outcomes are counted by the workers, which cannot be scraped: they add to cumulative
+per-app counters in Redis (``P bps:{app}``, gateway/state/publishes.py) and
+:class:`PushCollector` reads them at scrape time, so any API process gives the cluster-wide
+figures (unlike the per-process counters above):
+
+- ``clarion_push_notifications_total{app_id, platform, outcome}``: outcome ``delivered``,
+  ``failed``, ``retried`` (an attempt rescheduled) or ``removed`` (the provider said the
+  token is dead and the device was deleted);
+- ``clarion_push_publishes_total{app_id}``: publishes accepted;
+- ``clarion_push_stats_up``: 1 if Redis answered this scrape, else 0 (and the two above are
+  left out rather than reported as zero).
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator, Sequence
 
+import redis
 from flask import Blueprint, Flask, Response, current_app, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client import generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from gateway.state.publishes import OUTCOME_COUNTERS, PublishStore
+
+log = logging.getLogger("clarion.api.metrics")
 
 bp = Blueprint("metrics", __name__)
+
+
+class PushCollector:
+    """Push counters read from Redis at scrape time (one pipelined round trip for all apps)."""
+
+    def __init__(self, store: PublishStore, app_ids: Sequence[str]) -> None:
+        self.store = store
+        self.app_ids = list(app_ids)
+
+    def _families(self) -> tuple[CounterMetricFamily, CounterMetricFamily, GaugeMetricFamily]:
+        return (
+            CounterMetricFamily(
+                "clarion_push_notifications",
+                "Push notification outcomes recorded by the workers, by app, platform and outcome "
+                "(retried: an attempt rescheduled; removed: dead token, device deleted).",
+                labels=["app_id", "platform", "outcome"],
+            ),
+            CounterMetricFamily(
+                "clarion_push_publishes",
+                "Beams publishes accepted, by app.",
+                labels=["app_id"],
+            ),
+            GaugeMetricFamily(
+                "clarion_push_stats_up",
+                "1 if the push counters could be read from Redis at this scrape, else 0.",
+            ),
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        # Given so that registering never calls collect() (which would need Redis at start-up).
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        notifications, publishes, up = self._families()
+        try:
+            totals = self.store.totals(self.app_ids)
+        except redis.exceptions.RedisError as exc:
+            log.warning("push counters unavailable: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        for app_id in self.app_ids:
+            counts = totals.get(app_id, {})
+            publishes.add_metric([app_id], counts.get("publishes", 0))
+            for field, value in sorted(counts.items()):
+                platform, _, outcome = field.partition(":")
+                if outcome in OUTCOME_COUNTERS:
+                    notifications.add_metric([app_id, platform, outcome], value)
+        up.add_metric([], 1)
+        yield notifications
+        yield publishes
+        yield up
 
 
 class ApiMetrics:
@@ -45,6 +122,9 @@ class ApiMetrics:
             ["task"],
             registry=self.registry,
         )
+
+    def add_push_collector(self, store: PublishStore, app_ids: Sequence[str]) -> None:
+        self.registry.register(PushCollector(store, app_ids))
 
     def install(self, app: Flask) -> None:
         app.before_request(_start_timer)

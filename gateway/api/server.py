@@ -4,6 +4,9 @@ gunicorn's own signal handling applies: SIGTERM is a graceful shutdown (workers 
 requests in flight, up to ``graceful_timeout``), SIGINT/SIGQUIT a quick one, SIGHUP reloads.
 Each worker process builds its own app (no preload), hence its own Redis client and Celery
 producer pool: nothing opened before the fork is shared.
+
+With ``api.tls_cert_file`` and ``api.tls_key_file`` set, the port serves HTTPS only (gunicorn's
+``certfile``/``keyfile``); the official Beams server SDK needs that, as it always uses https.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ def bind_address(host: str, port: int) -> str:
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     api = settings.api
-    return {
+    options: dict[str, Any] = {
         "bind": [bind_address(api.host, api.port)],
         "workers": api.workers,
         "threads": api.threads,
@@ -37,6 +40,12 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # Do not let gunicorn read a gunicorn.conf.py or GUNICORN_CMD_ARGS from the cwd/env.
         "config": None,
     }
+    if api.tls_cert_file and api.tls_key_file:
+        # HTTPS on the same port (no plain-HTTP listener then). gunicorn loads the pair in each
+        # worker; the settings already checked that both files exist.
+        options["certfile"] = api.tls_cert_file
+        options["keyfile"] = api.tls_key_file
+    return options
 
 
 class ClarionGunicorn(BaseApplication):  # type: ignore[misc]

@@ -1,15 +1,14 @@
 """Cache channels (``cache-``, ``private-cache-``, ``private-encrypted-cache-``,
 ``presence-cache-``).
 
-For now a cache channel is authorised and delivered exactly as its base kind (the prefix
-routing in ``names.channel_kind`` already maps ``private-cache-`` to private and so on); the
-membership is only flagged ``cache=True``.
+A cache channel is authorised and delivered exactly as its base kind (the prefix routing in
+``names.channel_kind`` already maps ``private-cache-`` to private and so on); the membership
+is only flagged ``cache=True``.
 
-Seam for the last-event replay: after ``subscription_succeeded`` the WebSocket node calls
-``replay_after_subscribe`` for flagged memberships (gateway/ws/connection.py,
-``Connection._after_subscribed``). It will read the cached ``{event, data}`` and send it, or
-``pusher:cache_miss`` (+ the cache_miss webhook). Only events published over HTTP are cached,
-never client events.
+The ``live`` worker keeps the last event published over HTTP on each cache channel
+(gateway/state/cache.py; never client events). Right after ``subscription_succeeded`` the
+WebSocket node (``Connection._after_subscribed``) sends that event, or ``pusher:cache_miss``
+when there is none (the node's ``NodeContext.cache_miss`` hook reports the webhook).
 """
 
 from __future__ import annotations
@@ -27,6 +26,11 @@ def mark(membership: Membership) -> Membership:
     )
 
 
-def replay_after_subscribe(membership: Membership) -> bool:
-    """Whether the node must replay the cached event (not implemented yet: always False)."""
-    return False
+def replay_after_subscribe(cached_serial: int, last_delivered: int | None) -> bool:
+    """Whether a new subscriber gets the cached event replayed.
+
+    Not when the node has not delivered that serial on the channel yet: the event was then
+    accepted after the subscription's baseline and reaches the subscriber live, so replaying
+    it too would deliver it twice. An unknown baseline (None) replays.
+    """
+    return last_delivered is None or cached_serial <= last_delivered

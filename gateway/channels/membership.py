@@ -16,6 +16,10 @@ class SignedInUser:
     user_info: Any = None
     # The exact string that was signed, echoed in pusher:signin_success.
     user_data: str = ""
+    # user_data.watchlist: the user ids whose online/offline this connection is told of
+    # (at most MAX_WATCHLIST; ``watchlist_truncated`` when more were given: error 4302).
+    watchlist: tuple[str, ...] = ()
+    watchlist_truncated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

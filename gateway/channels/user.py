@@ -4,6 +4,9 @@ Sign-in: ``auth`` is ``<key>:HMAC(secret, "<socket_id>::user::<user_data>")`` ov
 ``user_data`` string, which must be a JSON object with a non-empty string ``id`` (pusher-js
 treats a numeric id as a failed sign-in, so we refuse it too). Any failure is fatal: 4009.
 
+``user_data.watchlist`` (optional) lists user ids whose online / offline status the connection
+is told of (``pusher_internal:watchlist_events``); only the first 100 are used.
+
 The server-to-user channel may only be subscribed by a connection signed in as that user;
 pusher-js subscribes with an empty ``auth`` right after ``pusher:signin_success``.
 """
@@ -18,6 +21,8 @@ from gateway.protocol.errors import SubscriptionAuthError, Unauthorized
 from gateway.protocol.messages import Signin, Subscribe
 from gateway.protocol.names import USER_CHANNEL_PREFIX, ChannelKind
 from gateway.protocol.signatures import token_matches, user_string
+
+MAX_WATCHLIST = 100
 
 
 def sign_in(
@@ -40,7 +45,22 @@ def sign_in(
         raise Unauthorized('The returned user data must contain the "id" field (a string).')
     if current is not None and current.id != user_id:
         raise Unauthorized("The connection is already signed in as another user.")
-    return SignedInUser(user_id, data.get("user_info"), signin.user_data)
+    watchlist, truncated = parse_watchlist(data.get("watchlist"))
+    return SignedInUser(user_id, data.get("user_info"), signin.user_data, watchlist, truncated)
+
+
+def parse_watchlist(raw: object) -> tuple[tuple[str, ...], bool]:
+    """The watched user ids (strings; numbers normalised, anything else and duplicates
+    dropped), at most MAX_WATCHLIST; and whether more were given (Pusher: error 4302)."""
+    if not isinstance(raw, list):
+        return (), False
+    ids: list[str] = []
+    for item in raw:
+        if isinstance(item, int) and not isinstance(item, bool):
+            item = str(item)
+        if isinstance(item, str) and item and item not in ids:
+            ids.append(item)
+    return tuple(ids[:MAX_WATCHLIST]), len(ids) > MAX_WATCHLIST
 
 
 def channel_for(user_id: str) -> str:

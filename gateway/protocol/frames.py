@@ -94,3 +94,14 @@ def signin_success(user_data: str) -> bytes:
 
 def cache_miss(channel: str) -> bytes:
     return _frame("pusher:cache_miss", None, channel)
+
+
+def watchlist_events(online: list[str] | None = None, offline: list[str] | None = None) -> bytes:
+    """``pusher_internal:watchlist_events`` (no channel): ``{"events": [{"name": "online",
+    "user_ids": [...]}, {"name": "offline", ...}]}`` as a JSON string."""
+    events = []
+    if online:
+        events.append({"name": "online", "user_ids": online})
+    if offline:
+        events.append({"name": "offline", "user_ids": offline})
+    return _frame("pusher_internal:watchlist_events", _json_str({"events": events}))

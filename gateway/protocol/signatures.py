@@ -7,6 +7,7 @@ PHP and Node emit compact JSON, so nothing is ever re-serialised before verifyin
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -50,6 +51,29 @@ def token_matches(key: str, secret: str, token: object, message: str) -> bool:
     key_ok = hmac.compare_digest(given_key.encode(), key.encode())
     digest_ok = signature_matches(secret, message, digest)
     return key_ok and digest_ok
+
+
+# --------------------------------------------------------------------------- webhooks
+
+
+def webhook_signature(secret: str, body: bytes) -> str:
+    """``X-Pusher-Signature``: hex HMAC-SHA256 of the exact body bytes sent."""
+    return sign(secret, body)
+
+
+def standard_webhook_signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``webhook-signature`` (Standard Webhooks v1): ``v1,`` + base64 HMAC-SHA256 of
+    ``{id}.{timestamp}.{body}``, keyed with the decoded ``whsec_`` secret."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def standard_webhook_key(signing_secret: str | None, app_secret: str) -> bytes:
+    """The HMAC key of an endpoint: its ``whsec_<base64>`` secret, else the app secret."""
+    if signing_secret:
+        return base64.b64decode(signing_secret.removeprefix("whsec_"))
+    return app_secret.encode()
 
 
 # --------------------------------------------------------------------------- REST requests

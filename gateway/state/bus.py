@@ -9,6 +9,11 @@ objects; ``t`` says which kind:
   no serial and are not ordered against them. ``x`` is the socket to leave out. ``u`` is the
   sending user's id, added on presence client events.
 - ``{"t": "terminate", "a": app, "u": user_id}``: close every connection signed in as the user.
+- ``{"t": "apps", "a": app}``: the app changed in the Redis app store (``clarion apps``):
+  nodes reload their apps now (and close the app's connections with 4003 if it is disabled).
+- ``{"t": "w", "a": app, "u": user_id, "on": bool}``: a user came online (signed in on its
+  first connection anywhere) or went offline (its last one left): nodes send
+  ``pusher_internal:watchlist_events`` to the connections watching it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import orjson
 
 EVENT = "e"
 TERMINATE = "terminate"
+APPS = "apps"
+WATCH = "w"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +63,27 @@ class Terminate:
         return orjson.dumps({"t": TERMINATE, "a": self.app_id, "u": self.user_id})
 
 
-BusMessage = BusEvent | Terminate
+@dataclass(frozen=True, slots=True)
+class AppsChanged:
+    app_id: str
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"t": APPS, "a": self.app_id})
+
+
+@dataclass(frozen=True, slots=True)
+class UserPresence:
+    """A signed-in user came online (``online``) or went offline, cluster-wide."""
+
+    app_id: str
+    user_id: str
+    online: bool
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"t": WATCH, "a": self.app_id, "u": self.user_id, "on": self.online})
+
+
+BusMessage = BusEvent | Terminate | AppsChanged | UserPresence
 
 
 def decode(raw: bytes | str) -> BusMessage | None:
@@ -69,4 +96,8 @@ def decode(raw: bytes | str) -> BusMessage | None:
         )
     if kind == TERMINATE:
         return Terminate(msg["a"], msg["u"])
+    if kind == APPS:
+        return AppsChanged(msg["a"])
+    if kind == WATCH:
+        return UserPresence(msg["a"], msg["u"], bool(msg["on"]))
     return None

@@ -101,6 +101,16 @@ class History:
         value = await self.redis.get(self.keys.serial(app_id, channel))
         return int(value) if value is not None else 0
 
+    async def current_serials(
+        self, channels: Sequence[tuple[str, str]], chunk: int = 500
+    ) -> list[int]:
+        """``current_serial`` of many (app, channel) pairs, one MGET per ``chunk``."""
+        out: list[int] = []
+        for i in range(0, len(channels), chunk):
+            keys = [self.keys.serial(app, ch) for app, ch in channels[i : i + chunk]]
+            out += [int(v) if v is not None else 0 for v in await self.redis.mget(keys)]
+        return out
+
     async def since(
         self, app_id: str, channel: str, after: int, before: int | None = None
     ) -> list[tuple[int, dict[str, Any]]]:

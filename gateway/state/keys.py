@@ -15,6 +15,49 @@ All keys start with ``settings.redis.key_prefix`` (default ``clarion:``), shown 
 | P np:{node}                   | set    | "{app}\\x1f{channel}\\x1f{socket}" presence rows | deleted with the node |
 | P sweep:{node}                | string | lock held by the node cleaning up a dead one  | 30 s                  |
 
+Webhooks (gateway/webhooks, workers/webhooks; "\\x1f" separates fields inside members):
+
+| key                           | type   | holds                                         | lifetime              |
+|-------------------------------|--------|-----------------------------------------------|-----------------------|
+| P whc:{app}:{channel}         | hash   | node id -> subscriptions it reported          | while subscribed      |
+| P whn:{node}                  | set    | "{app}\\x1f{channel}" the node has counts for  | until the node is swept |
+| P wh:nodes                    | hash   | node id -> unix ms it first reported          | until the node is swept |
+| P whr:{app}:{channel}         | string | "1" while channel_occupied is the last report | until vacated         |
+| P whm:{app}:{channel}         | set    | user ids last reported as members             | until removed         |
+| P whk:{app}:{channel}         | string | last subscription_count reported              | 1 day                 |
+| P wh:due                      | zset   | debounced transitions, score = due unix ms:   | until due             |
+|                               |        | "v\\x1f{app}\\x1f{channel}" vacate,              |                       |
+|                               |        | "m\\x1f{app}\\x1f{channel}\\x1f{user}" member left, |                   |
+|                               |        | "c\\x1f{app}\\x1f{channel}" subscription count    |                       |
+| P wh:events                   | stream | webhook events from the nodes (group "wh")    | deleted once batched  |
+| P whd:{id}                    | hash   | one delivery: app, url, endpoint, events JSON, | until delivered/dead, |
+|                               |        | created, status, next, attempts JSON          | then retention        |
+| P wh:retry                    | zset   | delivery id -> next attempt (unix ms); also a | until delivered/dead  |
+|                               |        | lease while enqueued or being attempted       |                       |
+| P whi:{app}:{status}          | zset   | delivery ids by status (pending, failed,      | pruned by retention   |
+|                               |        | dead, delivered), score = created unix ms     |                       |
+| P whl:{id}                    | string | lock of the worker attempting the delivery    | timeout + lease       |
+| P whe:{app}:{endpoint}        | hash   | endpoint health: first_failure, disabled,     | failures: 2 x disable |
+|                               |        | disabled_at, reason, url                      | window; disabled: kept|
+| P wh:leader                   | string | token of the worker running pump + scheduler  | a few seconds, renewed|
+
+Channels, complete (cache channels, limits, sign-in, apps; docs/channels.md):
+
+| key                           | type   | holds                                         | lifetime              |
+|-------------------------------|--------|-----------------------------------------------|-----------------------|
+| P cache:{app}:{channel}       | hash   | last API event of a cache channel: s (serial),| cache.ttl             |
+|                               |        | e (event), d (data); never overwritten by an  |                       |
+|                               |        | older serial                                  |                       |
+| P conn:{app}                  | hash   | node id -> connections of the app on the node | fields swept with node|
+| P nconn:{node}                | set    | app ids the node has a conn:{app} field in    | deleted with the node |
+| P uon:{app}                   | hash   | user id -> signed-in connections (cluster)    | while signed in       |
+| P nu:{node}                   | hash   | "{app}\x1f{user}" -> signed-in connections on | deleted with the node |
+|                               |        | the node                                      |                       |
+| P sct:{app}:{channel}         | string | subscription_count broadcast slot (throttle)  | 5 s                   |
+| P rl:{app}:{unix second}      | string | REST API requests of the app in that second   | 2 s                   |
+| P apps                        | hash   | app id -> AppSettings JSON (`clarion apps`),  | kept                  |
+|                               |        | overlaid on the config file's apps            |                       |
+
 Serials start at the Redis server time in microseconds when a channel's counter is created,
 then count up by one. A counter that expired and is created again therefore starts above any
 serial it gave before, so nodes never mistake new events for duplicates.
@@ -57,6 +100,82 @@ class Keys:
 
     def sweep_lock(self, node_id: str) -> str:
         return f"{self.prefix}sweep:{node_id}"
+
+    # ----------------------------------------------------------------- webhooks
+
+    def wh_counts(self, app_id: str, channel: str) -> str:
+        return f"{self.prefix}whc:{app_id}:{channel}"
+
+    def wh_node_channels(self, node_id: str) -> str:
+        return f"{self.prefix}whn:{node_id}"
+
+    @property
+    def wh_nodes(self) -> str:
+        return f"{self.prefix}wh:nodes"
+
+    def wh_reported(self, app_id: str, channel: str) -> str:
+        return f"{self.prefix}whr:{app_id}:{channel}"
+
+    def wh_members(self, app_id: str, channel: str) -> str:
+        return f"{self.prefix}whm:{app_id}:{channel}"
+
+    def wh_count_reported(self, app_id: str, channel: str) -> str:
+        return f"{self.prefix}whk:{app_id}:{channel}"
+
+    @property
+    def wh_due(self) -> str:
+        return f"{self.prefix}wh:due"
+
+    @property
+    def wh_events(self) -> str:
+        return f"{self.prefix}wh:events"
+
+    def wh_delivery(self, delivery_id: str) -> str:
+        return f"{self.prefix}whd:{delivery_id}"
+
+    @property
+    def wh_retry(self) -> str:
+        return f"{self.prefix}wh:retry"
+
+    def wh_index(self, app_id: str, status: str) -> str:
+        return f"{self.prefix}whi:{app_id}:{status}"
+
+    def wh_lock(self, delivery_id: str) -> str:
+        return f"{self.prefix}whl:{delivery_id}"
+
+    def wh_endpoint(self, app_id: str, endpoint_id: str) -> str:
+        return f"{self.prefix}whe:{app_id}:{endpoint_id}"
+
+    @property
+    def wh_leader(self) -> str:
+        return f"{self.prefix}wh:leader"
+
+    # ----------------------------------------------------------------- channels, complete
+
+    def cache(self, app_id: str, channel: str) -> str:
+        return f"{self.prefix}cache:{app_id}:{channel}"
+
+    def connections(self, app_id: str) -> str:
+        return f"{self.prefix}conn:{app_id}"
+
+    def node_connections(self, node_id: str) -> str:
+        return f"{self.prefix}nconn:{node_id}"
+
+    def users_online(self, app_id: str) -> str:
+        return f"{self.prefix}uon:{app_id}"
+
+    def node_users(self, node_id: str) -> str:
+        return f"{self.prefix}nu:{node_id}"
+
+    def subscription_count_slot(self, app_id: str, channel: str) -> str:
+        return f"{self.prefix}sct:{app_id}:{channel}"
+
+    def api_rate(self, app_id: str, second: int) -> str:
+        return f"{self.prefix}rl:{app_id}:{second}"
+
+    @property
+    def apps(self) -> str:
+        return f"{self.prefix}apps"
 
 
 def presence_row(app_id: str, channel: str, socket_id: str) -> str:

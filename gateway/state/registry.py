@@ -38,8 +38,12 @@ class Registry:
         raw = await self.redis.zrangebyscore(self.keys.nodes, "-inf", f"({oldest}")
         return [n.decode() if isinstance(n, bytes) else n for n in raw]
 
-    async def sweep(self, presence: Presence, on_member_removed: OnMemberRemoved) -> list[str]:
-        """Clean up every dead node this node wins the lock for; return their ids."""
+    async def sweep(
+        self, presence: Presence, on_member_removed: OnMemberRemoved,
+        on_node_dead: Callable[[str], Awaitable[None]] | None = None,
+    ) -> list[str]:
+        """Clean up every dead node this node wins the lock for; return their ids.
+        ``on_node_dead(node)`` cleans up the rest of its state (connection counts, sign-ins)."""
         swept = []
         for node in await self.dead_nodes():
             if node == self.node_id:
@@ -47,6 +51,8 @@ class Registry:
             if not await self.redis.set(self.keys.sweep_lock(node), self.node_id, nx=True, ex=30):
                 continue
             await self._sweep_presence(node, presence, on_member_removed)
+            if on_node_dead is not None:
+                await on_node_dead(node)
             await self._delete_node_keys(node)
             await self.redis.zrem(self.keys.nodes, node)
             swept.append(node)

@@ -266,12 +266,15 @@ class BusListener:
         sequencer: Sequencer,
         on_terminate: Callable[[Terminate], None],
         on_connected: Callable[[], None],
+        on_control: Callable[[BusMessage], None] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.sequencer = sequencer
         self.on_terminate = on_terminate
         self.on_connected = on_connected
+        # Every other kind (apps changed, watchlist online/offline).
+        self.on_control = on_control
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
@@ -307,6 +310,8 @@ class BusListener:
             self.sequencer.on_event(msg)
         elif isinstance(msg, Terminate):
             self.on_terminate(msg)
+        elif msg is not None and self.on_control is not None:
+            self.on_control(msg)
 
 
 async def _close_quietly(pubsub: Any) -> None:
@@ -331,7 +336,7 @@ class BusPublisher:
         self._stopped = True
         self._wake.set()
 
-    def publish(self, msg: BusEvent | Terminate) -> None:
+    def publish(self, msg: BusMessage) -> None:
         self._queue.append(msg.encode())
         self._wake.set()
 

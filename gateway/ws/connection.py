@@ -33,22 +33,30 @@ from gateway.protocol.errors import (
     ConnectionError_,
     InvalidMessage,
     OverCapacity,
+    OverConnectionQuota,
     PongTimeout,
     SubscriptionError,
     SubscriptionLimitReached,
     SubscriptionNameError,
     Unauthorized,
+    WatchlistLimit,
 )
 from gateway.protocol.names import ChannelKind, channel_name_problem, event_name_problem
 from gateway.state.bus import BusEvent
+from gateway.state.cache import CachedEvent
 from gateway.ws import framing
 from gateway.ws.context import CLOSE_TIMEOUT, NodeContext
 
 log = structlog.get_logger("clarion.ws.connection")
 
+# Default of AppSettings.max_client_events_per_second (the app's setting is what applies).
 CLIENT_EVENTS_PER_SECOND = 10
+# Kinds whose subscription counts as authorising the connection (user authentication timeout).
+AUTHORISING_KINDS = (ChannelKind.PRIVATE, ChannelKind.ENCRYPTED, ChannelKind.PRESENCE)
 # Messages parked behind a slow (Redis-bound) one; beyond this the client is flooding us.
-MAX_BACKLOG = 100
+# pusher-js re-sends every subscription at once on reconnect, so this must exceed the number
+# of channels a real page holds.
+MAX_BACKLOG = 1000
 
 
 class SubscriptionUnavailable(SubscriptionError):
@@ -59,15 +67,15 @@ class SubscriptionUnavailable(SubscriptionError):
 
 class Connection(WSListener):
     __slots__ = (
-        "ctx", "app", "app_id", "socket_id", "transport", "_tr", "subscriptions", "user",
+        "ctx", "_app", "app_id", "socket_id", "transport", "_tr", "subscriptions", "user",
         "last_seen", "ping_sent", "_out", "closing", "closed", "_backlog", "_abort_handle",
-        "_ce_window", "_ce_count",
+        "_ce_window", "_ce_count", "_auth_timer", "counted_signed_in",
     )
 
     def __init__(self, ctx: NodeContext, app: AppSettings, socket_id: str) -> None:
         super().__init__()
         self.ctx = ctx
-        self.app = app
+        self._app = app
         self.app_id = app.id
         self.socket_id = socket_id
         self.transport: WSTransport | None = None
@@ -83,6 +91,17 @@ class Connection(WSListener):
         self._abort_handle: asyncio.TimerHandle | None = None
         self._ce_window = 0.0
         self._ce_count = 0
+        self._auth_timer: asyncio.TimerHandle | None = None
+        # Whether this connection's sign-in is counted in Redis (P uon / P nu).
+        self.counted_signed_in = False
+
+    @property
+    def app(self) -> AppSettings:
+        """The app's current settings (``clarion apps`` changes apply to live connections:
+        a rotated secret to the next signature checked)."""
+        apps = self.ctx.apps
+        current = apps.by_id(self.app_id) if apps is not None else None
+        return current if current is not None else self._app
 
     # ----------------------------------------------------------------- picows callbacks
 
@@ -92,8 +111,45 @@ class Connection(WSListener):
         # Our cut-off (flush) acts at max_write_buffer; keep the transport's own flow control
         # (picows logs every pause) out of the way below that.
         self._tr.set_write_buffer_limits(high=2 * self.ctx.max_write_buffer)
+        app = self.app
+        quota = self.ctx.quota
+        if app.max_connections is not None and quota is not None:
+            # Cluster-wide quota: one Redis script before the handshake completes.
+            task = asyncio.get_running_loop().create_task(self._admit(app.max_connections))
+            self.ctx.cleanups.add(task)
+            task.add_done_callback(self.ctx.cleanups.discard)
+            return
+        self._established()
+
+    async def _admit(self, max_connections: int) -> None:
+        assert self.ctx.quota is not None
+        admitted = await self.ctx.quota.admit(self.app_id, max_connections)
+        if self.closed:
+            return
+        if not admitted:
+            self.close(OverConnectionQuota())
+            return
+        self._established()
+
+    def _established(self) -> None:
         self.ctx.hub.add_connection(self)
+        if self.ctx.quota is not None:
+            self.ctx.quota.changed(self.app_id)
+        timeout = self.app.user_authentication_timeout
+        if timeout is not None:
+            self._auth_timer = asyncio.get_running_loop().call_later(
+                timeout, self._check_authorised)
         self.send(frames.connection_established(self.socket_id, self.ctx.activity_timeout))
+
+    def _check_authorised(self) -> None:
+        """user_authentication_timeout passed: a connection that neither signed in nor
+        subscribed to a private or presence channel is closed (4009)."""
+        self._auth_timer = None
+        if self.closing or self.user is not None:
+            return
+        if any(m.kind in AUTHORISING_KINDS for m in self.subscriptions.values()):
+            return
+        self.close(Unauthorized("Connection not authorized within timeout."))
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         # Any frame proves the client is alive (WS pings are answered by picows itself).
@@ -115,6 +171,8 @@ class Connection(WSListener):
         self._out = None
         if self._abort_handle is not None:
             self._abort_handle.cancel()
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
         self.ctx.forget(self)
 
     # ----------------------------------------------------------------- output
@@ -239,7 +297,7 @@ class Connection(WSListener):
         elif kind is messages.Unsubscribe:
             return self._unsubscribe(msg)  # type: ignore[arg-type]
         elif kind is messages.Signin:
-            self._signin(msg)  # type: ignore[arg-type]
+            return self._signin(msg)  # type: ignore[arg-type]
         # Pong and unknown pusher:* events: nothing to do (real Pusher ignores unknown ones).
         return None
 
@@ -265,11 +323,12 @@ class Connection(WSListener):
         again = channel in self.subscriptions
         try:
             members = await self._join_presence(membership)
+            cached = await self._read_cache(membership)
             if again:
-                self._answer(membership, members)
+                self._answer(membership, members, cached)
                 return
             added = await self.ctx.hub.subscribe(
-                self, channel, lambda: self._answer(membership, members)
+                self, channel, lambda: self._answer(membership, members, cached)
             )
         except SubscriptionError as exc:
             self.send(frames.subscription_error(exc))
@@ -300,26 +359,51 @@ class Connection(WSListener):
             raise SubscriptionLimitReached(membership.channel)
         return result
 
-    def _answer(self, membership: Membership, presence: Any) -> None:
+    async def _read_cache(self, membership: Membership) -> CachedEvent | None | bool:
+        """The cached last event of a cache channel (None: empty); False when not a cache
+        channel or the cache cannot be read (then nothing is replayed, not even a miss)."""
+        if not membership.cache or self.ctx.cache is None:
+            return False
+        try:
+            return await self.ctx.cache.get(self.app_id, membership.channel)
+        except Exception as exc:
+            log.warning("cache_read_failed", channel=membership.channel, error=str(exc))
+            return False
+
+    def _answer(self, membership: Membership, presence: Any,
+                cached: CachedEvent | None | bool = False) -> None:
         if presence is None:
             self.send(frames.subscription_succeeded(membership.channel))
         else:
             self.send(frames.presence_subscription_succeeded(membership.channel, presence.members))
-        self._after_subscribed(membership)
+        self._after_subscribed(membership, cached)
 
-    def _after_subscribed(self, membership: Membership) -> None:
+    def _after_subscribed(self, membership: Membership,
+                          cached: CachedEvent | None | bool = False) -> None:
         """Runs right after subscription_succeeded is queued, before any channel event.
 
-        Seam for cache channels (gateway/channels/cache.py): the last-event replay, or
-        ``pusher:cache_miss``, is sent from here once that issue lands.
+        Cache channels (gateway/channels/cache.py): the cached last event, or
+        ``pusher:cache_miss`` when there is none. A cached event newer than what this node
+        has delivered on the channel is not replayed: it is on its way to this subscriber
+        through the bus (it was accepted after the subscription's baseline).
         """
-        if membership.cache and cache.replay_after_subscribe(membership):
-            raise NotImplementedError("cache channel replay")
+        if cached is False:
+            return
+        channel = membership.channel
+        if cached is None or cached is True:
+            self.send(frames.cache_miss(channel))
+            self.ctx.cache_miss(self.app_id, channel)  # cache_miss webhook hook
+            return
+        ch = self.ctx.hub.channels.get((self.app_id, channel))
+        if cache.replay_after_subscribe(cached.serial, ch.last if ch is not None else None):
+            self.send(frames.channel_event(cached.event, channel, cached.data))
 
     def _unsubscribe(self, msg: messages.Unsubscribe) -> Awaitable[None] | None:
-        membership = self.subscriptions.pop(msg.channel, None)
-        if membership is None:
+        membership = self.subscriptions.get(msg.channel)
+        if membership is None or membership.kind is ChannelKind.USER:
+            # Server-to-user events reach every signed-in connection, subscribed or not.
             return None
+        del self.subscriptions[msg.channel]
         self.ctx.hub.unsubscribe(self, msg.channel)
         if membership.kind is ChannelKind.PRESENCE:
             return self.ctx.leave_presence(self.app_id, self.socket_id, [membership])
@@ -339,7 +423,8 @@ class Connection(WSListener):
         )
 
     def _client_event_problem(self, msg: messages.ClientEvent) -> str | None:
-        if not self.app.client_events:
+        app = self.app
+        if not app.client_events:
             return "Client events are not enabled for this app."
         membership = self.subscriptions.get(msg.channel)
         if membership is None:
@@ -350,8 +435,8 @@ class Connection(WSListener):
         problem = event_name_problem(msg.event, from_api=False)
         if problem:
             return problem
-        if len(orjson.dumps(msg.data)) > self.app.max_event_bytes:
-            return f"The event data is larger than the allowed {self.app.max_event_bytes} bytes."
+        if len(orjson.dumps(msg.data)) > app.max_event_bytes:
+            return f"The event data is larger than the allowed {app.max_event_bytes} bytes."
         return self._rate_limited()
 
     def _rate_limited(self) -> str | None:
@@ -359,21 +444,64 @@ class Connection(WSListener):
         if now - self._ce_window >= 1.0:
             self._ce_window, self._ce_count = now, 0
         self._ce_count += 1
-        if self._ce_count > CLIENT_EVENTS_PER_SECOND:
-            return (f"Client event rejected: more than {CLIENT_EVENTS_PER_SECOND} "
-                    "client events per second.")
+        limit = self.app.max_client_events_per_second
+        if self._ce_count > limit:
+            return f"Client event rejected: more than {limit} client events per second."
         return None
 
     # ----------------------------------------------------------------- sign-in
 
-    def _signin(self, msg: messages.Signin) -> None:
+    def _signin(self, msg: messages.Signin) -> Awaitable[None] | None:
         try:
             user = user_auth.sign_in(self.app, self.socket_id, msg, self.user)
         except Unauthorized as exc:
             self.close(exc)
-            return
-        if self.user is None:
-            self.ctx.hub.sign_in(self, user.id)
+            return None
+        if self.user is not None:  # the same user again: new user_info, same identity
+            self.ctx.unwatch(self, self.user.watchlist)
+            self.ctx.watch(self, user.watchlist)
+            self.user = user
+            self.send(frames.signin_success(msg.user_data))
+            return None
         self.user = user
-        self.send(frames.signin_success(msg.user_data))
+        self.ctx.hub.sign_in(self, user.id)
+        return self._signed_in(user, msg.user_data)
+
+    async def _signed_in(self, user: SignedInUser, user_data: str) -> None:
+        """Join ``#server-to-user-{id}`` (so events sent to the user reach this connection,
+        ordered like any channel's, whether or not the client subscribes to it), answer,
+        count the sign-in cluster-wide, then the watchlist's online users."""
+        channel = user_auth.channel_for(user.id)
+        membership = Membership(channel, ChannelKind.USER, user.id, user.user_info)
+        try:
+            added = await self.ctx.hub.subscribe(
+                self, channel, lambda: self.send(frames.signin_success(user_data)))
+        except Exception as exc:
+            log.warning("user_channel_join_failed", socket_id=self.socket_id, error=str(exc))
+            self.send(frames.signin_success(user_data))
+            added = False
+        if self.closed:
+            return
+        if added:
+            self.subscriptions[channel] = membership
+        if user.watchlist_truncated:
+            self.send(frames.from_error(WatchlistLimit(
+                f"Watchlist limit exceeded: only the first {user_auth.MAX_WATCHLIST} user ids "
+                "are watched.")))
+        self.ctx.watch(self, user.watchlist)
+        if self.ctx.users is None:
+            return
+        try:
+            await self.ctx.sign_in(self.app_id, user.id)
+            self.counted_signed_in = True
+            if self.closed:  # left while we counted it: take it back
+                self.counted_signed_in = False
+                await self.ctx.sign_out(self.app_id, user.id)
+                return
+            if user.watchlist:
+                online = await self.ctx.users.online(self.app_id, list(user.watchlist))
+                if online and not self.closed:
+                    self.send(frames.watchlist_events(online=online))
+        except Exception as exc:
+            log.warning("sign_in_count_failed", socket_id=self.socket_id, error=str(exc))
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.protocol import frames
+from gateway.protocol.names import USER_CHANNEL_PREFIX
 from gateway.state.bus import BusEvent
 from gateway.state.history import History
 from gateway.ws import framing
@@ -134,7 +135,8 @@ class Hub:
         ch.subscribers[conn.socket_id] = conn
         on_added()
         self._settle(ch, first)
-        self.occupancy.mark(conn.app_id, name)
+        if not name.startswith(USER_CHANNEL_PREFIX):  # not a channel to count or list
+            self.occupancy.mark(conn.app_id, name)
         return True
 
     def _settle(self, ch: Channel, first: bool) -> None:
@@ -152,7 +154,8 @@ class Hub:
             return
         if not ch.subscribers and not ch.joining:
             del self.channels[key]
-        self.occupancy.mark(conn.app_id, name)
+        if not name.startswith(USER_CHANNEL_PREFIX):
+            self.occupancy.mark(conn.app_id, name)
 
     # ----------------------------------------------------------------- fan-out
 

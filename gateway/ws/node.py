@@ -23,21 +23,27 @@ from picows import ws_create_server
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 
-from config.settings import Settings
-from gateway.protocol.errors import ReconnectNow, Unauthorized
+from config.settings import AppSettings, Settings
+from gateway.protocol.errors import AppDisabled, ReconnectNow, Unauthorized
 from gateway.protocol.names import ChannelKind
-from gateway.state.bus import Terminate
+from gateway.state.apps import AppDirectory
+from gateway.state.bus import AppsChanged, BusMessage, Terminate, UserPresence
+from gateway.state.cache import ChannelCache
+from gateway.state.connections import ConnectionCounts
 from gateway.state.history import History
 from gateway.state.keys import Keys, split_presence_row
 from gateway.state.occupancy import NodeOccupancy
 from gateway.state.presence import Presence
 from gateway.state.registry import Registry
+from gateway.state.users import SignedInUsers
 from gateway.ws.bus import BusListener, BusPublisher, Sequencer
 from gateway.ws.connection import Connection
 from gateway.ws.context import CLOSE_TIMEOUT, NodeContext
-from gateway.ws.hub import Hub
+from gateway.ws.hub import Channel, Hub
 from gateway.ws.occupancy import OccupancyWriter
+from gateway.ws.quota import ConnectionQuota
 from gateway.ws.server import Router
+from gateway.ws.subcount import SubscriptionCounter
 
 log = structlog.get_logger("clarion.ws.node")
 
@@ -45,18 +51,27 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Client frames in the Pusher protocol are small; picows grows the buffer when needed.
 READ_BUFFER_INIT = 4096
 BUS_WAIT_ON_START = 5.0
+# How often the node re-reads the Redis app store (also at once on an ``apps`` bus message).
+APPS_REFRESH = 1.0
 
 
 def make_node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+COMMAND_CONNECTIONS = 64
+
+
 def _redis_clients(url: str) -> tuple[Any, Any]:
     # Commands: a couple of quick retries, then fail fast so a client gets an error, not a hang.
-    commands = aioredis.Redis.from_url(
-        url, socket_connect_timeout=2, socket_timeout=5,
+    # A bounded pool that makes callers wait for a free connection: a burst of subscribes
+    # (a page of clients reconnecting at once) queues up instead of failing with
+    # "Too many connections", and Redis sees tens of connections per node, not thousands.
+    commands = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=COMMAND_CONNECTIONS, timeout=5,
+        socket_connect_timeout=2, socket_timeout=5,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-    )
+    ))
     # The bus: blocking reads, no retries (the listener reconnects and reconciles itself).
     bus = aioredis.Redis.from_url(
         url, socket_connect_timeout=2, socket_timeout=None, socket_keepalive=True,
@@ -83,9 +98,24 @@ class Node:
         self.sequencer = Sequencer(self.hub, self.history)
         self.hub.sequencer = self.sequencer
         self.publisher = BusPublisher(self.redis, self.keys)
-        self.ctx = NodeContext(settings, self.node_id, self.hub, self.presence, self.publisher)
+        self.apps = AppDirectory(settings, self.redis, self.keys)
+        self.users = SignedInUsers(self.redis, self.keys, self.node_id)
+        self.connection_counts = ConnectionCounts(
+            self.redis, self.keys, self.node_id, settings.websocket.node_timeout)
+        self.quota = ConnectionQuota(self.connection_counts, self.hub.app_counts.__getitem__)
+        self.subscription_counter = SubscriptionCounter(
+            self.redis, self.keys, settings.websocket.node_timeout,
+            self._wants_subscription_count, self.publisher.publish,
+        )
+        self.occupancy.on_written = self.subscription_counter.written
+        self.ctx = NodeContext(
+            settings, self.node_id, self.hub, self.presence, self.publisher,
+            apps=self.apps, cache=ChannelCache(self.redis, self.keys, settings.cache.ttl),
+            users=self.users, quota=self.quota,
+        )
         self.listener = BusListener(
-            self.bus_redis, self.keys, self.sequencer, self._terminate, self._bus_connected
+            self.bus_redis, self.keys, self.sequencer, self._terminate, self._bus_connected,
+            self._control,
         )
         self.shutting_down = False
         self.server: asyncio.Server | None = None
@@ -111,6 +141,10 @@ class Node:
 
     async def start(self) -> None:
         ws = self.settings.websocket
+        try:
+            await self.apps.refresh()
+        except Exception as exc:  # Redis not up yet: config apps until the next refresh
+            log.warning("apps_refresh_failed", error=str(exc))
         self.server = await ws_create_server(
             Router(self.ctx, lambda: not self.shutting_down),
             ws.host, ws.port,
@@ -123,7 +157,9 @@ class Node:
         )
         loop = asyncio.get_running_loop()
         for job in (self.listener.run(), self.publisher.run(), self.occupancy.run(),
-                    self._heartbeat_loop(), self._liveness_loop()):
+                    self._heartbeat_loop(), self._liveness_loop(), self._reconcile_loop(),
+                    self.quota.run(),
+                    self.subscription_counter.run(), self._apps_loop()):
             self._tasks.append(loop.create_task(job))
         try:
             await asyncio.wait_for(self.listener.connected.wait(), BUS_WAIT_ON_START)
@@ -144,6 +180,7 @@ class Node:
         await self._stop_background()
         await self.publisher.flush()
         try:
+            await self._sweep_node_extras(self.node_id)
             await self.registry.deregister()
         except Exception as exc:
             log.warning("deregister_failed", error=str(exc))
@@ -157,6 +194,8 @@ class Node:
         # stragglers are cancelled.
         self._halt.set()
         self.occupancy.stop()
+        self.quota.stop()
+        self.subscription_counter.stop()
         self.publisher.stop()
         self._tasks[0].cancel()  # the bus listener
         for task in [*self._side_tasks, *self.sequencer.tasks]:
@@ -190,7 +229,8 @@ class Node:
                 if self._heartbeat_failed:
                     self._heartbeat_failed = False
                     await self._resync()
-                await self.registry.sweep(self.presence, self._swept_member)
+                await self.registry.sweep(
+                    self.presence, self._swept_member, self._sweep_node_extras)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -211,6 +251,46 @@ class Node:
     async def _swept_member(self, app_id: str, channel: str, user_id: str) -> None:
         self.ctx.member_removed(app_id, channel, user_id)
 
+    async def _sweep_node_extras(self, node_id: str) -> None:
+        """A node is gone (dead, or this one stopping): its connection counts and sign-ins
+        leave with it; users with no other connection go offline (watchlists)."""
+        await self.connection_counts.sweep_node(node_id)
+        for app_id, user_id in await self.users.sweep_node(node_id):
+            # Published directly: on shutdown the publisher has already stopped.
+            await self.redis.publish(self.keys.bus, UserPresence(app_id, user_id, False).encode())
+
+    # ----------------------------------------------------------------- apps, control
+
+    def _wants_subscription_count(self, app_id: str) -> bool:
+        app = self.apps.by_id(app_id)
+        return app is not None and app.subscription_count
+
+    async def _apps_loop(self) -> None:
+        while not await self._halted(APPS_REFRESH):
+            await self._refresh_apps()
+
+    async def _refresh_apps(self) -> None:
+        try:
+            changed = await self.apps.refresh()
+        except Exception as exc:
+            log.warning("apps_refresh_failed", error=str(exc))
+            return
+        for app in changed:
+            self._apply_app_change(app)
+
+    def _apply_app_change(self, app: AppSettings) -> None:
+        if app.enabled:
+            return
+        for conn in self._local_connections():
+            if conn.app_id == app.id:
+                conn.close(AppDisabled())
+
+    def _control(self, msg: BusMessage) -> None:
+        if isinstance(msg, UserPresence):
+            self.ctx.user_presence(msg)
+        elif isinstance(msg, AppsChanged):
+            self._spawn(self._refresh_apps())
+
     async def _liveness_loop(self) -> None:
         ws = self.settings.websocket
         tick = max(0.05, min(1.0, ws.activity_timeout / 4, ws.pong_timeout / 4))
@@ -227,19 +307,55 @@ class Node:
             self._spawn(self._reconcile())
 
     async def _reconcile(self) -> None:
-        for ch in list(self.hub.channels.values()):
+        channels = list(self.hub.channels.values())
+        try:
+            currents = await self._current_serials(channels)
+        except Exception as exc:
+            log.warning("reconcile_failed", error=str(exc))
+            return
+        for ch, current in zip(channels, currents, strict=True):
+            self.sequencer.reconcile(ch, current)
+
+    async def _reconcile_loop(self) -> None:
+        """Fill events accepted but never published. kombu's Redis transport pops a task
+        before it records it as unacknowledged, so a worker killed in between loses the task;
+        its events are in history, and nothing else would reveal the gap on a quiet channel.
+        A serial the counter showed one interval ago and still undelivered is filled from
+        history; younger ones are normally still in flight and are left to the bus."""
+        behind: dict[tuple[str, str], int] = {}
+        while not await self._halted(self.settings.websocket.reconcile_interval):
+            channels = [ch for ch in self.hub.channels.values() if ch.last is not None]
             try:
-                current = await self.history.current_serial(ch.app_id, ch.name)
+                currents = await self._current_serials(channels)
             except Exception as exc:
                 log.warning("reconcile_failed", error=str(exc))
-                return
-            self.sequencer.reconcile(ch, current)
+                continue
+            now_behind: dict[tuple[str, str], int] = {}
+            for ch, current in zip(channels, currents, strict=True):
+                if ch.last is None or current <= ch.last:
+                    continue
+                key = (ch.app_id, ch.name)
+                seen = behind.get(key)
+                if seen is not None and seen > ch.last:
+                    log.info("reconcile_fill", app=ch.app_id, channel=ch.name,
+                             last=ch.last, target=seen)
+                    self.sequencer.reconcile(ch, seen)
+                now_behind[key] = current
+            behind = now_behind
+
+    async def _current_serials(self, channels: list[Channel]) -> list[int]:
+        return await self.history.current_serials([(ch.app_id, ch.name) for ch in channels])
 
     async def _resync(self) -> None:
         """Redis came back after heartbeats failed: a survivor may have swept this node.
         Rewrite occupancy, rejoin local presence members, drop rows of sockets now gone."""
         log.info("resync", node=self.node_id)
         self.occupancy.mark_all(list(self.hub.channels))
+        self.quota.mark_all(list(self.hub.app_counts))
+        if not await self.users.has_rows():  # swept meanwhile: count our sign-ins again
+            for conn in self._local_connections():
+                if conn.user is not None and conn.counted_signed_in:
+                    await self.ctx.sign_in(conn.app_id, conn.user.id)
         for conn in self._local_connections():
             for m in list(conn.subscriptions.values()):
                 if m.kind is ChannelKind.PRESENCE:

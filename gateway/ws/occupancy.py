@@ -23,6 +23,8 @@ class OccupancyWriter:
     def __init__(self, occupancy: NodeOccupancy) -> None:
         self.occupancy = occupancy
         self.count: Callable[[str, str], int] = lambda app_id, channel: 0
+        # Told which channels were written (subscription_count events, gateway/ws/subcount.py).
+        self.on_written: Callable[[list[tuple[str, str]]], None] | None = None
         self._dirty: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
         self._stopped = False
@@ -50,13 +52,21 @@ class OccupancyWriter:
 
     async def write_dirty(self) -> None:
         dirty, self._dirty = self._dirty, set()
+        written: list[tuple[str, str]] = []
         for i, (app_id, channel) in enumerate(sorted(dirty)):
             try:
                 await self.occupancy.set(app_id, channel, self.count(app_id, channel))
+                written.append((app_id, channel))
             except Exception as exc:  # Redis down: keep what is left for the next attempt
                 rest = sorted(dirty)[i:]
                 self._dirty.update(rest)
                 log.warning("occupancy_write_failed", error=str(exc), pending=len(rest))
+                self._written(written)
                 await asyncio.sleep(RETRY_DELAY)
                 self._wake.set()
                 return
+        self._written(written)
+
+    def _written(self, channels: list[tuple[str, str]]) -> None:
+        if channels and self.on_written is not None:
+            self.on_written(channels)

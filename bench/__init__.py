@@ -1,0 +1,1 @@
+"""Clarion's load tool: drives any Pusher-protocol server over its public protocol only."""

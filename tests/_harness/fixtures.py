@@ -1,0 +1,75 @@
+"""Pytest fixtures and hooks for suites that run whole deployments (tests/compat, tests/e2e).
+
+Import them into a conftest with ``from _harness.fixtures import *``. When a test fails, the log
+tails of every deployment still running are added to its report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from _harness.cluster import Cluster
+from gateway.embedded_redis import EmbeddedRedis
+
+_ACTIVE: list[Cluster] = []
+
+__all__ = ["cluster_factory", "dedicated_redis", "pytest_runtest_makereport", "start_cluster"]
+
+
+def start_cluster(redis_url: str, tmp_dir: Any, **kwargs: Any) -> Cluster:
+    cluster = Cluster(redis_url, tmp_dir, **kwargs)
+    _ACTIVE.append(cluster)
+    try:
+        return cluster.start()
+    except BaseException:
+        _ACTIVE.remove(cluster)
+        raise
+
+
+def stop_cluster(cluster: Cluster) -> None:
+    try:
+        cluster.stop()
+    finally:
+        if cluster in _ACTIVE:
+            _ACTIVE.remove(cluster)
+
+
+@pytest.fixture
+def cluster_factory(
+    redis_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Cluster]]:
+    """``make(nodes=2, workers=2, redis_url=..., **settings sections)``: a started deployment,
+    stopped when the test ends."""
+    made: list[Cluster] = []
+
+    def make(redis_url: str | None = None, **kwargs: Any) -> Cluster:
+        cluster = start_cluster(
+            redis_url or redis_server.url, tmp_path_factory.mktemp("cluster"), **kwargs
+        )
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        stop_cluster(cluster)
+
+
+@pytest.fixture
+def dedicated_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A Redis of the test's own, for tests that stop or restart it. Request it before
+    ``cluster_factory`` so that it outlives the deployments using it."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.when in ("setup", "call"):
+        for cluster in _ACTIVE:
+            report.sections.append((f"clarion logs ({cluster.tmp_dir})", cluster.logs()))

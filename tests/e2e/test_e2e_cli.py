@@ -1,0 +1,168 @@
+"""`clarion up` as a user runs it: embedded Redis, demo app, banner, a working gateway, a clean
+stop on Ctrl-C / SIGTERM, and a clean failure when a component dies or the config is bad."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pusher
+import pytest
+from _harness import PusherClient
+from _harness.client import data_of
+
+from gateway.embedded_redis import free_port
+
+pytestmark = pytest.mark.slow
+
+
+class Up:
+    """A `clarion up` process with its output read line by line."""
+
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        self.ws_port, self.api_port, self.redis_port = free_port(), free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+        env.update(
+            CLARION_DATA_DIR=str(data_dir),
+            CLARION_WEBSOCKET__PORT=str(self.ws_port),
+            CLARION_API__PORT=str(self.api_port),
+            CLARION_API__WORKERS="1",
+            CLARION_WORKER__CONCURRENCY="1",
+            CLARION_LOG_LEVEL="warning",
+            PYTHONUNBUFFERED="1",
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "up", "--redis-port", str(self.redis_port),
+             *args],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+
+    def wait_banner(self, timeout: float = 90) -> str:
+        deadline = time.monotonic() + timeout
+        banner = []
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                assert self.proc.poll() is None, "".join(self.output)
+                continue
+            banner.append(line)
+            if "Press Ctrl-C to stop." in line:
+                return "".join(banner)
+        raise AssertionError(f"no banner in {timeout}s:\n{''.join(self.output)}")
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 40) -> int:
+        # A terminal's Ctrl-C reaches the whole foreground process group: do the same.
+        os.killpg(self.proc.pid, sig)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def assert_gone(processes: list[psutil.Process], timeout: float = 10) -> None:
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    assert not alive, f"left behind: {[(p.pid, p.cmdline()) for p in alive]}"
+
+
+def test_up_serves_prints_its_addresses_and_stops_cleanly(tmp_path):
+    up = Up(tmp_path / "data")
+    try:
+        banner = up.wait_banner()
+        app = json.loads((tmp_path / "data" / "demo-app.json").read_text())
+        assert app["id"] == "1" and len(app["key"]) >= 16 and len(app["secret"]) >= 32
+        assert f"ws://127.0.0.1:{up.ws_port}/app/{app['key']}" in banner
+        assert f"http://127.0.0.1:{up.api_port}" in banner
+        assert f"redis://127.0.0.1:{up.redis_port}/0" in banner
+        for text in (app["secret"], "wsHost: '127.0.0.1'", f"wsPort: {up.ws_port}",
+                     "forceTLS: false", "enabledTransports: ['ws']", "cluster: 'mt1'"):
+            assert text in banner, text
+
+        # It works, with the demo app, as printed.
+        url = re.search(r"ws://\S+", banner).group(0)
+        sdk = pusher.Pusher(app_id=app["id"], key=app["key"], secret=app["secret"],
+                            host="127.0.0.1", port=up.api_port, ssl=False)
+        with PusherClient.connect(url + "?protocol=7&client=js&version=8.4.0&flash=false",
+                                  auth=sdk) as client:
+            client.subscribe("private-demo")
+            sdk.trigger("private-demo", "hello", {"from": "clarion up"})
+            assert data_of(client.wait_for("hello", "private-demo")) == {"from": "clarion up"}
+
+        family = up.descendants()
+        assert len(family) >= 4  # redis, api, ws, worker (and their own children)
+        assert up.stop(signal.SIGINT) == 0
+        assert_gone(family)
+    finally:
+        up.kill()
+
+    # A second run keeps the demo app (clients configured with its key keep working).
+    again = Up(tmp_path / "data")
+    try:
+        assert f"/app/{app['key']}" in again.wait_banner()
+        family = again.descendants()
+        assert again.stop(signal.SIGTERM) == 0
+        assert_gone(family)
+    finally:
+        again.kill()
+
+
+def test_up_shuts_everything_down_when_a_component_dies(tmp_path):
+    up = Up(tmp_path / "data")
+    try:
+        up.wait_banner()
+        family = up.descendants()
+        ws = next(p for p in psutil.Process(up.proc.pid).children() if "ws" in p.cmdline())
+        ws.send_signal(signal.SIGKILL)
+        assert up.proc.wait(40) == 1
+        assert "ws" in "".join(up.output) and "SIGKILL" in "".join(up.output)
+        assert_gone(family)
+    finally:
+        up.kill()
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path):
+    config = tmp_path / "clarion.toml"
+    config.write_text('[websocket]\nport = "not a port"\n[api]\nthreads = 0\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "--config", str(config), "up"],
+        capture_output=True, text=True, timeout=30,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CLARION_")},
+    )
+    assert out.returncode == 2
+    assert "websocket.port" in out.stderr and "api.threads" in out.stderr
+    assert "Traceback" not in out.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "ws"], capture_output=True, text=True, timeout=30,
+        env={**os.environ, "CLARION_CONFIG": str(tmp_path / "nope.toml")},
+    )
+    assert missing.returncode == 2 and "config file not found" in missing.stderr
+
+
+def test_version():
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "version"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.startswith("clarion ")

@@ -1,0 +1,201 @@
+"""Helpers for the webhook tests: a real HTTP receiver on loopback whose answers the test
+controls, webhooks worker subprocesses, and Reporters standing for WebSocket nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from config.settings import Settings, settings_to_env
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = {"id": "1", "key": "wh-key", "secret": "wh-secret"}
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+    answered: int = 0
+
+    @property
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+    @property
+    def delivery_id(self) -> str:
+        return self.headers["x-clarion-webhook-id"]
+
+    @property
+    def names(self) -> list[str]:
+        return [e["name"] for e in self.json["events"]]
+
+
+# (status, headers, body, delay seconds)
+Answer = tuple[int, dict[str, str], bytes, float]
+
+
+@dataclass
+class Receiver:
+    """A threaded HTTP server on 127.0.0.1; ``behaviour(request) -> Answer`` decides."""
+
+    behaviour: Callable[[Received], Answer] = lambda r: (200, {}, b"ok", 0.0)
+    requests: list[Received] = field(default_factory=list)
+    port_: int = 0
+
+    def __post_init__(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                req = Received(self.path, {k.lower(): v for k, v in self.headers.items()},
+                               body, time.time())
+                receiver.requests.append(req)
+                status, headers, payload, delay = receiver.behaviour(req)
+                req.answered = status
+                if delay:
+                    time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port_), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def delivered(self) -> list[Received]:
+        """Requests answered 2xx."""
+        return [r for r in self.requests if 200 <= r.answered < 300]
+
+    def events(self, path: str | None = None) -> list[dict[str, Any]]:
+        """Events of 2xx-answered requests, deduplicated by delivery id."""
+        seen: set[str] = set()
+        out = []
+        for r in self.delivered():
+            if (path is None or r.path == path) and r.delivery_id not in seen:
+                seen.add(r.delivery_id)
+                out += r.json["events"]
+        return out
+
+    def wait_for(self, predicate: Callable[[Receiver], bool], timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self):
+                return True
+            time.sleep(0.02)
+        return predicate(self)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class WebhookWorker:
+    """``run_worker(settings, queues=("webhooks",))`` in its own process group."""
+
+    def __init__(self, settings: Settings, log_path: Path, concurrency: int = 2) -> None:
+        self.log_path = log_path
+        code = (
+            "from config import load_settings; from workers.main import run_worker; "
+            f"run_worker(load_settings(), queues=('webhooks',), concurrency={concurrency})"
+        )
+        env = {**os.environ, **settings_to_env(settings)}
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], env=env, cwd=ROOT, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30.0) -> WebhookWorker:
+        deadline = time.monotonic() + timeout
+        while " ready." not in self.log():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker not ready:\n{self.log()}")
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc.poll() is None:
+            self.kill()
+        else:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+
+def webhook(url: str, *events: str, **extra: Any) -> dict[str, Any]:
+    return {"url": url, "events": list(events), **extra}
+
+
+ALL_EVENTS = ("channel_occupied", "channel_vacated", "member_added", "member_removed",
+              "client_event", "cache_miss", "subscription_count")
+
+
+def make_settings(redis_url: str, prefix: str, webhooks: list[dict[str, Any]],
+                  **wh: Any) -> Settings:
+    base = {
+        "retry_schedule": [0.3, 0.3], "jitter": 0.0, "debounce": 0.5, "batch_window": 0.05,
+        "timeout": 2.0, "tick": 0.05, "lease": 2.0, "allowed_networks": ["127.0.0.0/8"],
+        "subscription_count_interval": 0.2,
+    }
+    base.update(wh)
+    return Settings(
+        redis={"url": redis_url, "key_prefix": prefix},
+        apps=[{**APP, "webhooks": webhooks}],
+        worker={"concurrency": 2, "visibility_timeout": 300, "restore_interval": 1},
+        webhooks=base,
+        websocket={"node_timeout": 3.0},
+    )
