@@ -1,4 +1,4 @@
-"""``clarion worker``: a Celery worker (prefork pool) in the foreground."""
+"""``clarion worker``: a Celery worker (prefork pool by default) in the foreground."""
 
 from __future__ import annotations
 
@@ -10,15 +10,21 @@ from config.settings import Settings
 from workers.celery_app import QUEUES, create_celery
 
 
+POOLS = ("prefork", "threads", "solo")
+
+
 def worker_argv(
-    settings: Settings, queues: Sequence[str] = QUEUES, concurrency: int | None = None
+    settings: Settings, queues: Sequence[str] = QUEUES, concurrency: int | None = None,
+    pool: str = "prefork",
 ) -> list[str]:
     unknown = [q for q in queues if q not in QUEUES]
     if unknown or not queues:
         raise ValueError(f"unknown queue(s) {unknown}; choose from {', '.join(QUEUES)}")
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}; choose from {', '.join(POOLS)}")
     return [
         "worker",
-        "--pool=prefork",
+        f"--pool={pool}",
         f"--concurrency={concurrency or settings.worker.concurrency}",
         f"--queues={','.join(queues)}",
         # Unique per process, so several workers on one host never share a pidbox/mailbox.
@@ -34,7 +40,8 @@ def run_worker(
     settings: Settings,
     queues: Sequence[str] = QUEUES,
     concurrency: int | None = None,
+    pool: str = "prefork",
 ) -> None:
     """Run a worker consuming ``queues`` until it is stopped (SIGTERM: warm shutdown)."""
     app = create_celery(settings)
-    app.worker_main(worker_argv(settings, queues, concurrency))
+    app.worker_main(worker_argv(settings, queues, concurrency, pool))

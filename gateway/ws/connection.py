@@ -421,6 +421,9 @@ class Connection(WSListener):
         self.ctx.publisher.publish(
             BusEvent(self.app_id, msg.channel, msg.event, msg.data, None, self.socket_id, user_id)
         )
+        if self.ctx.webhooks is not None:
+            self.ctx.webhooks.client_event(
+                self.app_id, msg.channel, msg.event, msg.data, self.socket_id, user_id)
 
     def _client_event_problem(self, msg: messages.ClientEvent) -> str | None:
         app = self.app

@@ -23,6 +23,7 @@ from gateway.ws.hub import Hub
 from gateway.ws.quota import ConnectionQuota
 
 if TYPE_CHECKING:
+    from gateway.webhooks.reporter import Reporter
     from gateway.channels.membership import Membership
     from gateway.ws.connection import Connection
 
@@ -47,6 +48,8 @@ class NodeContext:
     cache: ChannelCache | None = None
     users: SignedInUsers | None = None
     quota: ConnectionQuota | None = None
+    # Webhook reports (occupancy is reported by the hub).
+    webhooks: Reporter | None = None
     # (app, watched user id) -> connections whose watchlist has that user.
     watchers: dict[tuple[str, str], set[Connection]] = field(default_factory=dict)
 
@@ -75,12 +78,16 @@ class NodeContext:
         self.publisher.publish(BusEvent(
             app_id, membership.channel, "pusher_internal:member_added", data, None, socket_id
         ))
+        if self.webhooks is not None:
+            self.webhooks.member_added(app_id, membership.channel, membership.user_id or "")
 
     def member_removed(self, app_id: str, channel: str, user_id: str) -> None:
         data = frames.member_removed_data(user_id)
         self.publisher.publish(
             BusEvent(app_id, channel, "pusher_internal:member_removed", data, None, None)
         )
+        if self.webhooks is not None:
+            self.webhooks.member_removed(app_id, channel, user_id)
 
     def forget(self, conn: Connection) -> None:
         """A connection is gone: drop it locally now, leave presence channels in Redis."""
@@ -109,11 +116,9 @@ class NodeContext:
     # ----------------------------------------------------------------- hooks
 
     def cache_miss(self, app_id: str, channel: str) -> None:
-        """A subscriber of a cache channel got ``pusher:cache_miss`` (Connection._after_subscribed).
-
-        Hook for the ``cache_miss`` webhook (gateway/webhooks/reporter.py
-        ``Reporter.cache_miss(app_id, channel)``): report it from here.
-        """
+        """A subscriber of a cache channel got ``pusher:cache_miss`` (Connection._after_subscribed)."""
+        if self.webhooks is not None:
+            self.webhooks.cache_miss(app_id, channel)
 
     # ----------------------------------------------------------------- sign-ins, watchlists
 

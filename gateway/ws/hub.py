@@ -25,6 +25,7 @@ from gateway.state.history import History
 from gateway.ws import framing
 
 if TYPE_CHECKING:
+    from gateway.webhooks.reporter import Reporter
     from gateway.ws.bus import Sequencer, Skipped
     from gateway.ws.occupancy import OccupancyWriter
 
@@ -66,6 +67,7 @@ class Hub:
         self.history = history
         self.occupancy = occupancy
         self.sequencer: Sequencer | None = None  # set by the node (the two refer to each other)
+        self.webhooks: Reporter | None = None  # set by the node
         self.channels: dict[tuple[str, str], Channel] = {}
         self.connections: dict[str, Subscriber] = {}
         self.users: dict[tuple[str, str], set[Subscriber]] = {}
@@ -135,8 +137,7 @@ class Hub:
         ch.subscribers[conn.socket_id] = conn
         on_added()
         self._settle(ch, first)
-        if not name.startswith(USER_CHANNEL_PREFIX):  # not a channel to count or list
-            self.occupancy.mark(conn.app_id, name)
+        self._counted(conn.app_id, name, +1)
         return True
 
     def _settle(self, ch: Channel, first: bool) -> None:
@@ -154,8 +155,15 @@ class Hub:
             return
         if not ch.subscribers and not ch.joining:
             del self.channels[key]
-        if not name.startswith(USER_CHANNEL_PREFIX):
-            self.occupancy.mark(conn.app_id, name)
+        self._counted(conn.app_id, name, -1)
+
+    def _counted(self, app_id: str, name: str, delta: int) -> None:
+        """A local subscription came or went: occupancy and the occupied/vacated webhooks."""
+        if name.startswith(USER_CHANNEL_PREFIX):  # not a channel to count or list
+            return
+        self.occupancy.mark(app_id, name)
+        if self.webhooks is not None:
+            self.webhooks.channel_subscription_changed(app_id, name, delta)
 
     # ----------------------------------------------------------------- fan-out
 

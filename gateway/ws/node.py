@@ -39,6 +39,7 @@ from gateway.state.users import SignedInUsers
 from gateway.ws.bus import BusListener, BusPublisher, Sequencer
 from gateway.ws.connection import Connection
 from gateway.ws.context import CLOSE_TIMEOUT, NodeContext
+from gateway.webhooks.reporter import Reporter
 from gateway.ws.hub import Channel, Hub
 from gateway.ws.occupancy import OccupancyWriter
 from gateway.ws.quota import ConnectionQuota
@@ -113,6 +114,8 @@ class Node:
             apps=self.apps, cache=ChannelCache(self.redis, self.keys, settings.cache.ttl),
             users=self.users, quota=self.quota,
         )
+        self.webhooks = Reporter(self.redis, self.keys, settings, self.node_id, apps=self.apps)
+        self.hub.webhooks = self.ctx.webhooks = self.webhooks
         self.listener = BusListener(
             self.bus_redis, self.keys, self.sequencer, self._terminate, self._bus_connected,
             self._control,
@@ -177,6 +180,7 @@ class Node:
             self.server.close()
         await self._close_connections()
         await _wait_all(self.ctx.cleanups, 5.0)
+        await self.webhooks.close()
         await self._stop_background()
         await self.publisher.flush()
         try:
@@ -229,8 +233,10 @@ class Node:
                 if self._heartbeat_failed:
                     self._heartbeat_failed = False
                     await self._resync()
-                await self.registry.sweep(
+                swept = await self.registry.sweep(
                     self.presence, self._swept_member, self._sweep_node_extras)
+                for node_id in swept:
+                    self.webhooks.node_died(node_id)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -350,6 +356,7 @@ class Node:
         """Redis came back after heartbeats failed: a survivor may have swept this node.
         Rewrite occupancy, rejoin local presence members, drop rows of sockets now gone."""
         log.info("resync", node=self.node_id)
+        self.webhooks.resync()
         self.occupancy.mark_all(list(self.hub.channels))
         self.quota.mark_all(list(self.hub.app_counts))
         if not await self.users.has_rows():  # swept meanwhile: count our sign-ins again
