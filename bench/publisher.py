@@ -121,6 +121,12 @@ class Lane:
                   for d in self._datas(count, padding)]
         return await self.publisher.post("batch_events", {"batch": events}, self.http)
 
+    async def batch_to(self, channels: list[str], padding: int = 0) -> Response:
+        """One batch_events request: one event to each of ``channels``."""
+        events = [{"channel": ch, "name": EVENT_NAME, "data": d}
+                  for ch, d in zip(channels, self._datas(len(channels), padding), strict=True)]
+        return await self.publisher.post("batch_events", {"batch": events}, self.http)
+
     async def event(self, channel: str, padding: int = 0, name: str = EVENT_NAME) -> Response:
         data = self._datas(1, padding)[0] if name == EVENT_NAME else "warmup"
         return await self.publisher.post("events", {"name": name, "channels": [channel],

@@ -36,7 +36,7 @@ RELEVANT = {
                "signin", "read_pause_ms"],
     "latency": ["rate", "latency_subscribers", "seconds", "client_procs", "padding", "signin"],
     "memory": ["connections", "client_procs", "signin"],
-    "rest": ["requests", "inflight", "padding"],
+    "rest": ["requests", "inflight", "padding", "rest_batch", "rest_channels"],
 }
 
 
@@ -59,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=d.seconds, help="latency publishing time")
     ap.add_argument("--connections", type=int, default=d.connections, help="memory: idle conns")
     ap.add_argument("--requests", type=int, default=d.requests, help="rest: requests")
+    ap.add_argument("--rest-batch", type=int, default=d.rest_batch,
+                    help="rest: events per request (> 1: batch_events, at most 10)")
+    ap.add_argument("--rest-channels", type=int, default=d.rest_channels,
+                    help="rest: channels the events are spread over, round robin")
     ap.add_argument("--client-procs", type=int, default=None,
                     help="client processes (default: 1 per 5,000 subscribers, at most 2)")
     ap.add_argument("--warmup", type=int, default=d.warmup)
@@ -78,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--clarion-redis-port", type=int, default=7412,
                     help="embedded Redis of `clarion up`")
     ap.add_argument("--clarion-ws-processes", type=int, default=1)
+    ap.add_argument("--clarion-worker-pool", choices=["prefork", "threads", "solo"],
+                    default="prefork", help="worker.pool of the Clarion under test")
     ap.add_argument("--ratio", default="clarion/soketi", help="ratio column A/B ('' for none)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -102,7 +108,8 @@ def build_targets(args: argparse.Namespace) -> list[Target]:
             targets.append(soketi_preset(args.soketi_port))
         elif spec == "clarion":
             targets.append(clarion_preset(args.clarion_ws_port, args.clarion_api_port,
-                                          args.clarion_ws_processes, args.clarion_redis_port))
+                                          args.clarion_ws_processes, args.clarion_redis_port,
+                                          args.clarion_worker_pool))
         else:
             targets.append(parse_spec(spec))
     return targets

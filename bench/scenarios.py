@@ -29,6 +29,8 @@ class Options:
     seconds: float = 10.0            # latency: publishing time
     connections: int = 1000          # memory: idle connections
     requests: int = 2000             # rest: requests
+    rest_batch: int = 1              # rest: events per request (> 1: batch_events)
+    rest_channels: int = 1           # rest: channels the events go to, round robin
     client_procs: int | None = None  # None: one per 5,000 subscribers, at most 2
     warmup: int = 20                 # events published (and ignored) before measuring
     padding: int = 0                 # extra bytes in each event's data
@@ -458,10 +460,12 @@ class RestResult:
     server_cpu_pct: float
     publisher_cpu_pct: float
     sample_error: str
+    events_per_request: int = 1
 
     def figures(self) -> dict[str, float]:
         return {
-            "requests/s (1 event each)": self.requests_per_s,
+            f"requests/s ({self.events_per_request} event(s) each)": self.requests_per_s,
+            "events accepted/s": self.requests_per_s * self.events_per_request,
             "response p50 (ms)": self.response_ms.get("p50", float("nan")),
             "response p99 (ms)": self.response_ms.get("p99", float("nan")),
             "failed requests": self.failed_requests,
@@ -474,15 +478,23 @@ class RestResult:
 async def rest(target: Target, opts: Options) -> RestResult:
     """Single-event POST /events to a channel nobody is subscribed to, `inflight` at a time."""
     channel = new_channel("rest")
+    channels = [f"{channel}-{i}" for i in range(opts.rest_channels)]
     lanes = target.publisher().lanes(opts.inflight)
     stats = PublishStats()
     remaining = opts.requests
+    turn = 0
 
     async def run_lane(lane: Lane) -> None:
-        nonlocal remaining
+        nonlocal remaining, turn
         while remaining > 0:
             remaining -= 1
-            response = await lane.event(channel, opts.padding)
+            if opts.rest_batch > 1:
+                names = [channels[(turn + i) % len(channels)] for i in range(opts.rest_batch)]
+                turn += opts.rest_batch
+                response = await lane.batch_to(names, opts.padding)
+            else:
+                response = await lane.event(channels[turn % len(channels)], opts.padding)
+                turn += 1
             stats.record(response.status, response.seconds, 1, response.body)
 
     try:
@@ -495,6 +507,7 @@ async def rest(target: Target, opts: Options) -> RestResult:
     return RestResult(
         requests=stats.requests, inflight=opts.inflight,
         requests_per_s=stats.requests / usage.seconds, failed_requests=stats.failed,
+        events_per_request=max(1, opts.rest_batch),
         statuses=stats.statuses, response_ms=summarize_ms(sorted(stats.response_ms), 1.0),
         server_cpu_us_per_request=1e6 * usage.server_cpu_s / max(1, stats.requests),
         server_cpu_pct=pct(usage.server_cpu_s, usage.seconds),

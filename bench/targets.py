@@ -206,6 +206,9 @@ processes = {ws_processes}
 host = "127.0.0.1"
 port = {api_port}
 
+[worker]
+pool = "{worker_pool}"
+
 [[apps]]
 id = "1"
 key = "app-key"
@@ -213,9 +216,10 @@ secret = "app-secret"
 """
 
     def __init__(self, ws_port: int, api_port: int, ws_processes: int = 1,
-                 redis_port: int | None = None) -> None:
+                 redis_port: int | None = None, worker_pool: str = "prefork") -> None:
         super().__init__()
         self.ws_port, self.api_port, self.ws_processes = ws_port, api_port, ws_processes
+        self.worker_pool = worker_pool
         self.redis_port = redis_port if redis_port else api_port + 1
 
     def command(self, log_dir: Path) -> list[str]:
@@ -225,7 +229,7 @@ secret = "app-secret"
         config = workdir / "clarion.toml"
         config.write_text(self.CONFIG.format(
             data_dir=workdir / "data", ws_port=self.ws_port, api_port=self.api_port,
-            ws_processes=self.ws_processes))
+            ws_processes=self.ws_processes, worker_pool=self.worker_pool))
         (log_dir / "clarion.toml").write_text(config.read_text())
         # `--config` is an option of the `clarion` group, so it goes before `up`.
         return [str(CLARION_BIN), "--config", str(config), "up",
@@ -244,10 +248,11 @@ def soketi_preset(port: int) -> Target:
 
 
 def clarion_preset(ws_port: int, api_port: int, ws_processes: int = 1,
-                   redis_port: int | None = None) -> Target:
+                   redis_port: int | None = None, worker_pool: str = "prefork") -> Target:
     app = App(f"http://127.0.0.1:{api_port}", "1", "app-key", "app-secret")
     return Target("clarion", f"ws://127.0.0.1:{ws_port}", app.http_url, app,
-                  launcher=ClarionLauncher(ws_port, api_port, ws_processes, redis_port))
+                  launcher=ClarionLauncher(ws_port, api_port, ws_processes, redis_port,
+                                           worker_pool))
 
 
 # --------------------------------------------------------------------------- helpers

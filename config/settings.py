@@ -105,6 +105,10 @@ class ApiSettings(_Section):
 
 class WorkerSettings(_Section):
     concurrency: int = Field(2, ge=1, le=256)
+    # Celery pool. prefork (default): a task that kills its process loses nothing, the pool
+    # replaces it. threads: no hand-off to a pool process, ~0.3 ms less per live delivery
+    # (bench/results/SUMMARY.md); a killed worker's tasks come back after visibility_timeout.
+    pool: Literal["prefork", "threads", "solo"] = "prefork"
     # Seconds before the Redis broker hands an unacknowledged task to another worker.
     visibility_timeout: int = Field(300, ge=1)
     # How often workers look for tasks left unacknowledged by a dead worker.

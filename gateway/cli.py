@@ -25,8 +25,9 @@ from typing import Any
 
 import click
 
-from config import ConfigError, Settings, load_settings
+from config import Settings
 from gateway import processes
+from gateway.cli_common import cli_settings, store_redis
 from gateway.embedded_redis import EmbeddedRedisError, free_port
 from gateway.processes import Child, ChildDied, SessionRedis, Supervisor, probe_host
 
@@ -40,18 +41,6 @@ def _version() -> str:
         return metadata.version("clarion")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
         return "unknown"
-
-
-def _settings(ctx: click.Context) -> Settings:
-    """Load the settings once per invocation; a ConfigError ends the command with exit 2."""
-    obj = ctx.find_root().ensure_object(dict)
-    if "settings" not in obj:
-        try:
-            obj["settings"] = load_settings(obj.get("config_path"))
-        except ConfigError as exc:
-            click.echo(f"clarion: {exc}", err=True)
-            ctx.exit(2)
-    return obj["settings"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,7 +77,7 @@ def version() -> None:
 @click.pass_context
 def ws(ctx: click.Context, processes: int | None, reuse_port: bool) -> None:
     """Run the WebSocket node (one process per core with --processes)."""
-    settings = _settings(ctx)
+    settings = cli_settings(ctx)
     count = processes or settings.websocket.processes
     if count == 1:
         from gateway.ws.node import run_node
@@ -116,7 +105,7 @@ def ws(ctx: click.Context, processes: int | None, reuse_port: bool) -> None:
 @click.pass_context
 def api(ctx: click.Context) -> None:
     """Run the HTTP API (Pusher REST, Beams, health, metrics)."""
-    settings = _settings(ctx)
+    settings = cli_settings(ctx)
     from gateway.api.server import run_api
 
     run_api(settings)
@@ -152,18 +141,21 @@ def _parse_queues(ctx: click.Context, param: click.Parameter, value: str) -> lis
 @click.option(
     "--pool",
     type=click.Choice(["prefork", "threads", "solo"]),
-    default="prefork",
-    show_default=True,
-    help="Celery execution pool. prefork survives a task killing its process; threads saves "
-    "the hop to a pool process (lower latency on the live queue).",
+    default=None,
+    help="Celery execution pool (default: worker.pool, prefork). prefork survives a task "
+    "killing its process; threads saves the hand-off to a pool process (lower latency on "
+    "the live queue).",
 )
 @click.pass_context
-def worker(ctx: click.Context, queues: list[str], concurrency: int | None, pool: str) -> None:
+def worker(
+    ctx: click.Context, queues: list[str], concurrency: int | None, pool: str | None
+) -> None:
     """Run a Celery worker."""
-    settings = _settings(ctx)
+    settings = cli_settings(ctx)
     from workers.main import run_worker
 
-    run_worker(settings, queues, concurrency or settings.worker.concurrency, pool)
+    run_worker(settings, queues, concurrency or settings.worker.concurrency,
+               pool or settings.worker.pool)
 
 
 # --------------------------------------------------------------------------- webhooks
@@ -175,16 +167,11 @@ def webhooks() -> None:
 
 
 def _webhook_store(ctx: click.Context, app_id: str | None) -> tuple[Any, str]:
-    import redis as redis_lib
-
     from gateway.state.apps import AppStore
     from gateway.state.keys import Keys
     from gateway.webhooks.store import Store
 
-    settings = _settings(ctx)
-    if not settings.redis.url:
-        raise click.ClickException("redis.url is not set: webhook deliveries live in Redis")
-    client = redis_lib.Redis.from_url(settings.redis.url, socket_connect_timeout=5)
+    client, settings = store_redis(ctx, "webhook deliveries live in Redis")
     keys = Keys(settings.redis.key_prefix)
     # Config apps overlaid by `clarion apps`' Redis store.
     apps = AppStore(client, keys).view(settings)
@@ -425,7 +412,7 @@ def banner(settings: Settings, app: Any, redis_url: str, embedded: bool) -> str:
 def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None:
     """Run everything on this host: Redis (embedded unless configured), API, WebSocket node(s)
     and a worker."""
-    settings = _settings(ctx)
+    settings = cli_settings(ctx)
     # Absolute: redis-server changes into --dir before it opens its log file.
     data_dir = Path(settings.data_dir).resolve()
     supervisor = Supervisor()

@@ -29,16 +29,11 @@ from config.settings import AppSettings
 
 
 def _store(ctx: click.Context) -> tuple[Any, Settings]:
-    import redis as redis_lib
-
-    from gateway.cli import _settings
+    from gateway.cli_common import store_redis
     from gateway.state.apps import AppStore
     from gateway.state.keys import Keys
 
-    settings = _settings(ctx)
-    if not settings.redis.url:
-        raise click.ClickException("redis.url is not set: the app store lives in Redis")
-    client = redis_lib.Redis.from_url(settings.redis.url, socket_connect_timeout=5)
+    client, settings = store_redis(ctx, "the app store lives in Redis")
     return AppStore(client, Keys(settings.redis.key_prefix)), settings
 
 

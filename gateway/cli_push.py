@@ -17,20 +17,8 @@ from typing import Any
 import click
 import redis
 
-from config import ConfigError, Settings, load_settings
+from gateway.cli_common import cli_settings
 from gateway.state.publishes import PublishStore
-
-
-def _settings(ctx: click.Context) -> Settings:
-    """The settings of this invocation (``clarion --config FILE``, else CLARION_CONFIG/env)."""
-    obj = ctx.find_root().ensure_object(dict)
-    if "settings" not in obj:
-        try:
-            obj["settings"] = load_settings(obj.get("config_path"))
-        except ConfigError as exc:
-            click.echo(f"clarion: {exc}", err=True)
-            ctx.exit(2)
-    return obj["settings"]  # type: ignore[no-any-return]
 
 
 @click.group()
@@ -73,7 +61,7 @@ def format_status(app_id: str, status: dict[str, Any]) -> str:
 @click.pass_context
 def status(ctx: click.Context, publish_id: str, app_id: str, as_json: bool) -> None:
     """Show a publish's delivery status: delivered, failed, retried, removed."""
-    settings = _settings(ctx)
+    settings = cli_settings(ctx)
     if not settings.redis.url:
         click.echo(
             "clarion: redis.url is not set: give the Redis the workers use "

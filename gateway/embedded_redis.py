@@ -68,7 +68,8 @@ class EmbeddedRedis:
             "--appendfsync", "everysec",
             "--save", "",
             "--maxmemory-policy", "noeviction",
-            # Nodes must keep up, but a burst of fan-out must not get them disconnected (default: 32 MB).
+            # Nodes must keep up, but a burst of fan-out must not get them disconnected
+            # (Redis's default hard limit is 32 MB).
             "--client-output-buffer-limit", "pubsub 256mb 64mb 60",
             "--logfile", str(self.data_dir / "redis.log"),
         ]

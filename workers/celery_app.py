@@ -25,10 +25,11 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
-from celery import Celery
+from celery import Celery, Task
 from kombu import Exchange, Queue
 
 from config.settings import Settings
@@ -127,3 +128,28 @@ def create_celery(settings: Settings) -> Celery:
 
 def context(app: Celery) -> WorkerContext:
     return app.clarion  # type: ignore[attr-defined,no-any-return]
+
+
+# Redis unreachable: a task retries with a short backoff rather than acknowledge and lose.
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def clarion_task(
+    app: Celery, name: str, queue: str, *, max_retries: int, **options: Any
+) -> Callable[[Callable[..., Any]], Task]:
+    """``app.task`` with the options all Clarion tasks share: bound, acknowledged late and put
+    back if the pool child dies, retried on :data:`REDIS_ERRORS` with a jittered backoff of
+    1 s up to 30 s, at most ``max_retries`` times. ``options`` are passed on to ``app.task``."""
+    return app.task(  # type: ignore[no-any-return]
+        name=name,
+        bind=True,
+        queue=queue,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        autoretry_for=REDIS_ERRORS,
+        retry_backoff=1,
+        retry_backoff_max=30,
+        retry_jitter=True,
+        max_retries=max_retries,
+        **options,
+    )

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from config.settings import Settings
 from workers.celery_app import QUEUES, create_celery
 
-
 POOLS = ("prefork", "threads", "solo")
 
 

@@ -22,6 +22,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from werkzeug.exceptions import HTTPException
 
 from config.settings import Settings
+from gateway.api.deliver_message import DeliverMessage
 from gateway.api.metrics import ApiMetrics
 from gateway.protocol.errors import ApiError
 from gateway.state.apps import AppResolver
@@ -51,6 +52,8 @@ class ApiContext:
     # Config apps overlaid by the Redis app store (gateway/state/apps.py); auth.py looks apps
     # up through it.
     apps: AppResolver | None = None
+    # The live delivery task's message, enqueued by the accept script (gateway/api/channels.py).
+    deliver: DeliverMessage | None = None
 
     def close(self) -> None:
         self.redis.close()
@@ -91,9 +94,11 @@ def create_app(settings: Settings) -> Flask:
         celery=create_celery(settings),
         metrics=metrics,
         apps=AppResolver(settings, client, keys),
+        deliver=DeliverMessage(settings.redis.key_prefix),
     )
 
-    from gateway.api import beams, channels, health, metrics as metrics_bp
+    from gateway.api import beams, channels, health
+    from gateway.api import metrics as metrics_bp
     from gateway.webhooks import api as webhooks_api
 
     app.register_blueprint(channels.bp)

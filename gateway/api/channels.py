@@ -4,10 +4,10 @@ Every route is signed (gateway/api/auth.py) and answers JSON, ``{}`` at least: t
 ``json.loads`` every successful body.
 
 Publishing (``/events``, ``/batch_events``) validates everything first, then gives each event
-its channel serial and appends it to history in one Redis script (``History.accept``), then
-enqueues one ``clarion.live.deliver`` task for the whole request. If Redis fails between the
-two steps the client gets 503; the accepted events stay in history and nodes fill them in
-when they see the serial gap left by the next event on the channel.
+its channel serial and appends it to history in one Redis script
+(``History.accept_and_enqueue``), which also enqueues one ``clarion.live.deliver`` task for
+the whole request (the task message is built by gateway/api/deliver_message.py): the events
+are accepted with their task or not at all, and a Redis failure answers 503.
 """
 
 from __future__ import annotations
@@ -149,10 +149,16 @@ def _accept_and_enqueue(c: ApiContext, app_id: str, publishes: list[Publish]) ->
     events = [(ch, p.event, p.data, p.exclude) for p in publishes for ch in p.channels]
     if not events:
         return
-    accepted = c.history.accept(app_id, events)
-    payload = [[a.channel, a.event, a.data, a.exclude, a.serial] for a in accepted]
-    c.celery.send_task(DELIVER_TASK, args=(app_id, payload), queue="live")
-    c.metrics.events_accepted.labels(app_id).inc(len(payload))
+    deliver = c.deliver
+    if deliver is not None:
+        # Serials, history and the task message in one script (one round trip, atomic).
+        c.history.accept_and_enqueue(
+            app_id, events, deliver.queue_key, deliver.pieces(app_id, events))
+    else:
+        accepted = c.history.accept(app_id, events)
+        payload = [[a.channel, a.event, a.data, a.exclude, a.serial] for a in accepted]
+        c.celery.send_task(DELIVER_TASK, args=(app_id, payload), queue="live")
+    c.metrics.events_accepted.labels(app_id).inc(len(events))
     c.metrics.tasks_enqueued.labels(DELIVER_TASK).inc()
 
 

@@ -1,7 +1,11 @@
 """Per-channel serials and recent-event history.
 
-The API accepts events through ``accept`` (one Lua script, atomic for the whole request): each
-event gets the next serial of its channel and is appended to the channel's history. Nodes read
+The API accepts events through ``accept_and_enqueue`` (one Lua script, atomic for the whole
+request): each event gets the next serial of its channel and is appended to the channel's
+history, and the request's delivery task is pushed onto the Celery queue (its message written
+by gateway/api/deliver_message.py, the serials filled in by the script), so accepting and
+enqueueing cost one round trip and never happen one without the other. ``accept`` does the
+first part alone. Nodes read
 ``since`` to fill a gap in the serials they have seen, so events on one channel reach
 subscribers in the order they were accepted whichever worker delivered them first.
 
@@ -19,14 +23,16 @@ import orjson
 
 from gateway.state.keys import Keys
 
-# KEYS: serial key and history key of each event, in pairs.
-# ARGV: history size, ttl seconds, then one entry JSON per event.
+# KEYS: serial key and history key of each event, in pairs; optionally the queue key last.
+# ARGV: history size, ttl seconds, one entry JSON per event, then (with a queue key) the
+# n + 1 pieces of the task message, between which the n serials go (gateway/api/deliver_message.py).
 ACCEPT_LUA = """
 local size = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
+local n = math.floor(#KEYS / 2)
 local out = {}
 local now = nil
-for i = 1, #KEYS, 2 do
+for i = 1, 2 * n, 2 do
   local sk, hk = KEYS[i], KEYS[i + 1]
   if redis.call('EXISTS', sk) == 0 then
     if now == nil then
@@ -41,6 +47,14 @@ for i = 1, #KEYS, 2 do
   redis.call('ZREMRANGEBYRANK', hk, 0, -(size + 1))
   redis.call('EXPIRE', hk, ttl)
   out[#out + 1] = s
+end
+if #KEYS > 2 * n then
+  local msg = {ARGV[3 + n]}
+  for j = 1, n do
+    msg[2 * j] = string.format('%d', out[j])
+    msg[2 * j + 1] = ARGV[3 + n + j]
+  end
+  redis.call('LPUSH', KEYS[#KEYS], table.concat(msg))
 end
 return out
 """
@@ -96,6 +110,17 @@ class History:
             AcceptedEvent(channel, event, data, exclude, int(serial))
             for (channel, event, data, exclude), serial in zip(events, serials, strict=True)
         ]
+
+    def accept_and_enqueue(
+        self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]],
+        queue_key: str, pieces: Sequence[bytes],
+    ) -> list[int]:
+        """``accept``, and in the same script LPUSH the task message made of ``pieces`` with
+        the serials between them onto ``queue_key``. Returns the serials."""
+        keys, args = self.accept_args(app_id, events)
+        keys.append(queue_key)
+        args += pieces
+        return [int(s) for s in self._accept(keys=keys, args=args)]
 
     async def current_serial(self, app_id: str, channel: str) -> int:
         value = await self.redis.get(self.keys.serial(app_id, channel))

@@ -29,6 +29,7 @@ from gateway.state import bus as bus_codec
 from gateway.state.bus import BusEvent, BusMessage, Terminate
 from gateway.state.history import History
 from gateway.state.keys import Keys
+from gateway.ws.background import WakeLoop
 from gateway.ws.hub import Channel, Hub
 
 log = structlog.get_logger("clarion.ws.bus")
@@ -321,32 +322,22 @@ async def _close_quietly(pubsub: Any) -> None:
         pass
 
 
-class BusPublisher:
-    """Publishes node-made events (member_added/removed, client events) in order, pipelined."""
+class BusPublisher(WakeLoop):
+    """Publishes node-made events (member_added/removed, client events) in order, pipelined.
+    ``stop`` lets ``run`` return after its current batch; ``flush`` sends what is left."""
 
     def __init__(self, redis: Any, keys: Keys) -> None:
+        super().__init__()
         self.redis = redis
         self.keys = keys
         self._queue: list[bytes] = []
-        self._wake = asyncio.Event()
-        self._stopped = False
-
-    def stop(self) -> None:
-        """Let ``run`` return after its current batch; ``flush`` sends what is left."""
-        self._stopped = True
-        self._wake.set()
 
     def publish(self, msg: BusMessage) -> None:
         self._queue.append(msg.encode())
         self._wake.set()
 
-    async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._stopped:
-                return
-            await self.flush()
+    async def round(self) -> None:
+        await self.flush()
 
     async def flush(self) -> None:
         batch, self._queue = self._queue, []

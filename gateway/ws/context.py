@@ -23,8 +23,8 @@ from gateway.ws.hub import Hub
 from gateway.ws.quota import ConnectionQuota
 
 if TYPE_CHECKING:
-    from gateway.webhooks.reporter import Reporter
     from gateway.channels.membership import Membership
+    from gateway.webhooks.reporter import Reporter
     from gateway.ws.connection import Connection
 
 log = structlog.get_logger("clarion.ws.context")
@@ -116,7 +116,7 @@ class NodeContext:
     # ----------------------------------------------------------------- hooks
 
     def cache_miss(self, app_id: str, channel: str) -> None:
-        """A subscriber of a cache channel got ``pusher:cache_miss`` (Connection._after_subscribed)."""
+        """A cache channel subscriber got ``pusher:cache_miss`` (Connection._after_subscribed)."""
         if self.webhooks is not None:
             self.webhooks.cache_miss(app_id, channel)
 

@@ -13,26 +13,21 @@ from collections.abc import Callable
 import structlog
 
 from gateway.state.occupancy import NodeOccupancy
+from gateway.ws.background import WakeLoop
 
 log = structlog.get_logger("clarion.ws.occupancy")
 
 RETRY_DELAY = 1.0
 
 
-class OccupancyWriter:
+class OccupancyWriter(WakeLoop):
     def __init__(self, occupancy: NodeOccupancy) -> None:
+        super().__init__()
         self.occupancy = occupancy
         self.count: Callable[[str, str], int] = lambda app_id, channel: 0
         # Told which channels were written (subscription_count events, gateway/ws/subcount.py).
         self.on_written: Callable[[list[tuple[str, str]]], None] | None = None
         self._dirty: set[tuple[str, str]] = set()
-        self._wake = asyncio.Event()
-        self._stopped = False
-
-    def stop(self) -> None:
-        """Let ``run`` return after its current write (never cancel a Redis call midway)."""
-        self._stopped = True
-        self._wake.set()
 
     def mark(self, app_id: str, channel: str) -> None:
         self._dirty.add((app_id, channel))
@@ -42,13 +37,8 @@ class OccupancyWriter:
         self._dirty.update(channels)
         self._wake.set()
 
-    async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._stopped:
-                return
-            await self.write_dirty()
+    async def round(self) -> None:
+        await self.write_dirty()
 
     async def write_dirty(self) -> None:
         dirty, self._dirty = self._dirty, set()

@@ -15,20 +15,20 @@ from collections.abc import Callable
 import structlog
 
 from gateway.state.connections import ConnectionCounts
+from gateway.ws.background import WakeLoop
 
 log = structlog.get_logger("clarion.ws.quota")
 
 RETRY_DELAY = 1.0
 
 
-class ConnectionQuota:
+class ConnectionQuota(WakeLoop):
     def __init__(self, counts: ConnectionCounts, local: Callable[[str], int]) -> None:
+        super().__init__()
         self.counts = counts
         self.local = local  # app id -> connections admitted on this node (the hub's count)
         self.pending: Counter[str] = Counter()
         self._dirty: set[str] = set()
-        self._wake = asyncio.Event()
-        self._stopped = False
 
     async def admit(self, app_id: str, max_connections: int) -> bool:
         """Whether one more connection of the app fits in the cluster-wide quota."""
@@ -56,23 +56,14 @@ class ConnectionQuota:
         self._dirty.update(app_ids)
         self._wake.set()
 
-    def stop(self) -> None:
-        self._stopped = True
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._stopped:
-                return
-            dirty, self._dirty = self._dirty, set()
-            for app_id in sorted(dirty):
-                try:
-                    await self.counts.set(app_id, self.local(app_id) + self.pending[app_id])
-                except Exception as exc:
-                    self._dirty.update(dirty)
-                    log.warning("connection_count_write_failed", error=str(exc))
-                    await asyncio.sleep(RETRY_DELAY)
-                    self._wake.set()
-                    break
+    async def round(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for app_id in sorted(dirty):
+            try:
+                await self.counts.set(app_id, self.local(app_id) + self.pending[app_id])
+            except Exception as exc:
+                self._dirty.update(dirty)
+                log.warning("connection_count_write_failed", error=str(exc))
+                await asyncio.sleep(RETRY_DELAY)
+                self._wake.set()
+                break

@@ -24,6 +24,7 @@ import structlog
 from gateway.protocol.names import ChannelKind, channel_kind
 from gateway.state.bus import BusEvent
 from gateway.state.keys import Keys
+from gateway.ws.background import WakeLoop
 
 log = structlog.get_logger("clarion.ws.subcount")
 
@@ -40,19 +41,18 @@ def count_data(n: int) -> str:
     return orjson.dumps({"subscription_count": n}).decode()
 
 
-class SubscriptionCounter:
+class SubscriptionCounter(WakeLoop):
     def __init__(
         self, redis: Any, keys: Keys, node_timeout: float,
         enabled: Callable[[str], bool], publish: Callable[[BusEvent], None],
     ) -> None:
+        super().__init__()
         self.redis = redis
         self.keys = keys
         self.node_timeout = node_timeout
         self.enabled = enabled  # app id -> whether the app wants counts
         self.publish = publish
         self._pending: set[tuple[str, str]] = set()
-        self._wake = asyncio.Event()
-        self._stopped = False
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
     def written(self, channels: list[tuple[str, str]]) -> None:
@@ -64,23 +64,17 @@ class SubscriptionCounter:
             self._wake.set()
 
     def stop(self) -> None:
-        self._stopped = True
         for timer in self._timers.values():
             timer.cancel()
-        self._wake.set()
+        super().stop()
 
-    async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._stopped:
-                return
-            pending, self._pending = self._pending, set()
-            for app_id, channel in sorted(pending):
-                try:
-                    await self._count(app_id, channel)
-                except Exception as exc:  # Redis down: counts resume with the next change
-                    log.warning("subscription_count_failed", error=str(exc))
+    async def round(self) -> None:
+        pending, self._pending = self._pending, set()
+        for app_id, channel in sorted(pending):
+            try:
+                await self._count(app_id, channel)
+            except Exception as exc:  # Redis down: counts resume with the next change
+                log.warning("subscription_count_failed", error=str(exc))
 
     async def cluster_count(self, app_id: str, channel: str) -> int:
         oldest = int((time.time() - self.node_timeout) * 1000)

@@ -63,7 +63,10 @@ def queued_tasks(r: redis.Redis, prefix: str, queue: str = "live") -> list[tuple
     out = []
     for raw in reversed(r.lrange(f"{prefix}{queue}", 0, -1)):
         msg = json.loads(raw)
-        args, _kwargs, _embed = json.loads(base64.b64decode(msg["body"]))
+        body = msg["body"]
+        if msg["properties"].get("body_encoding") == "base64":  # kombu's default
+            body = base64.b64decode(body)
+        args, _kwargs, _embed = json.loads(body)
         out.append((msg["headers"]["task"], args))
     return out
 

@@ -8,10 +8,12 @@ import orjson
 import pusher
 import pusher.errors
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from gateway.protocol.signatures import body_md5, sign_rest_request, verify_rest_request
 from gateway.protocol.errors import AuthenticationFailed
+from gateway.protocol.signatures import body_md5, sign_rest_request, verify_rest_request
 from tests.api.api_harness import APP, DISABLED, queued_tasks, signed
 
 EVENT = {"name": "e", "channels": ["c"], "data": "d"}

@@ -203,3 +203,48 @@ def test_dead_node_not_counted(client, node, redis_client, keys):
     body = {"name": "e", "channels": ["a"], "data": "d", "info": "subscription_count"}
     r = signed(client, "POST", "/apps/1/events", APP, body)
     assert r.get_json() == {"channels": {"a": {"subscription_count": 0}}}
+
+
+def test_enqueued_message_matches_celery_send_task(client, redis_client, key_prefix, settings):
+    """The message the accept script enqueues (gateway/api/deliver_message.py) is the one
+    ``Celery.send_task`` writes, but for ids, origin, argsrepr and the body's encoding, and
+    kombu decodes both to the same task and arguments."""
+    import json as _json
+
+    from kombu.transport.virtual.base import Base64, Channel
+    from kombu.transport.virtual.base import Message as KombuMessage
+
+    from workers.celery_app import create_celery
+
+    redis_client.delete(f"{key_prefix}live")
+    r = signed(client, "POST", "/apps/1/events", APP,
+               {"name": "ev", "channels": ["a", "b"], "data": 'x "q" \\ é \u2028',
+                "socket_id": "1.2"})
+    assert r.status_code == 200
+    [ours] = redis_client.lrange(f"{key_prefix}live", 0, -1)
+    [(_, (app_id, events))] = queued_tasks(redis_client, key_prefix)
+    celery = create_celery(settings)
+    try:
+        celery.send_task(DELIVER, args=(app_id, events), queue="live")
+    finally:
+        celery.close()
+    theirs = redis_client.lpop(f"{key_prefix}live")
+    assert theirs != ours
+    a, b = _json.loads(ours), _json.loads(theirs)
+    assert set(a) == set(b) and set(a["headers"]) == set(b["headers"])
+    assert set(a["properties"]) <= set(b["properties"])
+    varying = {"id", "root_id", "origin", "argsrepr"}
+    assert {k: v for k, v in a["headers"].items() if k not in varying} == {
+        k: v for k, v in b["headers"].items() if k not in varying}
+    assert a["properties"]["delivery_info"] == b["properties"]["delivery_info"]
+    assert a["properties"]["body_encoding"] == "utf-8"
+
+    class _Channel:  # what kombu's Message needs of a channel to decode a payload
+        codecs = {"base64": Base64()}
+
+        def decode_body(self, body, encoding=None):
+            return Channel.decode_body(self, body, encoding)
+
+    decoded = [KombuMessage(p, channel=_Channel()).decode() for p in (a, b)]
+    assert decoded[0] == decoded[1]
+    assert decoded[0][0] == ["1", events] and events[0][2] == 'x "q" \\ é \u2028'

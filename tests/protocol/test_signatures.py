@@ -30,7 +30,8 @@ def test_reference_vectors(message: str, digest: str) -> None:
 
 def test_strings_to_sign() -> None:
     assert sig.channel_string("1.2", "private-a") == "1.2:private-a"
-    assert sig.channel_string("1.2", "presence-a", '{"user_id":1}') == '1.2:presence-a:{"user_id":1}'
+    presence = sig.channel_string("1.2", "presence-a", '{"user_id":1}')
+    assert presence == '1.2:presence-a:{"user_id":1}'
     assert sig.user_string("1.2", '{"id":"3"}') == '1.2::user::{"id":"3"}'
 
 

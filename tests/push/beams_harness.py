@@ -13,10 +13,7 @@ and users. Apps:
 from __future__ import annotations
 
 import os
-import signal
 import ssl
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,14 +24,14 @@ from typing import Any
 import pytest
 import redis
 import trustme
+from _harness.worker import CeleryWorker
 from emulators.apns import ApnsEmulator, make_p8
 from emulators.fcm import FcmEmulator
 from flask import Flask
 from werkzeug.serving import make_server
 
-from config.settings import Settings, settings_to_env
+from config.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
 APP_ID, SECRET = "beams1", "beams-secret-key-0123456789abcdef-0123456789"
 BAD_APP = "badcreds"
 
@@ -120,56 +117,22 @@ def r(push_settings: Settings) -> Iterator[redis.Redis]:
 
 # --------------------------------------------------------------------------- worker
 
-_LAUNCH = """
+# The push tasks are imported by the worker even if workers.celery_app does not list them.
+_PRELUDE = """
 import workers.celery_app as c
 if "workers.push.tasks" not in c.TASK_MODULES:
     c.TASK_MODULES = tuple(c.TASK_MODULES) + ("workers.push.tasks",)
-from config import load_settings
-from workers.main import run_worker
-run_worker(load_settings(), queues=("push",), concurrency={concurrency})
 """
 
 
-class PushWorker:
+class PushWorker(CeleryWorker):
     """A real Celery worker process (``workers.main.run_worker``) consuming ``push``."""
 
+    term_group = True
+    stop_timeout = 10.0
+
     def __init__(self, settings: Settings, log_path: Path, concurrency: int = 2) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCH.format(concurrency=concurrency)],
-            env={**os.environ, **settings_to_env(settings)},
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while " ready." not in self.log():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker not ready:\n{self.log()}")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
+        super().__init__(settings, log_path, ("push",), concurrency, prelude=_PRELUDE)
 
 
 @pytest.fixture(scope="session")

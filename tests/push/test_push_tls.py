@@ -4,10 +4,6 @@ Beams SDK publishing through it to a real worker and the FCM emulator."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +11,11 @@ from pathlib import Path
 import pytest
 import requests
 import trustme
-from beams_harness import APP_ID, ROOT, SECRET, wait_for
+from _harness.worker import ProcessRunner
+from beams_harness import APP_ID, SECRET, wait_for
 from pusher_push_notifications import PushNotifications
 
-from config.settings import ConfigError, Settings, load_settings, settings_to_env
+from config.settings import ConfigError, Settings, load_settings
 from gateway.embedded_redis import free_port
 from gateway.state.devices import DeviceStore
 
@@ -40,29 +37,12 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
     return paths
 
 
-class GunicornApi:
+class GunicornApi(ProcessRunner):
+    term_group = True
+
     def __init__(self, settings: Settings, log_path: Path) -> None:
         self.settings = settings
-        self._log = log_path.open("ab")
-        self.log_path = log_path
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _RUN_API],
-            env={**os.environ, **settings_to_env(settings)},
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self._log.close()
+        super().__init__(settings, log_path, _RUN_API)
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,6 @@ controls, webhooks worker subprocesses, and Reporters standing for WebSocket nod
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,9 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from config.settings import Settings, settings_to_env
+from _harness.worker import CeleryWorker
 
-ROOT = Path(__file__).resolve().parents[2]
+from config.settings import Settings
+
 APP = {"id": "1", "key": "wh-key", "secret": "wh-secret"}
 
 
@@ -125,55 +122,11 @@ class Receiver:
         self.server.server_close()
 
 
-class WebhookWorker:
+class WebhookWorker(CeleryWorker):
     """``run_worker(settings, queues=("webhooks",))`` in its own process group."""
 
     def __init__(self, settings: Settings, log_path: Path, concurrency: int = 2) -> None:
-        self.log_path = log_path
-        code = (
-            "from config import load_settings; from workers.main import run_worker; "
-            f"run_worker(load_settings(), queues=('webhooks',), concurrency={concurrency})"
-        )
-        env = {**os.environ, **settings_to_env(settings)}
-        self._log = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code], env=env, cwd=ROOT, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 30.0) -> WebhookWorker:
-        deadline = time.monotonic() + timeout
-        while " ready." not in self.log():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker not ready:\n{self.log()}")
-            time.sleep(0.05)
-        return self
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.proc.poll() is None:
-            self.kill()
-        else:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self._log.close()
+        super().__init__(settings, log_path, ("webhooks",), concurrency)
 
 
 def webhook(url: str, *events: str, **extra: Any) -> dict[str, Any]:

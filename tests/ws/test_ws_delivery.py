@@ -8,9 +8,10 @@ import json
 import socket
 
 import pytest
+from ws_harness import APP_ID, KEY, Bus, PusherClient, wait_until
+
 from gateway.protocol.signatures import auth_token, channel_string
 from gateway.state.bus import BusEvent, Terminate
-from ws_harness import APP_ID, KEY, Bus, PusherClient, wait_until
 
 MARKER = "marker"
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from gateway.ws import framing
 from hypothesis import given
 from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
+
+from gateway.ws import framing
 
 
 def parse(data: bytes) -> Frame:

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+from ws_harness import APP_ID, Bus, NodeThread, PusherClient, make_settings, wait_until
+
 from config import settings_to_env
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.state.keys import Keys
 from gateway.state.presence import Presence
-from ws_harness import APP_ID, Bus, NodeThread, PusherClient, make_settings, wait_until
 
 RUN_NODE = ("from config import load_settings; from gateway.ws.node import run_node; "
             "raise SystemExit(run_node(load_settings()))")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import redis
+from ws_harness import APP_ID, KEY, SECRET, PusherClient, wait_until
+
 from gateway.protocol.signatures import auth_token, channel_string
 from gateway.state.keys import Keys
-from ws_harness import APP_ID, KEY, SECRET, PusherClient, wait_until
 
 
 def test_public_subscribe(client) -> None:

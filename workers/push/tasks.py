@@ -7,10 +7,9 @@ through ``TASK_MODULES`` (``register(celery_app)``).
 
 from __future__ import annotations
 
-import redis
 from celery import Celery, Task
 
-from workers.celery_app import context
+from workers.celery_app import clarion_task, context
 from workers.push.delivery import run_publish
 
 TASK_NAME = "clarion.push.publish"
@@ -18,19 +17,7 @@ QUEUE = "push"
 
 
 def register(app: Celery) -> Task:
-    @app.task(
-        name=TASK_NAME,
-        bind=True,
-        queue=QUEUE,
-        acks_late=True,
-        reject_on_worker_lost=True,
-        # Redis unreachable: retry with a short backoff rather than acknowledge and lose.
-        autoretry_for=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
-        retry_backoff=1,
-        retry_backoff_max=30,
-        retry_jitter=True,
-        max_retries=20,
-    )
+    @clarion_task(app, TASK_NAME, QUEUE, max_retries=20)
     def publish(self: Task, app_id: str, publish_id: str, step: int = 0) -> str:
         ctx = context(self.app)
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import redis
 from celery import Celery, Task
 
 from gateway.protocol.names import is_cache_channel
 from gateway.state.bus import BusEvent
 from gateway.state.cache import ChannelCache
-from workers.celery_app import context
+from workers.celery_app import clarion_task, context
 
 TASK_NAME = "clarion.live.deliver"
 
@@ -47,19 +46,7 @@ def publish_events(
 
 
 def register(app: Celery) -> Task:
-    @app.task(
-        name=TASK_NAME,
-        bind=True,
-        queue="live",
-        acks_late=True,
-        reject_on_worker_lost=True,
-        # Redis unreachable: retry with a short backoff rather than acknowledge and lose.
-        autoretry_for=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
-        retry_backoff=1,
-        retry_backoff_max=30,
-        retry_jitter=True,
-        max_retries=10,
-    )
+    @clarion_task(app, TASK_NAME, "live", max_retries=10)
     def deliver(self: Task, app_id: str, events: list[list[Any]]) -> int:
         ctx = context(self.app)
         cache = ChannelCache(ctx.redis, ctx.keys, ctx.settings.cache.ttl)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 from celery import Celery, Task, signals
 
 from gateway.state.apps import AppResolver
-from workers.celery_app import context
+from workers.celery_app import clarion_task, context
 from workers.webhooks.delivery import Deliverer
 from workers.webhooks.leader import Leader
 
@@ -49,19 +48,8 @@ def deliverer(app: Celery) -> Deliverer:
 
 
 def register(app: Celery) -> Task:
-    @app.task(
-        name=TASK_NAME,
-        bind=True,
-        queue=QUEUE,
-        acks_late=True,
-        reject_on_worker_lost=True,
-        # Redis unreachable: retry shortly; the lease in P wh:retry is the backstop.
-        autoretry_for=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
-        retry_backoff=1,
-        retry_backoff_max=30,
-        retry_jitter=True,
-        max_retries=10,
-    )
+    # Redis unreachable: retry shortly; the lease in P wh:retry is the backstop.
+    @clarion_task(app, TASK_NAME, QUEUE, max_retries=10)
     def deliver(self: Task, delivery_id: str) -> str:
         return deliverer(self.app).attempt(delivery_id)
 
