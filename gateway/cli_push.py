@@ -3,7 +3,8 @@
     clarion [--config FILE] push status PUBLISH_ID --app APP_ID [--json]
 
 ``status`` reads the publish from Redis (the same record ``GET /publish_api/v1/instances/{app}/
-publishes/{id}`` shows): state, devices targeted, delivered, failed, retried, removed, retries
+publishes/{id}`` shows): state, devices targeted, delivered, failed, retried, removed, unknown
+(in doubt: sent by a worker that died before the answer; never sent again), retries
 still pending, and credential errors. Exit codes: 0 shown, 1 unknown (or expired) publish or
 Redis unreachable, 2 bad configuration.
 """
@@ -42,6 +43,7 @@ def format_status(app_id: str, status: dict[str, Any]) -> str:
         ("failed", status["failed"]),
         ("retried", status["retried"]),
         ("removed", status["removed"]),
+        ("unknown", status.get("unknown", 0)),
         ("pending retries", status["pending"]),
         ("created", _when(status.get("createdAt"))),
         ("finished", _when(status.get("finishedAt"))),

@@ -11,8 +11,9 @@ per-app counters in Redis (``P bps:{app}``, gateway/state/publishes.py) and
 figures (unlike the per-process counters above):
 
 - ``clarion_push_notifications_total{app_id, platform, outcome}``: outcome ``delivered``,
-  ``failed``, ``retried`` (an attempt rescheduled) or ``removed`` (the provider said the
-  token is dead and the device was deleted);
+  ``failed``, ``retried`` (an attempt rescheduled), ``removed`` (the provider said the
+  token is dead and the device was deleted) or ``unknown`` (in doubt: its worker died
+  mid-send, not sent again);
 - ``clarion_push_publishes_total{app_id}``: publishes accepted;
 - ``clarion_push_stats_up``: 1 if Redis answered this scrape, else 0 (and the two above are
   left out rather than reported as zero).
@@ -54,7 +55,8 @@ class PushCollector:
             CounterMetricFamily(
                 "clarion_push_notifications",
                 "Push notification outcomes recorded by the workers, by app, platform and outcome "
-                "(retried: an attempt rescheduled; removed: dead token, device deleted).",
+                "(retried: an attempt rescheduled; removed: dead token, device deleted; "
+                "unknown: worker died mid-send, not sent again).",
                 labels=["app_id", "platform", "outcome"],
             ),
             CounterMetricFamily(

@@ -7,8 +7,10 @@ Key schema (``P`` = ``settings.redis.key_prefix``), every key but ``bps`` expiri
 |----------------------|--------|--------------------------------------------------------------|
 | P bp:{app}:{pid}     | hash   | kind (interests/users), targets, payload (JSON), state, step,|
 |                      |        | ti/cur (expansion position), counters, errors, timestamps    |
-| P bpo:{app}:{pid}    | hash   | device id -> outcome: p pending (claimed, being sent),       |
-|                      |        | d delivered, x removed, f failed, w waiting for a retry      |
+| P bpo:{app}:{pid}    | hash   | device id -> outcome: p pending (claimed, not yet sent),     |
+|                      |        | s sending (its batch went to the provider, no answer yet),   |
+|                      |        | d delivered, x removed, f failed, w waiting for a retry,     |
+|                      |        | u unknown (the run sending it died before the answer)        |
 | P bpr:{app}:{pid}    | zset   | device id -> when its next attempt is due (unix ms)          |
 | P bpa:{app}:{pid}    | hash   | device id -> attempts made                                   |
 | P bpl:{app}:{pid}    | string | lease held by the task run working on the publish            |
@@ -18,18 +20,23 @@ Key schema (``P`` = ``settings.redis.key_prefix``), every key but ``bps`` expiri
 |                      |        | failed, retried, removed (platform: the device id prefix)    |
 
 Counters in ``bp``: ``devices`` (distinct devices targeted), ``delivered``, ``failed``,
-``removed`` (dead tokens whose device was deleted) and ``retried`` (attempts rescheduled).
-The same four outcome counters are added, per platform, to the app's cumulative ``bps`` hash in
+``removed`` (dead tokens whose device was deleted), ``retried`` (attempts rescheduled) and
+``unknown`` (in doubt: sent by a run that died before the provider answered; never sent again).
+The same five outcome counters are added, per platform, to the app's cumulative ``bps`` hash in
 the same transaction (:meth:`PublishStore.totals`), which the API's ``/metrics`` reads at
 scrape time: workers cannot be scraped, Redis can.
 ``state`` goes ``queued`` -> ``running`` -> ``done``. ``errors`` is a JSON object
 ``{platform: description}`` for platforms whose credentials were refused: their remaining
 devices are counted failed without being sent to.
 
-The outcome hash makes delivery idempotent: a page re-read after a worker died, a device in two
-interests of one publish, or an SSCAN duplicate is sent to only if it has no outcome yet (or is
-still pending: claimed by a run that died before the provider's answer was recorded; those few,
-at most the sends in flight, are sent again, so delivery is at least once).
+The outcome hash makes delivery at most once per device: a page re-read after a worker died, a
+device in two interests of one publish, or an SSCAN duplicate is sent to only if it has no outcome
+yet or is still pending (claimed, but its batch never went to the provider). Each batch is marked
+``s`` (sending) in one write before it goes to the provider; a device found ``s`` by a later run
+(its run died before the provider's answer was recorded) is not sent again but recorded ``u``
+and counted ``unknown``: the provider may or may not have accepted it. A retry the code
+scheduled itself (``w``, after a 429/503/timeout) is an explicit new attempt: it is marked ``s``
+again before it is sent.
 """
 
 from __future__ import annotations
@@ -44,8 +51,9 @@ from typing import Any
 import redis
 
 DELIVERED, REMOVED, FAILED, WAITING, PENDING = "d", "x", "f", "w", "p"
-COUNTERS = ("devices", "delivered", "failed", "retried", "removed")
-OUTCOME_COUNTERS = ("delivered", "failed", "retried", "removed")
+SENDING, UNKNOWN = "s", "u"
+COUNTERS = ("devices", "delivered", "failed", "retried", "removed", "unknown")
+OUTCOME_COUNTERS = ("delivered", "failed", "retried", "removed", "unknown")
 PLATFORMS = ("fcm", "apns")
 
 
@@ -239,17 +247,18 @@ class PublishStore:
             mapping={"state": "done", "finished": f"{time.time():.3f}"},
         )
 
-    def claim(self, app: str, pid: str, device_ids: Iterable[str]) -> list[str]:
-        """The devices of ``device_ids`` to send to now; counts the ones new to the publish.
+    def claim(self, app: str, pid: str, device_ids: Iterable[str]) -> tuple[list[str], list[str]]:
+        """``(to_send, lost)``: the devices of ``device_ids`` to send to now, and those found
+        SENDING (sent by a run that died before the provider answered: in doubt, not to be
+        sent again; the caller records them UNKNOWN). Counts the devices new to the publish.
 
         A device new to the publish is marked PENDING and counted in ``devices``. A device
-        already PENDING (claimed by a run that died before its outcome was known) is returned
-        again but not counted again; one with any other outcome is left out. Deduplicated,
-        order kept.
+        already PENDING (claimed by a run that died before sending it) is returned again but
+        not counted again; one with any other outcome is left out. Deduplicated, order kept.
         """
         unique = list(dict.fromkeys(device_ids))
         if not unique:
-            return []
+            return [], []
         okey = self.keys.outcomes(app, pid)
         pipe = self.r.pipeline(transaction=False)
         for device_id in unique:
@@ -258,15 +267,34 @@ class PublishStore:
         new = {d for d, added in zip(unique, fresh, strict=True) if added}
         others = [d for d in unique if d not in new]
         resumed: set[str] = set()
+        lost: list[str] = []
         if others:
-            states = self.r.hmget(okey, others)
-            resumed = {d for d, s in zip(others, states, strict=True) if _s(s) == PENDING}
+            states = [_s(s) for s in self.r.hmget(okey, others)]
+            resumed = {d for d, s in zip(others, states, strict=True) if s == PENDING}
+            lost = [d for d, s in zip(others, states, strict=True) if s == SENDING]
         pipe = self.r.pipeline(transaction=False)
         if new:
             pipe.hincrby(self.keys.publish(app, pid), "devices", len(new))
         pipe.expire(okey, self.ttl)
         pipe.execute()
-        return [d for d in unique if d in new or d in resumed]
+        return [d for d in unique if d in new or d in resumed], lost
+
+    def states(self, app: str, pid: str, device_ids: Sequence[str]) -> list[str | None]:
+        """Each device's outcome code in the publish (None: not claimed)."""
+        if not device_ids:
+            return []
+        return [_s(s) for s in self.r.hmget(self.keys.outcomes(app, pid), device_ids)]
+
+    def mark_sending(self, app: str, pid: str, device_ids: Sequence[str]) -> None:
+        """Mark a batch SENDING (one write) just before it goes to the provider: from then on
+        a run that takes over never sends these devices again (see :meth:`claim`)."""
+        if not device_ids:
+            return
+        okey = self.keys.outcomes(app, pid)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(okey, mapping={d: SENDING for d in device_ids})
+        pipe.expire(okey, self.ttl)
+        pipe.execute()
 
     def attempts(self, app: str, pid: str, device_ids: Sequence[str]) -> list[int]:
         if not device_ids:
@@ -285,8 +313,8 @@ class PublishStore:
     def record(self, app: str, pid: str, outcomes: Sequence[tuple[str, str, float | None]]) -> None:
         """Record ``(device_id, outcome, retry_at)`` rows in one pipeline.
 
-        ``outcome`` is DELIVERED, REMOVED, FAILED or WAITING (then ``retry_at`` is the unix
-        time of the next attempt).
+        ``outcome`` is DELIVERED, REMOVED, FAILED, UNKNOWN (sent, answer lost with its run) or
+        WAITING (then ``retry_at`` is the unix time of the next attempt).
         """
         if not outcomes:
             return
@@ -294,7 +322,7 @@ class PublishStore:
         okey = self.keys.outcomes(app, pid)
         rkey = self.keys.retries(app, pid)
         akey = self.keys.attempts(app, pid)
-        counts = {DELIVERED: 0, REMOVED: 0, FAILED: 0, WAITING: 0}
+        counts = {DELIVERED: 0, REMOVED: 0, FAILED: 0, WAITING: 0, UNKNOWN: 0}
         by_platform: dict[tuple[str, str], int] = {}
         pipe = self.r.pipeline(transaction=True)
         for device_id, outcome, retry_at in outcomes:
@@ -312,10 +340,17 @@ class PublishStore:
             (REMOVED, "removed"),
             (FAILED, "failed"),
             (WAITING, "retried"),
+            (UNKNOWN, "unknown"),
         ):
             if counts[outcome]:
                 pipe.hincrby(pkey, counter, counts[outcome])
-        names = {DELIVERED: "delivered", REMOVED: "removed", FAILED: "failed", WAITING: "retried"}
+        names = {
+            DELIVERED: "delivered",
+            REMOVED: "removed",
+            FAILED: "failed",
+            WAITING: "retried",
+            UNKNOWN: "unknown",
+        }
         tkey = self.keys.totals(app)
         for (platform, outcome), n in by_platform.items():
             pipe.hincrby(tkey, f"{platform}:{names[outcome]}", n)

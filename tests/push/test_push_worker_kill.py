@@ -1,5 +1,6 @@
 """A worker SIGKILLed in the middle of a publish: another worker finishes it from the saved
-position, and no device whose delivery was recorded is sent the publish again."""
+position, and no device is sent the publish twice. The sends that were in flight when the
+worker died (at most one batch, FCM concurrency) are not sent again but counted ``unknown``."""
 
 from __future__ import annotations
 
@@ -69,9 +70,14 @@ def test_worker_killed_mid_publish(kill_settings, fcm_emu, tmp_path):
             second.stop()
         r.close()
 
-    assert (done["devices"], done["delivered"], done["failed"]) == (300, 300, 0)
     counts = Counter({tok: len(fcm_emu.messages(tok)) for tok in tokens})
-    assert all(n >= 1 for n in counts.values())
     duplicated = [tok for tok, n in counts.items() if n > 1]
-    # Only sends in flight (or answered within the last ~20 ms) when the worker died can repeat.
-    assert len(duplicated) <= 2 * CONCURRENCY, duplicated
+    assert duplicated == [], duplicated  # at most once, whatever the moment of the kill
+    # Every device is either delivered or in doubt (its batch was in flight at the kill);
+    # in doubt is at most one batch, and nothing else is lost or failed.
+    assert done["devices"] == 300 and done["failed"] == 0 and done["removed"] == 0
+    assert done["delivered"] + done["unknown"] == 300, done
+    assert done["unknown"] <= CONCURRENCY, done
+    # The emulator received every delivered device once, and at most the in-doubt ones besides.
+    received = sum(1 for n in counts.values() if n == 1)
+    assert done["delivered"] <= received <= done["delivered"] + done["unknown"], (received, done)

@@ -11,11 +11,14 @@ One task run (:func:`run_publish`) works for at most ``push.task_time_budget`` s
 4. it then either finishes the publish (targets exhausted, no retry pending) or enqueues the
    next step: at once if targets remain, else when the earliest retry is due.
 
-Idempotent under redelivery: the expansion position is saved after each page, and a device
-with a recorded outcome is never sent to again in that publish. A device appears once per
-publish even if it matches several interests. The remaining window is a send the provider
-accepted whose outcome was not yet written when the worker died (results are written as they
-arrive, at most ~20 ms later).
+At most once per device under redelivery: the expansion position is saved after each page,
+and each batch (at most the platform's send concurrency) is marked ``sending`` in Redis before
+it goes to the provider. A device with a recorded outcome or marked ``sending`` is never sent
+to again in that publish: a run that takes over records the ``sending`` ones (whose run died
+before the answer was written) as ``unknown``, counted in the publish status, so the status
+says how many deliveries are in doubt. A device appears once per publish even if it matches
+several interests. A retry the code scheduled itself (429/503, timeout) is a new, explicit
+attempt and is sent again.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from gateway.state.publishes import (
     DELIVERED,
     FAILED,
     REMOVED,
+    SENDING,
+    UNKNOWN,
     WAITING,
     Publish,
     PublishStore,
@@ -142,12 +147,26 @@ class _Run:
         found = self.devices.get_many(app_id, device_ids)
         targeted = [d for d in found if d.platform in self.platforms]
         if fresh:
-            claimed = set(self.store.claim(app_id, pid, [d.id for d in targeted]))
-            targeted = [d for d in targeted if d.id in claimed]
+            claimed, lost = self.store.claim(app_id, pid, [d.id for d in targeted])
+            keep = set(claimed)
+            targeted = [d for d in targeted if d.id in keep]
         else:
+            # A due retry still marked SENDING was being sent by a run that died: in doubt.
+            states = dict(zip(device_ids, self.store.states(app_id, pid, device_ids), strict=True))
+            lost = [d for d in device_ids if states[d] == SENDING]
             # Retries whose device was deleted meanwhile (user deleted, token refreshed away).
-            gone = set(device_ids) - {d.id for d in found}
+            found_ids = {d.id for d in found}
+            gone = [d for d in device_ids if d not in found_ids and states[d] != SENDING]
             self.store.record(app_id, pid, [(d, FAILED, None) for d in gone])
+            targeted = [d for d in targeted if states.get(d.id) == WAITING]
+        if lost:
+            log.warning(
+                "publish %s: %d device(s) were being sent when their worker was lost; "
+                "not sent again, counted unknown",
+                pid,
+                len(lost),
+            )
+            self.store.record(app_id, pid, [(d, UNKNOWN, None) for d in lost])
         for platform in self.platforms:
             group = [d for d in targeted if d.platform == platform]
             if group:
@@ -166,9 +185,21 @@ class _Run:
             return
         ids = [d.id for d in group]
         attempts = dict(zip(ids, self.store.attempts(app_id, pid, ids), strict=True))
+        # Batches of the provider's concurrency: what is marked SENDING is what is in flight,
+        # so a worker killed mid-send leaves at most that many devices in doubt.
+        size = max(1, getattr(self.settings.push, f"{platform}_concurrency", len(group)))
+        for start in range(0, len(group), size):
+            self._send_batch(platform, sender, group[start : start + size], attempts)
+
+    def _send_batch(
+        self, platform: str, sender: Any, group: list[Device], attempts: dict[str, int]
+    ) -> None:
+        app_id, pid = self.pub.app_id, self.pub.publish_id
         by_id = {d.id: d for d in group}
         items = [(d.id, d.token, self._message(platform, d)) for d in group]
+        self.store.mark_sending(app_id, pid, [d.id for d in group])
         rows: list[tuple[str, str, float | None]] = []
+        answered: set[str] = set()  # across flushes: an answered device is never rescheduled
         first_at = 0.0
         try:
             for item in sender.send(items):
@@ -177,6 +208,7 @@ class _Run:
                     device_id, result = item
                     if not rows:
                         first_at = time.monotonic()
+                    answered.add(device_id)
                     rows.append(self._outcome(platform, by_id[device_id], result, attempts))
                 # Written as they come: at most FLUSH_AFTER seconds or FLUSH_EVERY rows late.
                 if rows and (
@@ -188,7 +220,6 @@ class _Run:
                     rows = []
         except Exception:  # noqa: BLE001 - whatever was not answered is retried
             log.exception("push batch failed on %s", platform)
-            answered = {r[0] for r in rows}
             now = time.time()
             rows.extend(
                 (d.id, WAITING, now + backoff_delay(self.settings, attempts[d.id] + 1, None))
