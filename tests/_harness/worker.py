@@ -82,12 +82,11 @@ class ProcessRunner:
 
 
 class CeleryWorker(ProcessRunner):
-    """``run_worker(load_settings(), queues=..., concurrency=...)``; ``prelude`` runs first."""
+    """``run_worker(load_settings(), queues=..., concurrency=...)`` in its own process."""
 
     def __init__(self, settings: Settings, log_path: Path, queues: tuple[str, ...],
-                 concurrency: int = 2, prelude: str = "") -> None:
+                 concurrency: int = 2) -> None:
         code = (
-            f"{prelude}\n"
             "from config import load_settings\n"
             "from workers.main import run_worker\n"
             f"run_worker(load_settings(), queues={tuple(queues)!r}, concurrency={concurrency})\n"

@@ -117,14 +117,6 @@ def r(push_settings: Settings) -> Iterator[redis.Redis]:
 
 # --------------------------------------------------------------------------- worker
 
-# The push tasks are imported by the worker even if workers.celery_app does not list them.
-_PRELUDE = """
-import workers.celery_app as c
-if "workers.push.tasks" not in c.TASK_MODULES:
-    c.TASK_MODULES = tuple(c.TASK_MODULES) + ("workers.push.tasks",)
-"""
-
-
 class PushWorker(CeleryWorker):
     """A real Celery worker process (``workers.main.run_worker``) consuming ``push``."""
 
@@ -132,7 +124,7 @@ class PushWorker(CeleryWorker):
     stop_timeout = 10.0
 
     def __init__(self, settings: Settings, log_path: Path, concurrency: int = 2) -> None:
-        super().__init__(settings, log_path, ("push",), concurrency, prelude=_PRELUDE)
+        super().__init__(settings, log_path, ("push",), concurrency)
 
 
 @pytest.fixture(scope="session")
