@@ -25,6 +25,7 @@ from gateway.state.history import History
 from gateway.ws import framing
 
 if TYPE_CHECKING:
+    from gateway.channels.membership import Membership
     from gateway.webhooks.reporter import Reporter
     from gateway.ws.bus import Sequencer, Skipped
     from gateway.ws.occupancy import OccupancyWriter
@@ -43,7 +44,8 @@ class Subscriber(Protocol):
 
 
 class Channel:
-    __slots__ = ("app_id", "name", "subscribers", "last", "held", "joining", "skipped")
+    __slots__ = ("app_id", "name", "subscribers", "last", "held", "joining", "skipped",
+                 "membership")
 
     def __init__(self, app_id: str, name: str) -> None:
         self.app_id = app_id
@@ -60,6 +62,10 @@ class Channel:
         # Serials passed over because neither history nor the bus had them in time: delivered
         # late (out of order) rather than lost if they still turn up. Bounded; usually None.
         self.skipped: Skipped | None = None
+        # One Membership for all subscribers whose own is equal to it (on a public or private
+        # channel, every subscriber): ~130 B less per subscription than one each, with its
+        # copy of the channel name.
+        self.membership: Membership | None = None
 
 
 class Hub:
@@ -164,6 +170,17 @@ class Hub:
         self.occupancy.mark(app_id, name)
         if self.webhooks is not None:
             self.webhooks.channel_subscription_changed(app_id, name, delta)
+
+    def shared_membership(self, app_id: str, membership: Membership) -> Membership:
+        """The channel's shared Membership when equal to ``membership`` (which becomes the
+        shared one if there is none yet), else ``membership``. Presence and user channel
+        memberships (a user each) are kept as they are."""
+        ch = self.channels.get((app_id, membership.channel))
+        if ch is None or membership.user_id is not None:
+            return membership
+        if ch.membership is None:
+            ch.membership = membership
+        return ch.membership if ch.membership == membership else membership
 
     # ----------------------------------------------------------------- fan-out
 
