@@ -29,7 +29,7 @@ from gateway.state.ratelimit import ApiRateLimiter
 
 
 def query_params() -> dict[str, str]:
-    return {k: ",".join(request.args.getlist(k)) for k in request.args}
+    return {k: ",".join(v) for k, v in request.args.lists()}
 
 
 def signed_path() -> str:

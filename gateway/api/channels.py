@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from config.settings import AppSettings
@@ -145,6 +145,11 @@ def _parse_publish(
 # --------------------------------------------------------------------------- publishing
 
 
+def _empty() -> Response:
+    """``{}``, the usual answer to a publish, without jsonify's serialisation."""
+    return Response(b"{}", content_type="application/json")
+
+
 def _accept_and_enqueue(c: ApiContext, app_id: str, publishes: list[Publish]) -> None:
     events = [(ch, p.event, p.data, p.exclude) for p in publishes for ch in p.channels]
     if not events:
@@ -152,14 +157,18 @@ def _accept_and_enqueue(c: ApiContext, app_id: str, publishes: list[Publish]) ->
     deliver = c.deliver
     if deliver is not None:
         # Serials, history and the task message in one script (one round trip, atomic).
-        c.history.accept_and_enqueue(
-            app_id, events, deliver.queue_key, deliver.pieces(app_id, events))
+        message = deliver.pieces(app_id, events)
+        _serials, queued = c.history.accept_and_enqueue(
+            app_id, events, deliver.queue_key, message.head, message.body, message.tail)
     else:
         accepted = c.history.accept(app_id, events)
         payload = [[a.channel, a.event, a.data, a.exclude, a.serial] for a in accepted]
         c.celery.send_task(DELIVER_TASK, args=(app_id, payload), queue="live")
-    c.metrics.events_accepted.labels(app_id).inc(len(events))
-    c.metrics.tasks_enqueued.labels(DELIVER_TASK).inc()
+        queued = True
+    metrics = c.metrics
+    metrics.child(metrics.events_accepted, app_id).inc(len(events))
+    if queued:
+        metrics.child(metrics.tasks_enqueued, DELIVER_TASK).inc()
 
 
 def _event_attributes(
@@ -185,7 +194,7 @@ def trigger(app_id: str) -> ResponseReturnValue:
     publish = _parse_publish(app, _json_body(), batch=False)
     _accept_and_enqueue(c, app.id, [publish])
     if not publish.info:
-        return jsonify({})
+        return _empty()
     return jsonify(
         channels={ch: _event_attributes(c, app.id, ch, publish.info) for ch in publish.channels}
     )
@@ -208,7 +217,7 @@ def trigger_batch(app_id: str) -> ResponseReturnValue:
         publishes.append(_parse_publish(app, item, batch=True, where=where))
     _accept_and_enqueue(c, app.id, publishes)
     if not any(p.info for p in publishes):
-        return jsonify({})
+        return _empty()
     return jsonify(
         batch=[
             _event_attributes(c, app.id, p.channels[0], p.info) if p.info else {}

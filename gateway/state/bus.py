@@ -8,6 +8,9 @@ objects; ``t`` says which kind:
   the channel serial (events from the API); server-made events (member_added/removed) carry
   no serial and are not ordered against them. ``x`` is the socket to leave out. ``u`` is the
   sending user's id, added on presence client events.
+- ``{"t": "b", "a": app, "ev": [[channel, event, data, exclude|null, serial], ...]}``: the
+  events one API request accepted, in one message (as the live task received them): one
+  PUBLISH and one decode per request instead of per event. Each is handled as an ``e``.
 - ``{"t": "terminate", "a": app, "u": user_id}``: close every connection signed in as the user.
 - ``{"t": "apps", "a": app}``: the app changed in the Redis app store (``clarion apps``):
   nodes reload their apps now (and close the app's connections with 4003 if it is disabled).
@@ -18,12 +21,14 @@ objects; ``t`` says which kind:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 EVENT = "e"
+BATCH = "b"
 TERMINATE = "terminate"
 APPS = "apps"
 WATCH = "w"
@@ -55,6 +60,26 @@ class BusEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class EventBatch:
+    """Events of one app accepted together (decoded: see :func:`encode_batch`)."""
+
+    app_id: str
+    events: list[BusEvent]
+
+
+def encode_batch(app_id: str, events: Sequence[Sequence[Any]]) -> bytes:
+    """The ``b`` message for ``events`` given as ``[channel, event, data, exclude, serial]``."""
+    return orjson.dumps({"t": BATCH, "a": app_id, "ev": events})
+
+
+def _batch(app_id: str, events: list[list[Any]]) -> EventBatch:
+    return EventBatch(app_id, [
+        BusEvent(app_id, channel, event, data, int(serial), exclude or None)
+        for channel, event, data, exclude, serial in events
+    ])
+
+
+@dataclass(frozen=True, slots=True)
 class Terminate:
     app_id: str
     user_id: str
@@ -83,7 +108,7 @@ class UserPresence:
         return orjson.dumps({"t": WATCH, "a": self.app_id, "u": self.user_id, "on": self.online})
 
 
-BusMessage = BusEvent | Terminate | AppsChanged | UserPresence
+BusMessage = BusEvent | EventBatch | Terminate | AppsChanged | UserPresence
 
 
 def decode(raw: bytes | str) -> BusMessage | None:
@@ -94,6 +119,8 @@ def decode(raw: bytes | str) -> BusMessage | None:
         return BusEvent(
             msg["a"], msg["c"], msg["e"], msg.get("d"), msg.get("s"), msg.get("x"), msg.get("u")
         )
+    if kind == BATCH:
+        return _batch(msg["a"], msg["ev"])
     if kind == TERMINATE:
         return Terminate(msg["a"], msg["u"])
     if kind == APPS:

@@ -23,38 +23,61 @@ import orjson
 
 from gateway.state.keys import Keys
 
-# KEYS: serial key and history key of each event, in pairs; optionally the queue key last.
-# ARGV: history size, ttl seconds, one entry JSON per event, then (with a queue key) the
-# n + 1 pieces of the task message, between which the n serials go (gateway/api/deliver_message.py).
+# KEYS: serial key and history key of each event, in pairs; optionally then the queue key, the
+# armed key and the pending key (gateway/state/keys.py, lv:*).
+# ARGV: history size, ttl seconds, n (events), armed ms, one entry JSON per event, then (with
+# the queue key) the task message's head, its n + 1 body pieces between which the n serials
+# go, and its tail (gateway/api/deliver_message.py).
+#
+# The task is enqueued only if no earlier one is waiting (SET NX on the armed key, which the
+# task deletes when it drains): otherwise the body joins the pending list that task drains. So
+# under load many requests share one task, and at a trickle each request has its own. The
+# armed key expires after "armed ms" so that a task lost with a killed worker cannot keep
+# later requests from queueing theirs.
+# How long a queued task keeps later requests riding on it: well above the queue's normal wait,
+# short enough that a task lost with its worker holds nothing up for long.
+ARMED_MS = 5000
+
 ACCEPT_LUA = """
 local size = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
-local n = math.floor(#KEYS / 2)
+local n = tonumber(ARGV[3])
 local out = {}
 local now = nil
 for i = 1, 2 * n, 2 do
   local sk, hk = KEYS[i], KEYS[i + 1]
-  if redis.call('EXISTS', sk) == 0 then
+  local s = redis.call('INCR', sk)
+  if s == 1 then
+    -- A new counter starts at the server time in microseconds (see keys.py).
     if now == nil then
       local t = redis.call('TIME')
-      now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+      now = tonumber(t[1]) * 1000000 + tonumber(t[2])
     end
-    redis.call('SET', sk, now)
+    s = now + 1
+    redis.call('SET', sk, string.format('%d', s))
   end
-  local s = redis.call('INCR', sk)
   redis.call('EXPIRE', sk, ttl)
-  redis.call('ZADD', hk, s, string.format('%d', s) .. ' ' .. ARGV[2 + (i + 1) / 2])
+  redis.call('ZADD', hk, s, string.format('%d', s) .. ' ' .. ARGV[4 + (i + 1) / 2])
   redis.call('ZREMRANGEBYRANK', hk, 0, -(size + 1))
   redis.call('EXPIRE', hk, ttl)
   out[#out + 1] = s
 end
 if #KEYS > 2 * n then
-  local msg = {ARGV[3 + n]}
+  local queue, armed, pending = KEYS[2 * n + 1], KEYS[2 * n + 2], KEYS[2 * n + 3]
+  local head = 5 + n
+  local body = {ARGV[head + 1]}
   for j = 1, n do
-    msg[2 * j] = string.format('%d', out[j])
-    msg[2 * j + 1] = ARGV[3 + n + j]
+    body[2 * j] = string.format('%d', out[j])
+    body[2 * j + 1] = ARGV[head + 1 + j]
   end
-  redis.call('LPUSH', KEYS[#KEYS], table.concat(msg))
+  if redis.call('SET', armed, '1', 'NX', 'PX', ARGV[4]) then
+    redis.call('LPUSH', queue, ARGV[head] .. table.concat(body) .. ARGV[head + n + 2])
+    out[n + 1] = 1
+  else
+    redis.call('RPUSH', pending, table.concat(body))
+    redis.call('EXPIRE', pending, ttl)
+    out[n + 1] = 0
+  end
 end
 return out
 """
@@ -94,7 +117,7 @@ class History:
     ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV for ``events`` given as (channel, event, data, exclude)."""
         keys: list[str] = []
-        args: list[Any] = [self.size, self.ttl]
+        args: list[Any] = [self.size, self.ttl, len(events), ARMED_MS]
         for channel, event, data, exclude in events:
             keys += [self.keys.serial(app_id, channel), self.keys.history(app_id, channel)]
             args.append(entry_json(event, data, exclude))
@@ -113,14 +136,19 @@ class History:
 
     def accept_and_enqueue(
         self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]],
-        queue_key: str, pieces: Sequence[bytes],
-    ) -> list[int]:
-        """``accept``, and in the same script LPUSH the task message made of ``pieces`` with
-        the serials between them onto ``queue_key``. Returns the serials."""
+        queue_key: str, head: bytes, body: Sequence[bytes], tail: bytes,
+    ) -> tuple[list[int], bool]:
+        """``accept``, and in the same script either LPUSH the task message (``head``, the
+        ``body`` pieces with the serials between them, ``tail``) onto ``queue_key`` or, while
+        an earlier task waits, append the body to ``lv:pending``. Returns the serials and
+        whether a task was queued."""
         keys, args = self.accept_args(app_id, events)
-        keys.append(queue_key)
-        args += pieces
-        return [int(s) for s in self._accept(keys=keys, args=args)]
+        keys += [queue_key, self.keys.live_armed, self.keys.live_pending]
+        args.append(head)
+        args += body
+        args.append(tail)
+        *serials, queued = self._accept(keys=keys, args=args)
+        return [int(s) for s in serials], queued == 1
 
     async def current_serial(self, app_id: str, channel: str) -> int:
         value = await self.redis.get(self.keys.serial(app_id, channel))

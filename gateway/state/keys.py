@@ -14,6 +14,13 @@ All keys start with ``settings.redis.key_prefix`` (default ``clarion:``), shown 
 | P ps:{app}:{channel}          | hash   | presence socket id -> user id                 | while members remain  |
 | P np:{node}                   | set    | "{app}\\x1f{channel}\\x1f{socket}" presence rows | deleted with the node |
 | P sweep:{node}                | string | lock held by the node cleaning up a dead one  | 30 s                  |
+| P live                        | list   | Celery queue ``live`` (kombu's key)           | until consumed        |
+| P lv:armed                    | string | a ``clarion.live.deliver`` task is queued and | until it drains, at   |
+|                               |        | has not drained ``lv:pending`` yet            | most 5 s              |
+| P lv:pending                  | list   | task bodies of requests that rode on the      | history.ttl, renewed  |
+|                               |        | queued task instead of queueing their own     |                       |
+| P lv:taken:{task id}          | list   | ``lv:pending`` as a task took it, until the   | history.ttl           |
+|                               |        | task has published it (a redelivery finds it) |                       |
 
 Webhooks (gateway/webhooks, workers/webhooks; "\\x1f" separates fields inside members):
 
@@ -76,6 +83,17 @@ class Keys:
 
     def serial(self, app_id: str, channel: str) -> str:
         return f"{self.prefix}sn:{app_id}:{channel}"
+
+    @property
+    def live_armed(self) -> str:
+        return f"{self.prefix}lv:armed"
+
+    @property
+    def live_pending(self) -> str:
+        return f"{self.prefix}lv:pending"
+
+    def live_taken(self, task_id: str) -> str:
+        return f"{self.prefix}lv:taken:{task_id}"
 
     def history(self, app_id: str, channel: str) -> str:
         return f"{self.prefix}h:{app_id}:{channel}"

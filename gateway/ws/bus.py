@@ -26,7 +26,7 @@ import orjson
 import structlog
 
 from gateway.state import bus as bus_codec
-from gateway.state.bus import BusEvent, BusMessage, Terminate
+from gateway.state.bus import BusEvent, BusMessage, EventBatch, Terminate
 from gateway.state.history import History
 from gateway.state.keys import Keys
 from gateway.ws.background import WakeLoop
@@ -304,11 +304,14 @@ class BusListener:
     def handle(self, raw: bytes) -> None:
         try:
             msg: BusMessage | None = bus_codec.decode(raw)
-        except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError):
+        except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError, ValueError):
             log.warning("bus_message_malformed", raw=raw[:200])
             return
         if isinstance(msg, BusEvent):
             self.sequencer.on_event(msg)
+        elif isinstance(msg, EventBatch):
+            for event in msg.events:
+                self.sequencer.on_event(event)
         elif isinstance(msg, Terminate):
             self.on_terminate(msg)
         elif msg is not None and self.on_control is not None:

@@ -21,6 +21,8 @@ from gateway.state.keys import Keys
 from gateway.state.occupancy import NodeOccupancy
 from gateway.state.presence import Presence
 from gateway.state.registry import Registry
+from gateway.state.riders import decode
+from workers.tasks.live import TASK_NAME as DELIVER_TASK
 
 APP = {"id": "1", "key": "app-key", "secret": "app-secret"}
 DISABLED = {"id": "2", "key": "off-key", "secret": "off-secret", "enabled": False}
@@ -59,7 +61,9 @@ def sdk_raw(sdk: pusher.Pusher, method: str, path: str, params: dict[str, Any]) 
 
 
 def queued_tasks(r: redis.Redis, prefix: str, queue: str = "live") -> list[tuple[str, list[Any]]]:
-    """(task name, args) of every message waiting in a Celery queue, oldest first."""
+    """(task name, args) of every message waiting in a Celery queue, oldest first; for
+    ``live``, then the requests riding on a queued task (gateway/state/riders.py), each as
+    the task it would have queued."""
     out = []
     for raw in reversed(r.lrange(f"{prefix}{queue}", 0, -1)):
         msg = json.loads(raw)
@@ -68,7 +72,17 @@ def queued_tasks(r: redis.Redis, prefix: str, queue: str = "live") -> list[tuple
             body = base64.b64decode(body)
         args, _kwargs, _embed = json.loads(body)
         out.append((msg["headers"]["task"], args))
+    if queue == "live":
+        keys = Keys(prefix)
+        out += [(DELIVER_TASK, [app_id, events]) for app_id, events in
+                decode(r.lrange(keys.live_pending, 0, -1))]
     return out
+
+
+def clear_live(r: redis.Redis, prefix: str) -> None:
+    """Empty the ``live`` queue and forget its riders, so the next request queues a task."""
+    keys = Keys(prefix)
+    r.delete(f"{prefix}live", keys.live_armed, keys.live_pending)
 
 
 class BusReader:

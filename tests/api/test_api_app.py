@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from config.settings import Settings, settings_to_env
@@ -105,8 +106,11 @@ def test_metrics(client, settings):
     signed(client, "POST", "/apps/1/events", APP, {"name": "e", "channels": ["a", "b"],
                                                    "data": "d"})
     signed(client, "POST", "/apps/1/events", APP, {"name": "e"})
+    # No worker runs here: the first request's task waits, so the next one rides on it.
+    signed(client, "POST", "/apps/1/events", APP, {"name": "e", "channel": "c", "data": "d"})
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'clarion_api_events_accepted_total{app_id="1"} 2.0' in text
+    assert 'clarion_api_events_accepted_total{app_id="1"} 3.0' in text
+    assert 'clarion_api_tasks_enqueued_total{task="clarion.live.deliver"} 1.0' in text
     assert ('clarion_api_requests_total{endpoint="/apps/<app_id>/events",method="POST",'
             'status="400"} 1.0') in text
     # Registries are per app: a second app starts from zero.
@@ -116,12 +120,14 @@ def test_metrics(client, settings):
     fresh.extensions["clarion"].close()
 
 
-# --------------------------------------------------------------------------- gunicorn
+# --------------------------------------------------------------------------- HTTP servers
 
 
-def test_run_api_serves_and_stops_on_sigterm(settings, redis_client, key_prefix):
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+def test_run_api_serves_and_stops_on_sigterm(settings, redis_client, key_prefix, server):
     port = free_port()
-    served = settings.with_overrides(api={"port": port, "workers": 1, "threads": 2})
+    served = settings.with_overrides(
+        api={"port": port, "workers": 1, "threads": 2, "server": server})
     code = "from config import load_settings; from gateway.api.server import run_api; " \
            "run_api(load_settings())"
     env = {**os.environ, **settings_to_env(served)}
@@ -135,7 +141,7 @@ def test_run_api_serves_and_stops_on_sigterm(settings, redis_client, key_prefix)
                 break
             except requests.ConnectionError:
                 assert proc.poll() is None, proc.stdout.read().decode()
-                assert time.monotonic() < deadline, "gunicorn did not start"
+                assert time.monotonic() < deadline, f"{server} did not start"
                 time.sleep(0.1)
         assert r.status_code == 200
         import pusher

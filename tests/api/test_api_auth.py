@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from gateway.protocol.errors import AuthenticationFailed
 from gateway.protocol.signatures import body_md5, sign_rest_request, verify_rest_request
-from tests.api.api_harness import APP, DISABLED, queued_tasks, signed
+from tests.api.api_harness import APP, DISABLED, clear_live, queued_tasks, signed
 
 EVENT = {"name": "e", "channels": ["c"], "data": "d"}
 
@@ -136,7 +136,7 @@ def test_sign_verify_round_trip(method, params, body, skew):
 def test_round_trip_through_http(client, redis_client, key_prefix, params, data):
     """Arbitrary (URL-encoded on the wire) query values and body text verify over HTTP, and
     the data reaches the task byte for byte."""
-    redis_client.delete(f"{key_prefix}live")
+    clear_live(redis_client, key_prefix)
     body = {"name": "e", "channels": ["c"], "data": data}
     r = signed(client, "POST", "/apps/1/events", APP, body, params=params)
     assert r.status_code == 200, r.get_json()

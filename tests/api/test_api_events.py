@@ -8,7 +8,7 @@ import pusher.errors
 import pytest
 
 from gateway.state.history import parse_member
-from tests.api.api_harness import APP, queued_tasks, sdk_raw, signed
+from tests.api.api_harness import APP, clear_live, queued_tasks, sdk_raw, signed
 
 DELIVER = "clarion.live.deliver"
 
@@ -216,7 +216,7 @@ def test_enqueued_message_matches_celery_send_task(client, redis_client, key_pre
 
     from workers.celery_app import create_celery
 
-    redis_client.delete(f"{key_prefix}live")
+    clear_live(redis_client, key_prefix)
     r = signed(client, "POST", "/apps/1/events", APP,
                {"name": "ev", "channels": ["a", "b"], "data": 'x "q" \\ é \u2028',
                 "socket_id": "1.2"})

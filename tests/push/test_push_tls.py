@@ -37,7 +37,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
     return paths
 
 
-class GunicornApi(ProcessRunner):
+class HttpsApi(ProcessRunner):
     term_group = True
 
     def __init__(self, settings: Settings, log_path: Path) -> None:
@@ -46,7 +46,7 @@ class GunicornApi(ProcessRunner):
 
 
 @pytest.fixture(scope="module")
-def https_api(push_settings, tls_files, tmp_path_factory) -> Iterator[tuple[GunicornApi, str]]:
+def https_api(push_settings, tls_files, tmp_path_factory) -> Iterator[tuple[HttpsApi, str]]:
     ca, cert, key = tls_files
     port = free_port()
     settings = push_settings.with_overrides(
@@ -59,12 +59,12 @@ def https_api(push_settings, tls_files, tmp_path_factory) -> Iterator[tuple[Guni
             "tls_key_file": key,
         }
     )
-    api = GunicornApi(settings, tmp_path_factory.mktemp("gunicorn") / "api.log")
+    api = HttpsApi(settings, tmp_path_factory.mktemp("api") / "api.log")
     url = f"https://localhost:{port}"
 
     def ready() -> bool:
         if api.proc.poll() is not None:
-            raise AssertionError("gunicorn exited:\n" + api.log_path.read_text())
+            raise AssertionError("the API exited:\n" + api.log_path.read_text())
         try:
             return requests.get(f"{url}/ready", verify=ca, timeout=2).status_code == 200
         except requests.RequestException:

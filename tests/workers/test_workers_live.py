@@ -13,10 +13,11 @@ import redis
 from gateway.api.app import create_app
 from gateway.protocol.signatures import sign_rest_request
 from gateway.state.bus import BusEvent, decode
-from gateway.state.history import History
+from gateway.state.history import ARMED_MS, History
+from gateway.state.riders import Riders
 from tests.workers.worker_harness import APP
 from workers.celery_app import create_celery
-from workers.tasks.live import TASK_NAME
+from workers.tasks.live import TASK_NAME, deliver_with_riders
 
 
 def _post(client, path: str, body: dict):
@@ -151,3 +152,86 @@ def test_worker_killed_outright_tasks_restored_by_another(
         time.sleep(0.1)
     assert redis_client.hlen(f"{prefix}unacked") == 0
     assert redis_client.llen(f"{prefix}live") == 0
+
+
+def _riders_keys(redis_client, keys) -> list[bytes]:
+    return redis_client.keys(f"{keys.prefix}lv:*")
+
+
+def test_requests_ride_on_a_queued_task(settings, start_worker, bus, keys, redis_client):
+    """While a task waits in the queue, later requests append their events to it instead of
+    queueing their own; the worker publishes all of them, in order, and leaves no lv:* key."""
+    app = create_app(settings)
+    client = app.test_client()
+    for i in range(5):
+        _post(client, "/apps/1/batch_events", {"batch": [
+            {"name": f"e{i}", "channel": "ride-a", "data": str(i)},
+            {"name": f"e{i}", "channel": "ride-b", "data": str(i)},
+        ]})
+    prefix = settings.redis.key_prefix
+    assert redis_client.llen(f"{prefix}live") == 1
+    assert redis_client.llen(keys.live_pending) == 4
+    assert 0 < redis_client.pttl(keys.live_armed) <= ARMED_MS
+
+    worker = start_worker()
+    worker.wait_ready()
+    assert bus.wait_for(lambda m: len(m) >= 10, 20), worker.log()
+    by_channel: dict[str, list[tuple[str, int]]] = {}
+    for event in (decode(orjson.dumps(m)) for m in bus.messages):
+        by_channel.setdefault(event.channel, []).append((event.data, event.serial))
+    for channel in ("ride-a", "ride-b"):
+        datas, serials = zip(*by_channel[channel], strict=True)
+        assert datas == ("0", "1", "2", "3", "4")
+        assert list(serials) == sorted(serials) and len(set(serials)) == 5
+    deadline = time.monotonic() + 5
+    while _riders_keys(redis_client, keys) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _riders_keys(redis_client, keys) == []
+
+    # The task drained and released the armed key: the next request queues a task again.
+    _post(client, "/apps/1/events", {"name": "after", "channel": "ride-a", "data": "5"})
+    assert bus.wait_for(lambda m: len(m) >= 11, 20), worker.log()
+    app.extensions["clarion"].close()
+
+
+def test_a_redelivered_task_publishes_what_it_had_taken(settings, bus, keys, redis_client):
+    """A task that took a rider and died before publishing it (no worker here: the function
+    is called directly) publishes it, and the riders still waiting, when it runs again under
+    the same id; a Redis that forgot the take script (restart) is served by loading it
+    again."""
+    app = create_app(settings)
+    client = app.test_client()
+    for i in range(3):
+        _post(client, "/apps/1/events", {"name": "r", "channel": "redo", "data": str(i)})
+    riders = Riders(redis_client, keys, settings.history.ttl, ARMED_MS)
+    # The first request queued the task; the wait moves one rider onto the task's taken list,
+    # then the task "dies" before publishing it, with the other rider still waiting.
+    assert len(riders.wait_and_take("task-1", 0.01)) == 1
+    assert redis_client.llen(keys.live_taken("task-1")) == 1
+    assert redis_client.llen(keys.live_pending) == 1 and redis_client.exists(keys.live_armed)
+
+    redis_client.script_flush()
+    assert deliver_with_riders(redis_client, riders, keys.bus, "task-1", "1", []) == (2, False)
+    assert bus.wait_for(lambda m: len(m) >= 2, 10)
+    assert [decode(orjson.dumps(m)).data for m in bus.messages] == ["1", "2"]
+    assert _riders_keys(redis_client, keys) == []  # taken list deleted, armed key released
+    app.extensions["clarion"].close()
+
+
+def test_a_task_out_of_time_leaves_riders_to_a_successor(settings, bus, keys, redis_client):
+    """Past its time budget a task publishes what it took and stops taking: riders still
+    waiting keep the armed key (so requests keep riding) and the caller is told to queue a
+    successor; with none waiting the key is released."""
+    app = create_app(settings)
+    client = app.test_client()
+    for i in range(3):
+        _post(client, "/apps/1/events", {"name": "r", "channel": "late", "data": str(i)})
+    riders = Riders(redis_client, keys, settings.history.ttl, ARMED_MS)
+    assert riders.release() is True
+    assert redis_client.exists(keys.live_armed) and redis_client.llen(keys.live_pending) == 2
+    assert deliver_with_riders(
+        redis_client, riders, keys.bus, "task-2", "1", [], budget=0) == (2, False)
+    assert _riders_keys(redis_client, keys) == []
+    assert bus.wait_for(lambda m: len(m) >= 2, 10)
+    assert [decode(orjson.dumps(m)).data for m in bus.messages] == ["1", "2"]
+    app.extensions["clarion"].close()

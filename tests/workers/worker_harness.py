@@ -24,6 +24,14 @@ class WorkerProcess(CeleryWorker):
         super().__init__(settings, log_path, ("live",), concurrency)
 
 
+def _events(msg: dict) -> list[dict]:
+    """A batch message (``b``) as the ``e`` messages of its events; others as they are."""
+    if msg.get("t") != "b":
+        return [msg]
+    return [{"t": "e", "a": msg["a"], "c": c, "e": e, "d": d, "s": s, "x": x or None, "u": None}
+            for c, e, d, x, s in msg["ev"]]
+
+
 class BusCollector:
     """Subscribes to the bus and collects decoded messages on a background thread."""
 
@@ -42,9 +50,9 @@ class BusCollector:
         while not self._stop.is_set():
             msg = self.pubsub.get_message(timeout=0.1)
             if msg is not None:
-                decoded = orjson.loads(msg["data"])
-                self.seen.add((decoded.get("c"), decoded.get("s")))
-                self.messages.append(decoded)
+                for decoded in _events(orjson.loads(msg["data"])):
+                    self.seen.add((decoded.get("c"), decoded.get("s")))
+                    self.messages.append(decoded)
 
     def wait_for(self, predicate, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout

@@ -11,7 +11,7 @@ import pytest
 from ws_harness import APP_ID, KEY, Bus, PusherClient, wait_until
 
 from gateway.protocol.signatures import auth_token, channel_string
-from gateway.state.bus import BusEvent, Terminate
+from gateway.state.bus import BusEvent, Terminate, encode_batch
 
 MARKER = "marker"
 
@@ -52,6 +52,30 @@ def test_out_of_order_serials_are_delivered_in_order(client, bus: Bus) -> None:
     publish_marker(bus, "ordered")
     got = [c.recv()["event"] for _ in range(4)]
     assert got == ["e1", "e2", "e3", MARKER]
+
+
+def test_batch_message_delivered_event_by_event(client, bus: Bus) -> None:
+    """A ``b`` message (one API request's events, as the live worker publishes them) reaches
+    each channel's subscribers in serial order, leaving out the excluded socket; a malformed
+    batch is dropped whole and the node carries on."""
+    c, other = client(), client()
+    c.subscribed("batch-a")
+    c.subscribed("batch-b")
+    other.subscribed("batch-a")
+    s1, s2 = bus.accept("batch-a", [("a1", "1"), ("a2", "2")])
+    (t1,) = bus.accept("batch-b", [("b1", "x")])
+    bus.raw(b'{"t": "b", "a": "' + APP_ID.encode() + b'", "ev": [["batch-a"]]}')
+    bus.raw(encode_batch(APP_ID, [
+        ["batch-a", "a1", "1", None, s1],
+        ["batch-b", "b1", "x", None, t1],
+        ["batch-a", "a2", "2", other.socket_id, s2],
+    ]))
+    got = [(m["channel"], m["event"]) for m in (c.recv() for _ in range(3))]
+    assert sorted(got) == [("batch-a", "a1"), ("batch-a", "a2"), ("batch-b", "b1")]
+    assert got.index(("batch-a", "a1")) < got.index(("batch-a", "a2"))
+    assert other.recv()["event"] == "a1"
+    publish_marker(bus, "batch-a")
+    assert other.recv()["event"] == MARKER  # a2 left out for the socket that sent it
 
 
 def test_gap_in_the_middle(client, bus: Bus) -> None:

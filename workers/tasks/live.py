@@ -1,7 +1,10 @@
 """``clarion.live.deliver``: publish accepted events to the bus for the WebSocket nodes.
 
 Args: ``(app_id, [[channel, event, data, exclude_socket_id, serial], ...])`` as the API
-enqueues them (docs/contracts.md). Every event is published once, all in one pipeline.
+enqueues them (docs/contracts.md). Every event is published once: one bus message per request
+(``b`` in gateway/state/bus.py), pipelined. The same task then takes the requests that ride on
+it (gateway/state/riders.py) and publishes theirs, and goes on taking until none has come for
+``worker.live_linger`` seconds or ``worker.live_task_seconds`` have passed.
 
 Cache channels (``cache-`` ...): the same pipeline keeps each one's last event in
 ``P cache:{app}:{channel}`` (gateway/state/cache.py), by a script that never lets an older
@@ -14,35 +17,89 @@ channel, so a subscriber never sees an event twice.
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery, Task
 
 from gateway.protocol.names import is_cache_channel
-from gateway.state.bus import BusEvent
+from gateway.state.bus import encode_batch
 from gateway.state.cache import ChannelCache
+from gateway.state.history import ARMED_MS
+from gateway.state.riders import Rider, Riders, decode
 from workers.celery_app import clarion_task, context
 
 TASK_NAME = "clarion.live.deliver"
+# Rider requests published per pipeline: bounds the worker's memory and Redis' output buffer.
+RIDERS_PER_PIPELINE = 200
 
 
-def publish_events(
-    client: Any, bus_key: str, app_id: str, events: Sequence[Sequence[Any]],
+def queue_events(
+    pipe: Any, bus_key: str, app_id: str, events: Sequence[Sequence[Any]],
     cache: ChannelCache | None = None,
-) -> int:
-    """Publish every event once on ``bus_key`` with one pipeline; return how many. With a
-    ``cache``, the last event of each cache channel is stored first (same pipeline)."""
-    pipe = client.pipeline(transaction=False)
-    for channel, event, data, exclude, serial in events:
-        if cache is not None and is_cache_channel(channel):
-            cache.store_in(pipe, app_id, channel, int(serial), event, data)
-        pipe.publish(
-            bus_key,
-            BusEvent(app_id, channel, event, data, int(serial), exclude or None).encode(),
-        )
-    pipe.execute()
-    return len(events)
+) -> None:
+    """Queue on ``pipe`` one bus PUBLISH for the events (one request's); with a ``cache``,
+    the last event of each cache channel is stored first."""
+    if cache is not None:
+        for channel, event, data, _exclude, serial in events:
+            if is_cache_channel(channel):
+                cache.store_in(pipe, app_id, channel, int(serial), event, data)
+    if events:
+        pipe.publish(bus_key, encode_batch(app_id, events))
+
+
+def _publish_then(
+    client: Any, riders: Riders, bus_key: str, task_id: str, batches: list[Rider],
+    cache: ChannelCache | None, *, take: bool, clear: bool,
+) -> list[bytes]:
+    """Publish ``batches`` (one bus message each), then, in the last pipeline, take the
+    riders waiting (``take``; ``clear`` deletes the list just published first) or delete the
+    taken list. Returns what was taken."""
+    results: list[Any] = []
+    for start in range(0, max(len(batches), 1), RIDERS_PER_PIPELINE):
+        pipe = client.pipeline(transaction=False)
+        for app_id, events in batches[start : start + RIDERS_PER_PIPELINE]:
+            queue_events(pipe, bus_key, app_id, events, cache)
+        last = start + RIDERS_PER_PIPELINE >= len(batches)
+        if last and take:
+            riders.take_in(pipe, task_id, clear)
+        elif last:
+            riders.done_in(pipe, task_id)
+        results = pipe.execute(raise_on_error=False)
+        for result in results[:-1] if last and take else results:
+            if isinstance(result, Exception):
+                raise result
+    return riders.taken(results[-1], task_id, clear) if take else []
+
+
+def deliver_with_riders(
+    client: Any, riders: Riders, bus_key: str, task_id: str, app_id: str,
+    events: Sequence[Sequence[Any]], cache: ChannelCache | None = None,
+    budget: float = 5.0, linger: float = 0.05,
+) -> tuple[int, bool]:
+    """Publish ``events``, then the riders' as they come (each publish and the next take
+    share a round trip), waiting at most ``linger`` seconds for one, for up to ``budget``
+    seconds. Returns how many events were published and whether riders were left waiting
+    for a successor task."""
+    deadline = time.monotonic() + budget
+    # The first take keeps what a previous run of this task took and did not publish.
+    taken = _publish_then(client, riders, bus_key, task_id, [(app_id, list(events))], cache,
+                          take=True, clear=False)
+    count = len(events)
+    while True:
+        if not taken:
+            taken = riders.wait_and_take(task_id, linger)
+            if not taken:
+                return count, False
+        batches = list(decode(taken))
+        count += sum(len(e) for _, e in batches)
+        more = time.monotonic() < deadline
+        taken = _publish_then(client, riders, bus_key, task_id, batches, cache,
+                              take=more, clear=True)
+        if not more:
+            return count, riders.release()
 
 
 def register(app: Celery) -> Task:
@@ -50,6 +107,16 @@ def register(app: Celery) -> Task:
     def deliver(self: Task, app_id: str, events: list[list[Any]]) -> int:
         ctx = context(self.app)
         cache = ChannelCache(ctx.redis, ctx.keys, ctx.settings.cache.ttl)
-        return publish_events(ctx.redis, ctx.keys.bus, app_id, events, cache)
+        riders = Riders(ctx.redis, ctx.keys, ctx.settings.history.ttl, ARMED_MS)
+        task_id = self.request.id or str(uuid.uuid4())
+        worker = ctx.settings.worker
+        count, more = deliver_with_riders(
+            ctx.redis, riders, ctx.keys.bus, task_id, app_id, events, cache,
+            budget=worker.live_task_seconds, linger=worker.live_linger)
+        if more:
+            # Riders came in after the budget ran out: a successor (no events of its own)
+            # takes them; the armed key stays set for it.
+            self.apply_async(args=(app_id, []))
+        return count
 
     return deliver
