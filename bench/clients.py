@@ -53,6 +53,7 @@ class Deliveries:
     closed: int
     errors: list[str]
     client_cpu_s: float          # CPU the client processes spent since arm()
+    trace_channel: str = ""      # the channel of the sample subscriber
 
 
 class ClientPool:
@@ -85,14 +86,18 @@ class ClientPool:
 
     async def open(self, endpoint: Endpoint, channel: str | None, total: int,
                    inflight: int = 100, timeout: float = 30.0,
-                   signin: tuple[str, str] | None = None) -> OpenResult:
-        """``total`` subscribers on ``channel``; ``signin`` = (key, secret) to pusher:signin."""
+                   signin: tuple[str, str] | None = None,
+                   own_channels: bool = False) -> OpenResult:
+        """``total`` subscribers on ``channel``; ``signin`` = (key, secret) to pusher:signin.
+        ``own_channels``: subscriber n (0 .. total - 1) on its own ``f"{channel}-{n}"``."""
         shares = _split(total, self.size)
+        firsts = [sum(shares[:i]) for i in range(len(shares))]
         per_inflight = max(1, inflight // self.size)
         replies = await self._call("open", [
             dict(host=endpoint.host, port=endpoint.port, path=endpoint.path, channel=channel,
-                 count=share, inflight=per_inflight, timeout=timeout, signin=signin)
-            for share in shares
+                 count=share, inflight=per_inflight, timeout=timeout, signin=signin,
+                 first=first, own_channels=own_channels)
+            for share, first in zip(shares, firsts, strict=True)
         ], timeout=timeout + total / 50 + 30)
         return OpenResult(
             opened=sum(r["opened"] for r in replies),
@@ -130,6 +135,7 @@ class ClientPool:
             closed=sum(r["closed"] for r in replies),
             errors=[e for r in replies for e in r["errors"]][:5],
             client_cpu_s=sum(r["cpu_s"] for r in replies) - sum(self._armed_cpu),
+            trace_channel=replies[0]["trace_channel"],
         )
 
     async def close(self) -> None:

@@ -121,10 +121,14 @@ class Lane:
                   for d in self._datas(count, padding)]
         return await self.publisher.post("batch_events", {"batch": events}, self.http)
 
-    async def batch_to(self, channels: list[str], padding: int = 0) -> Response:
-        """One batch_events request: one event to each of ``channels``."""
-        events = [{"channel": ch, "name": EVENT_NAME, "data": d}
-                  for ch, d in zip(channels, self._datas(len(channels), padding), strict=True)]
+    async def batch_to(self, channels: list[str], padding: int = 0,
+                       name: str = EVENT_NAME) -> Response:
+        """One batch_events request: one event to each of ``channels`` (the lane's next
+        sequence numbers, in that order; other names are warm-ups without one)."""
+        datas = (self._datas(len(channels), padding) if name == EVENT_NAME
+                 else ["warmup"] * len(channels))
+        events = [{"channel": ch, "name": name, "data": d}
+                  for ch, d in zip(channels, datas, strict=True)]
         return await self.publisher.post("batch_events", {"batch": events}, self.http)
 
     async def event(self, channel: str, padding: int = 0, name: str = EVENT_NAME) -> Response:

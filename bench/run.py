@@ -34,6 +34,8 @@ DEFAULT_SCENARIOS = ["memory", "fanout", "latency"]
 RELEVANT = {
     "fanout": ["subscribers", "events", "batch", "inflight", "client_procs", "warmup", "padding",
                "signin", "read_pause_ms"],
+    "channels": ["channel_subscribers", "channel_events", "batch", "inflight", "client_procs",
+                 "warmup", "padding", "signin", "read_pause_ms"],
     "latency": ["rate", "latency_subscribers", "seconds", "client_procs", "padding", "signin"],
     "memory": ["connections", "client_procs", "signin"],
     "rest": ["requests", "inflight", "padding", "rest_batch", "rest_channels"],
@@ -51,9 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = Options()
     ap.add_argument("--subscribers", type=int, default=d.subscribers, help="fanout subscribers")
     ap.add_argument("--events", type=int, default=d.events, help="fanout events in total")
-    ap.add_argument("--batch", type=int, default=d.batch, help="fanout events per batch request")
+    ap.add_argument("--batch", type=int, default=d.batch,
+                    help="events per batch request (fanout, channels)")
     ap.add_argument("--inflight", type=int, default=d.inflight,
-                    help="requests in flight (fanout, rest)")
+                    help="requests in flight (fanout, channels, rest)")
+    ap.add_argument("--channel-subscribers", type=int, default=d.channel_subscribers,
+                    help="channels: subscribers, each on its own channel")
+    ap.add_argument("--channel-events", type=int, default=d.channel_events,
+                    help="channels: events published to each channel")
     ap.add_argument("--rate", type=float, default=d.rate, help="latency events/s")
     ap.add_argument("--latency-subscribers", type=int, default=d.latency_subscribers)
     ap.add_argument("--seconds", type=float, default=d.seconds, help="latency publishing time")
@@ -70,8 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--signin", choices=["auto", "always", "never"], default=d.signin,
                     help="pusher:signin every subscriber (auto: all but the memory scenario)")
     ap.add_argument("--read-pause-ms", type=float, default=d.read_pause_ms,
-                    help="fanout: client blocks this long between loop turns so each socket "
-                         "read takes many frames (cuts client CPU; arrival times up to this late)")
+                    help="fanout, channels: client blocks this long between loop turns so "
+                         "each socket read takes many frames (cuts client CPU; arrival times up "
+                         "to this late)")
     ap.add_argument("--idle-s", type=float, default=d.idle_s)
     ap.add_argument("--max-wait-s", type=float, default=d.max_wait_s)
     ap.add_argument("--scenario-timeout", type=float, default=600,

@@ -23,7 +23,9 @@ class Options:
     subscribers: int = 1000          # fanout
     events: int = 2000               # fanout: events published in total
     batch: int = 10                  # fanout: events per batch_events request
-    inflight: int = 4                # fanout/rest: requests in flight (= lanes)
+    inflight: int = 4                # fanout/channels/rest: requests in flight (= lanes)
+    channel_subscribers: int = 1000  # channels: subscribers, each on its own channel
+    channel_events: int = 10         # channels: events published to each channel
     rate: float = 50.0               # latency: events per second
     latency_subscribers: int = 100
     seconds: float = 10.0            # latency: publishing time
@@ -34,7 +36,7 @@ class Options:
     client_procs: int | None = None  # None: one per 5,000 subscribers, at most 2
     warmup: int = 20                 # events published (and ignored) before measuring
     padding: int = 0                 # extra bytes in each event's data
-    read_pause_ms: float = 50.0      # fanout: client pauses between loop turns (see README)
+    read_pause_ms: float = 50.0      # fanout/channels: client pauses between loop turns
     signin: str = "auto"             # pusher:signin each subscriber: auto (not for memory),
                                      # always, never. soketi's preset drops unsigned
                                      # connections after 30 s (user authentication is on).
@@ -120,12 +122,15 @@ def pct(part: float, whole: float) -> float:
 
 
 async def open_subscribers(target: Target, channel: str | None, count: int, opts: Options,
-                           signin_by_default: bool = True) -> tuple[ClientPool, float]:
+                           signin_by_default: bool = True,
+                           own_channels: bool = False) -> tuple[ClientPool, float]:
+    """``own_channels``: ``channel`` is a prefix, subscriber n is on ``f"{channel}-{n}"``."""
     pool = ClientPool(processes_for(count, opts.client_procs))
     signin = opts.signin == "always" or (opts.signin == "auto" and signin_by_default)
     try:
         opened = await pool.open(target.endpoint(), channel, count,
-                                 signin=(target.app.key, target.app.secret) if signin else None)
+                                 signin=(target.app.key, target.app.secret) if signin else None,
+                                 own_channels=own_channels)
     except BaseException:
         await pool.close()
         raise
@@ -276,6 +281,153 @@ async def fanout(target: Target, opts: Options) -> FanoutResult:
 
 def pool_size(subscribers: int, opts: Options) -> int:
     return processes_for(subscribers, opts.client_procs)
+
+
+# --------------------------------------------------------------------------- 1b. many channels
+
+
+@dataclass
+class ChannelsResult:
+    channels: int                     # = subscribers, one per channel
+    events_per_channel: int
+    batch: int
+    inflight: int
+    client_processes: int
+    deliveries_expected: int
+    deliveries_received: int
+    missing: int
+    out_of_order: int
+    complete_subscribers: int
+    seconds: float                    # first publish -> last delivery
+    deliveries_per_s: float
+    api_events_per_s: float
+    failed_requests: int
+    server_cpu_s: float
+    server_cpu_us_per_delivery: float
+    server_cpu_pct: float
+    client_cpu_pct: float
+    publisher_cpu_pct: float
+    machine_busy_pct: float
+    other_cpu_pct: float
+    accept_per_s: float
+    frames_per_read: float
+    sample_missing: str               # what one subscriber never got (channel, lane: seqs)
+    errors: list[str]
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "deliveries/s": self.deliveries_per_s,
+            "first publish -> last delivery (s)": self.seconds,
+            "API accepted events/s": self.api_events_per_s,
+            "missing deliveries": self.missing,
+            "out-of-order deliveries": self.out_of_order,
+            "failed requests": self.failed_requests,
+            "server CPU us/delivery": self.server_cpu_us_per_delivery,
+            "server CPU %": self.server_cpu_pct,
+            f"client CPU % ({self.client_processes} proc)": self.client_cpu_pct,
+            "publisher CPU %": self.publisher_cpu_pct,
+            "machine busy % (of all CPUs)": self.machine_busy_pct,
+            "other CPU on the machine % (of one core)": self.other_cpu_pct,
+            "client frames per socket read": self.frames_per_read,
+        }
+
+
+def round_robin_batches(channels: int, per_channel: int, batch: int) -> list[list[int]]:
+    """Channel indexes of each request: event j goes to channel j % channels, so each
+    channel gets ``per_channel`` events and a request (batch <= channels) has no channel
+    twice."""
+    total = channels * per_channel
+    return [[j % channels for j in range(start, min(total, start + batch))]
+            for start in range(0, total, batch)]
+
+
+async def publish_round_robin(lanes: list[Lane], channels: list[str], per_channel: int,
+                              batch: int, padding: int
+                              ) -> tuple[PublishStats, dict[str, list[tuple[int, int]]]]:
+    """The requests of ``round_robin_batches`` in order, each on whichever lane is free.
+    Also returns what went to each channel: its (lane, seq) pairs in publish order. A lane's
+    requests are sequential, so a channel must get each lane's seqs in increasing order
+    (lanes interleave freely): the subscriber's per-lane check is a per-channel check."""
+    stats = PublishStats()
+    sent: dict[str, list[tuple[int, int]]] = {ch: [] for ch in channels}
+    requests = iter(round_robin_batches(len(channels), per_channel, batch))
+    started = time.perf_counter()
+
+    async def run_lane(lane: Lane) -> None:
+        for indexes in requests:
+            names = [channels[i] for i in indexes]
+            for offset, name in enumerate(names):
+                sent[name].append((lane.index, lane.next_seq + offset))
+            response = await lane.batch_to(names, padding)
+            stats.record(response.status, response.seconds, len(names), response.body)
+
+    await asyncio.gather(*(run_lane(lane) for lane in lanes))
+    stats.seconds = time.perf_counter() - started
+    return stats, sent
+
+
+async def warm_up_channels(lane: Lane, channels: list[str], count: int, batch: int) -> None:
+    """``count`` warm-up events (not counted by subscribers), round robin over the channels."""
+    for start in range(0, count, batch):
+        names = [channels[j % len(channels)] for j in range(start, min(count, start + batch))]
+        await lane.batch_to(names, name="warmup")
+    await asyncio.sleep(0.5)
+
+
+def describe_missing_on(channel: str, trace: list[tuple[int, int]],
+                        sent: list[tuple[int, int]]) -> str:
+    """What the sample subscriber (on ``channel``) never got of what was sent to it."""
+    got = set(trace)
+    parts = []
+    for lane in sorted({index for index, _ in sent}):
+        missing = sorted(seq for index, seq in sent if index == lane and (index, seq) not in got)
+        if missing:
+            parts.append(f"lane {lane}: {_ranges(missing)}")
+    return f"{channel}: " + "; ".join(parts) if parts else ""
+
+
+async def many_channels(target: Target, opts: Options) -> ChannelsResult:
+    """Many channels: each subscriber on its own channel, ``channel_events`` to each."""
+    prefix = new_channel("channels")
+    names = [f"{prefix}-{n}" for n in range(opts.channel_subscribers)]
+    pool, accept_per_s = await open_subscribers(target, prefix, opts.channel_subscribers, opts,
+                                                own_channels=True)
+    lanes = target.publisher().lanes(opts.inflight)
+    try:
+        if opts.warmup:
+            await warm_up_channels(lanes[0], names, opts.warmup, opts.batch)
+        await pool.arm(opts.channel_events, read_pause_ms=opts.read_pause_ms)
+        meter = Meter(target).start()
+        t0 = time.monotonic_ns()
+        published, sent = await publish_round_robin(lanes, names, opts.channel_events,
+                                                    opts.batch, opts.padding)
+        got = await pool.wait(opts.idle_s, opts.max_wait_s)
+        usage = meter.stop()
+    finally:
+        close_lanes(lanes)
+        await pool.close()
+    seconds = (got.last_ns - t0) / 1e9 if got.last_ns else float("nan")
+    expected = opts.channel_events * got.subscribers
+    return ChannelsResult(
+        channels=got.subscribers, events_per_channel=opts.channel_events, batch=opts.batch,
+        inflight=opts.inflight, client_processes=pool_size(opts.channel_subscribers, opts),
+        deliveries_expected=expected, deliveries_received=got.received, missing=got.missing,
+        out_of_order=got.out_of_order, complete_subscribers=got.complete, seconds=seconds,
+        deliveries_per_s=expected / seconds if got.missing == 0 else got.received / seconds,
+        api_events_per_s=published.events / published.seconds,
+        failed_requests=published.failed, server_cpu_s=usage.server_cpu_s,
+        server_cpu_us_per_delivery=1e6 * usage.server_cpu_s / max(1, got.received),
+        server_cpu_pct=pct(usage.server_cpu_s, seconds),
+        client_cpu_pct=pct(got.client_cpu_s, seconds),
+        publisher_cpu_pct=pct(usage.publisher_cpu_s, seconds),
+        machine_busy_pct=usage.machine_busy_pct,
+        other_cpu_pct=other_cpu_pct(usage, got.client_cpu_s),
+        accept_per_s=accept_per_s,
+        frames_per_read=got.received / max(1, got.reads),
+        sample_missing=describe_missing_on(got.trace_channel, got.trace,
+                                           sent.get(got.trace_channel, [])),
+        errors=got.errors + ([published.sample_error] if published.sample_error else []),
+    )
 
 
 # --------------------------------------------------------------------------- 2. latency
@@ -516,4 +668,5 @@ async def rest(target: Target, opts: Options) -> RestResult:
     )
 
 
-SCENARIOS = {"memory": memory, "fanout": fanout, "latency": latency, "rest": rest}
+SCENARIOS = {"memory": memory, "fanout": fanout, "channels": many_channels, "latency": latency,
+             "rest": rest}

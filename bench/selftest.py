@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 
 from bench.events import event_data
+from bench.publisher import Response
+from bench.scenarios import publish_round_robin, round_robin_batches
 from bench.subscriber import Hub, SignIn, Subscriber
 from bench.wsframes import masked_frame, unmask_for_test
 
@@ -86,6 +89,54 @@ def check_signin() -> None:
     assert signin["data"]["auth"].startswith("app-key:")
 
 
+class FakeLane:
+    """A lane that answers at once, after a random number of loop turns (lanes interleave)."""
+
+    def __init__(self, index: int, rng: random.Random) -> None:
+        self.index, self.next_seq, self.rng = index, 0, rng
+        self.sent: list[tuple[str, int]] = []
+
+    async def batch_to(self, channels: list[str], padding: int = 0) -> Response:
+        for name in channels:
+            self.sent.append((name, self.next_seq))
+            self.next_seq += 1
+        for _ in range(self.rng.randrange(4)):
+            await asyncio.sleep(0)
+        return Response(200, b"{}", 0.0)
+
+
+def check_channel_order() -> None:
+    """channels scenario: each channel gets its share, and per-lane seq order is per-channel
+    publish order however the lanes interleave."""
+    plan = round_robin_batches(25, 4, 10)
+    assert all(len(set(request)) == len(request) for request in plan)
+    assert sorted(i for request in plan for i in request) == sorted(list(range(25)) * 4)
+    rng = random.Random(7)
+    lanes = [FakeLane(i, rng) for i in range(3)]
+    names = [f"c-{n}" for n in range(25)]
+    stats, sent = asyncio.run(publish_round_robin(lanes, names, 4, 10, 0))
+    assert stats.events == 100 and stats.failed == 0
+    truth = {name: [] for name in names}
+    for lane in lanes:
+        for name, seq in lane.sent:
+            truth[name].append((lane.index, seq))
+    assert {k: sorted(v) for k, v in sent.items()} == {k: sorted(v) for k, v in truth.items()}
+    for name in names:
+        # the server may interleave lanes any way: here the highest lane first
+        order = sorted(sent[name], key=lambda pair: -pair[0])
+        sub, hub = make_subscriber(expected=4)
+        sub.is_open = True
+        sub.data_received(b"".join(bench_frame(lane, seq) for lane, seq in order))
+        assert sub.received == 4 and sub.out_of_order == 0, (name, order)
+    # 4 events over 3 lanes: some lane sent two to the channel; swapping them is caught
+    pairs = sent[names[0]]
+    one_lane = max(([p for p in pairs if p[0] == lane.index] for lane in lanes), key=len)
+    sub, _ = make_subscriber(expected=2)
+    sub.is_open = True
+    sub.data_received(bench_frame(*one_lane[1]) + bench_frame(*one_lane[0]))
+    assert sub.out_of_order == 1
+
+
 def measure_parse_cost(frames: int = 100_000) -> float:
     sub, hub = make_subscriber(expected=frames)
     sub.is_open = True
@@ -100,6 +151,7 @@ def main() -> None:
     check_masking()
     check_split_stream()
     check_signin()
+    check_channel_order()
     print(f"ok; client parse cost {measure_parse_cost():.2f} us/frame (2 frames per read)")
 
 

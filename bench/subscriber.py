@@ -286,7 +286,10 @@ class ClientProcess:
                 return
 
     async def do_open(self, host: str, port: int, path: str, channel: str | None, count: int,
-                      inflight: int, timeout: float, signin: tuple[str, str] | None) -> dict:
+                      inflight: int, timeout: float, signin: tuple[str, str] | None,
+                      first: int = 0, own_channels: bool = False) -> dict:
+        """``count`` subscribers on ``channel``; with ``own_channels``, subscriber number n
+        (``first``, ``first + 1``, ... across the pool) on its own ``f"{channel}-{n}"``."""
         loop = asyncio.get_running_loop()
         endpoint = Endpoint(host, port, path)
         signer = SignIn(*signin) if signin else None
@@ -295,20 +298,21 @@ class ClientProcess:
         gate = asyncio.Semaphore(inflight)
         failures: list[str] = []
 
-        async def open_one() -> None:
+        async def open_one(n: int) -> None:
+            name = f"{channel}-{n}" if own_channels else channel
             async with gate:
                 ready = loop.create_future()
                 request = upgrade_request(endpoint)
                 try:
                     _, sub = await loop.create_connection(
-                        lambda: Subscriber(self.hub, request, channel, ready, signer), host, port)
+                        lambda: Subscriber(self.hub, request, name, ready, signer), host, port)
                     await asyncio.wait_for(ready, timeout)
                     self.subs.append(sub)
                 except Exception as exc:
                     failures.append(repr(exc)[:200])
 
         started = time.perf_counter()
-        await asyncio.gather(*(open_one() for _ in range(count)))
+        await asyncio.gather(*(open_one(first + i) for i in range(count)))
         if self.subs:
             self.subs[0].trace = array("q")
         return {"opened": len(self.subs), "failed": len(failures), "failures": failures[:3],
@@ -366,6 +370,7 @@ class ClientProcess:
             "bad_frames": hub.bad_frames,
             "reads": hub.reads,
             "trace": self.subs[0].trace.tobytes() if self.subs else b"",
+            "trace_channel": self.subs[0].channel if self.subs else "",
             "closed": hub.closed,
             "errors": hub.errors,
             "cpu_s": cpu_seconds(),
