@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench.clients import ClientPool, Deliveries, processes_for
 from bench.procstats import MachineCpu, cpu_delta, own_cpu_s, rss_breakdown
@@ -176,9 +177,9 @@ def close_lanes(lanes: list[Lane]) -> None:
 
 
 @dataclass
-class FanoutResult:
-    subscribers: int
-    events: int
+class DeliveryRun:
+    """What the fanout and channels scenarios both measure."""
+
     batch: int
     inflight: int
     client_processes: int
@@ -200,7 +201,7 @@ class FanoutResult:
     other_cpu_pct: float              # the rest of the machine: other processes, softirq
     accept_per_s: float
     frames_per_read: float            # client side: > 1 means the server coalesces writes
-    sample_missing: str               # what one subscriber never got (lane: seq ranges)
+    sample_missing: str               # what one subscriber never got
     errors: list[str]
 
     def figures(self) -> dict[str, float]:
@@ -219,6 +220,36 @@ class FanoutResult:
             "other CPU on the machine % (of one core)": self.other_cpu_pct,
             "client frames per socket read": self.frames_per_read,
         }
+
+
+def measured(got: Deliveries, usage: Usage, published: PublishStats, t0: int, expected: int,
+             accept_per_s: float, sample_missing: str) -> dict[str, Any]:
+    """The DeliveryRun fields computed alike for every delivery scenario."""
+    seconds = (got.last_ns - t0) / 1e9 if got.last_ns else float("nan")
+    return dict(
+        deliveries_expected=expected, deliveries_received=got.received, missing=got.missing,
+        out_of_order=got.out_of_order, complete_subscribers=got.complete, seconds=seconds,
+        deliveries_per_s=expected / seconds if got.missing == 0 else got.received / seconds,
+        api_events_per_s=published.events / published.seconds,
+        failed_requests=published.failed, server_cpu_s=usage.server_cpu_s,
+        server_cpu_us_per_delivery=1e6 * usage.server_cpu_s / max(1, got.received),
+        # CPU over the delivery window (any idle tail after the last delivery costs ~nothing)
+        server_cpu_pct=pct(usage.server_cpu_s, seconds),
+        client_cpu_pct=pct(got.client_cpu_s, seconds),
+        publisher_cpu_pct=pct(usage.publisher_cpu_s, seconds),
+        machine_busy_pct=usage.machine_busy_pct,
+        other_cpu_pct=other_cpu_pct(usage, got.client_cpu_s),
+        accept_per_s=accept_per_s,
+        frames_per_read=got.received / max(1, got.reads),
+        sample_missing=sample_missing,
+        errors=got.errors + ([published.sample_error] if published.sample_error else []),
+    )
+
+
+@dataclass
+class FanoutResult(DeliveryRun):
+    subscribers: int
+    events: int
 
 
 async def publish_batches(lanes: list[Lane], channel: str, total: int, batch: int,
@@ -255,27 +286,11 @@ async def fanout(target: Target, opts: Options) -> FanoutResult:
     finally:
         close_lanes(lanes)
         await pool.close()
-    seconds = (got.last_ns - t0) / 1e9 if got.last_ns else float("nan")
-    expected = opts.events * got.subscribers
     return FanoutResult(
         subscribers=got.subscribers, events=opts.events, batch=opts.batch,
         inflight=opts.inflight, client_processes=pool_size(opts.subscribers, opts),
-        deliveries_expected=expected, deliveries_received=got.received, missing=got.missing,
-        out_of_order=got.out_of_order, complete_subscribers=got.complete, seconds=seconds,
-        deliveries_per_s=expected / seconds if got.missing == 0 else got.received / seconds,
-        api_events_per_s=published.events / published.seconds,
-        failed_requests=published.failed, server_cpu_s=usage.server_cpu_s,
-        server_cpu_us_per_delivery=1e6 * usage.server_cpu_s / max(1, got.received),
-        # CPU over the delivery window (any idle tail after the last delivery costs ~nothing)
-        server_cpu_pct=pct(usage.server_cpu_s, seconds),
-        client_cpu_pct=pct(got.client_cpu_s, seconds),
-        publisher_cpu_pct=pct(usage.publisher_cpu_s, seconds),
-        machine_busy_pct=usage.machine_busy_pct,
-        other_cpu_pct=other_cpu_pct(usage, got.client_cpu_s),
-        accept_per_s=accept_per_s,
-        frames_per_read=got.received / max(1, got.reads),
-        sample_missing=describe_missing(got.trace, lanes),
-        errors=got.errors + ([published.sample_error] if published.sample_error else []),
+        **measured(got, usage, published, t0, opts.events * got.subscribers, accept_per_s,
+                   describe_missing(got.trace, lanes)),
     )
 
 
@@ -287,49 +302,9 @@ def pool_size(subscribers: int, opts: Options) -> int:
 
 
 @dataclass
-class ChannelsResult:
+class ChannelsResult(DeliveryRun):
     channels: int                     # = subscribers, one per channel
     events_per_channel: int
-    batch: int
-    inflight: int
-    client_processes: int
-    deliveries_expected: int
-    deliveries_received: int
-    missing: int
-    out_of_order: int
-    complete_subscribers: int
-    seconds: float                    # first publish -> last delivery
-    deliveries_per_s: float
-    api_events_per_s: float
-    failed_requests: int
-    server_cpu_s: float
-    server_cpu_us_per_delivery: float
-    server_cpu_pct: float
-    client_cpu_pct: float
-    publisher_cpu_pct: float
-    machine_busy_pct: float
-    other_cpu_pct: float
-    accept_per_s: float
-    frames_per_read: float
-    sample_missing: str               # what one subscriber never got (channel, lane: seqs)
-    errors: list[str]
-
-    def figures(self) -> dict[str, float]:
-        return {
-            "deliveries/s": self.deliveries_per_s,
-            "first publish -> last delivery (s)": self.seconds,
-            "API accepted events/s": self.api_events_per_s,
-            "missing deliveries": self.missing,
-            "out-of-order deliveries": self.out_of_order,
-            "failed requests": self.failed_requests,
-            "server CPU us/delivery": self.server_cpu_us_per_delivery,
-            "server CPU %": self.server_cpu_pct,
-            f"client CPU % ({self.client_processes} proc)": self.client_cpu_pct,
-            "publisher CPU %": self.publisher_cpu_pct,
-            "machine busy % (of all CPUs)": self.machine_busy_pct,
-            "other CPU on the machine % (of one core)": self.other_cpu_pct,
-            "client frames per socket read": self.frames_per_read,
-        }
 
 
 def round_robin_batches(channels: int, per_channel: int, batch: int) -> list[list[int]]:
@@ -406,27 +381,12 @@ async def many_channels(target: Target, opts: Options) -> ChannelsResult:
     finally:
         close_lanes(lanes)
         await pool.close()
-    seconds = (got.last_ns - t0) / 1e9 if got.last_ns else float("nan")
-    expected = opts.channel_events * got.subscribers
     return ChannelsResult(
         channels=got.subscribers, events_per_channel=opts.channel_events, batch=opts.batch,
         inflight=opts.inflight, client_processes=pool_size(opts.channel_subscribers, opts),
-        deliveries_expected=expected, deliveries_received=got.received, missing=got.missing,
-        out_of_order=got.out_of_order, complete_subscribers=got.complete, seconds=seconds,
-        deliveries_per_s=expected / seconds if got.missing == 0 else got.received / seconds,
-        api_events_per_s=published.events / published.seconds,
-        failed_requests=published.failed, server_cpu_s=usage.server_cpu_s,
-        server_cpu_us_per_delivery=1e6 * usage.server_cpu_s / max(1, got.received),
-        server_cpu_pct=pct(usage.server_cpu_s, seconds),
-        client_cpu_pct=pct(got.client_cpu_s, seconds),
-        publisher_cpu_pct=pct(usage.publisher_cpu_s, seconds),
-        machine_busy_pct=usage.machine_busy_pct,
-        other_cpu_pct=other_cpu_pct(usage, got.client_cpu_s),
-        accept_per_s=accept_per_s,
-        frames_per_read=got.received / max(1, got.reads),
-        sample_missing=describe_missing_on(got.trace_channel, got.trace,
-                                           sent.get(got.trace_channel, [])),
-        errors=got.errors + ([published.sample_error] if published.sample_error else []),
+        **measured(got, usage, published, t0, opts.channel_events * got.subscribers,
+                   accept_per_s, describe_missing_on(got.trace_channel, got.trace,
+                                                     sent.get(got.trace_channel, []))),
     )
 
 
