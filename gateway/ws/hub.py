@@ -68,10 +68,11 @@ class Channel:
         self.membership: Membership | None = None
 
 
-# A flush that wrote to at least BUSY_FLUSH subscribers delays the next one by WRITE_COST per
-# write it made, up to MAX_FLUSH_DELAY seconds: about as long as those writes take, so under
-# a stream of big fan-outs the node spends about half its time in write calls. Counted in
-# writes, not timed: on a busy machine a timed flush would also measure the preemptions.
+# A flush that wrote to at least BUSY_FLUSH subscribers holds the next one until WRITE_COST per
+# write it made (at most MAX_FLUSH_DELAY seconds) has passed since it ended: about as long as
+# those writes took, so under a stream of big fan-outs the node spends about half its time in
+# write calls, while an event arriving after that hold goes out at once. Counted in writes,
+# not timed: on a busy machine a timed flush would also measure the preemptions.
 BUSY_FLUSH = 500
 WRITE_COST = 2e-6
 MAX_FLUSH_DELAY = 0.005
@@ -89,7 +90,7 @@ class Hub:
         self.app_counts: Counter[str] = Counter()
         self._dirty: list[Subscriber] = []
         self._flush_scheduled = False
-        self._last_writes = 0  # subscribers the last flush wrote to
+        self._hold_until = 0.0  # loop time before which a flush waits (after a big one)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ----------------------------------------------------------------- connections
@@ -212,15 +213,16 @@ class Hub:
         The flush runs on the next loop turn, or, when the last one was big (a fan-out: one
         write call per subscriber), a little later (see BUSY_FLUSH): the events that arrive
         meanwhile go out in the same write. Single events at 500/s to 1,000 subscribers
-        otherwise cost one write call per delivery, more than a core."""
+        otherwise cost one write call per delivery, more than a core. An event that comes
+        after the hold has passed (50/s to 1,000 subscribers) is not delayed."""
         self._dirty.append(conn)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
-            if self._last_writes >= BUSY_FLUSH:
-                delay = min(self._last_writes * WRITE_COST, MAX_FLUSH_DELAY)
-                self._loop.call_later(delay, self._flush)
+            wait = self._hold_until - self._loop.time()
+            if wait > 0:
+                self._loop.call_later(wait, self._flush)
             else:
                 self._loop.call_soon(self._flush)
 
@@ -229,4 +231,6 @@ class Hub:
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.flush()
-        self._last_writes = len(dirty)
+        if len(dirty) >= BUSY_FLUSH and self._loop is not None:
+            hold = min(len(dirty) * WRITE_COST, MAX_FLUSH_DELAY)
+            self._hold_until = self._loop.time() + hold
