@@ -14,6 +14,7 @@ delivered, ``held`` events waiting for a gap to be filled); see gateway/ws/bus.p
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -69,13 +70,18 @@ class Channel:
 
 
 # A flush that wrote to at least BUSY_FLUSH subscribers holds the next one until WRITE_COST per
-# write it made (at most MAX_FLUSH_DELAY seconds) has passed since it ended: about as long as
-# those writes took, so under a stream of big fan-outs the node spends about half its time in
-# write calls, while an event arriving after that hold goes out at once. Counted in writes,
-# not timed: on a busy machine a timed flush would also measure the preemptions.
-BUSY_FLUSH = 500
-WRITE_COST = 2e-6
-MAX_FLUSH_DELAY = 0.005
+# write it made (at most MAX_FLUSH_DELAY seconds) has passed since it ended, so the events that
+# come meanwhile share one write per subscriber; an event after the hold goes out at once.
+# WRITE_COST is measured, not derived: at 2e-6 (about the node's own CPU per write) a stream of
+# single events to a big channel (500/s to 1,000 subscribers over two node processes) wrote
+# more than this 2-core machine could take and its queue grew for as long as the stream lasted;
+# at 2e-5 it stays bounded, for about 3.5 ms more p50 at 500/s to 300 subscribers
+# (bench/results/SUMMARY.md). Counted in writes, not timed: on a busy machine a timed flush
+# would also measure the preemptions. Monotonic time, not loop.time(): uvloop's is cached per
+# loop turn with millisecond resolution.
+BUSY_FLUSH = 250
+WRITE_COST = 2e-5
+MAX_FLUSH_DELAY = 0.01
 
 
 class Hub:
@@ -213,14 +219,14 @@ class Hub:
         The flush runs on the next loop turn, or, when the last one was big (a fan-out: one
         write call per subscriber), a little later (see BUSY_FLUSH): the events that arrive
         meanwhile go out in the same write. Single events at 500/s to 1,000 subscribers
-        otherwise cost one write call per delivery, more than a core. An event that comes
-        after the hold has passed (50/s to 1,000 subscribers) is not delayed."""
+        otherwise cost one write call per delivery. An event that comes after the hold has
+        passed (50/s to 1,000 subscribers) is not delayed."""
         self._dirty.append(conn)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
-            wait = self._hold_until - self._loop.time()
+            wait = self._hold_until - time.monotonic()
             if wait > 0:
                 self._loop.call_later(wait, self._flush)
             else:
@@ -231,6 +237,6 @@ class Hub:
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.flush()
-        if len(dirty) >= BUSY_FLUSH and self._loop is not None:
+        if len(dirty) >= BUSY_FLUSH:
             hold = min(len(dirty) * WRITE_COST, MAX_FLUSH_DELAY)
-            self._hold_until = self._loop.time() + hold
+            self._hold_until = time.monotonic() + hold
