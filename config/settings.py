@@ -17,7 +17,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "CLARION_"
 
@@ -60,9 +68,10 @@ class WebSocketSettings(_Section):
     # Processes `clarion ws` / `clarion up` start on the port (SO_REUSEPORT).
     processes: int = Field(1, ge=1, le=64)
     heartbeat_interval: float = Field(2.0, gt=0)
-    # How often a node compares its channels' serial counters with what it delivered, to
-    # fill events whose delivery task was lost (a worker killed between taking and acking it).
-    reconcile_interval: float = Field(5.0, gt=0)
+    # How often a node compares its channels' logs with what it delivered, to fill events
+    # whose delivery was lost (a worker killed, every worker down): such events reach
+    # subscribers within two intervals.
+    reconcile_interval: float = Field(1.0, gt=0)
     # A node whose heartbeat is older than this is declared dead and its state cleaned up.
     node_timeout: float = Field(10.0, gt=0)
     shutdown_grace: float = Field(1.0, ge=0)
@@ -126,9 +135,17 @@ class WorkerSettings(_Section):
 
 
 class HistorySettings(_Section):
-    # Events kept per channel so nodes can fill gaps and clients can resume.
-    size: int = Field(100, ge=1, le=100_000)
-    ttl: int = Field(3600, ge=1)
+    """Each channel's log (gateway/state/history.py): every accepted event is kept so that nodes
+    catch up after a lost delivery and clients resume after a reconnect."""
+
+    # Seconds an event stays in its channel's log: covers a worker restart and a client's
+    # reconnect. (Called ``ttl`` before the log was kept by time.)
+    retention: int = Field(300, ge=1, le=7 * 86400,
+                           validation_alias=AliasChoices("retention", "ttl"))
+    # Events kept per channel at most, whatever their age: bounds the memory of busy channels.
+    # (Called ``size`` before.)
+    max_events: int = Field(2000, ge=1, le=1_000_000,
+                            validation_alias=AliasChoices("max_events", "size"))
 
 
 class CacheSettings(_Section):

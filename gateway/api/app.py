@@ -90,7 +90,7 @@ def create_app(settings: Settings) -> Flask:
         settings=settings,
         redis=client,
         keys=keys,
-        history=History(client, keys, settings.history.size, settings.history.ttl),
+        history=History(client, keys, settings.history.max_events, settings.history.retention),
         celery=create_celery(settings),
         metrics=metrics,
         apps=AppResolver(settings, client, keys),

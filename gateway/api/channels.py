@@ -162,7 +162,7 @@ def _accept_and_enqueue(c: ApiContext, app_id: str, publishes: list[Publish]) ->
             app_id, events, deliver.queue_key, message.head, message.body, message.tail)
     else:
         accepted = c.history.accept(app_id, events)
-        payload = [[a.channel, a.event, a.data, a.exclude, a.serial] for a in accepted]
+        payload = [[a.channel, a.event, a.data, a.exclude, a.serial, a.prev] for a in accepted]
         c.celery.send_task(DELIVER_TASK, args=(app_id, payload), queue="live")
         queued = True
     metrics = c.metrics

@@ -3,9 +3,9 @@
 The API gives each event its serial and enqueues the task for the request in ONE Redis round
 trip (``History.accept_and_enqueue``): this module writes the Celery (protocol 2) message as
 kombu's Redis transport stores it, minus the serials, as ``pieces``; the accept script puts
-each serial between two pieces and LPUSHes the result onto the queue kombu's workers BRPOP,
-or, while a task queued earlier has not started, appends the task body alone to the list that
-task drains (gateway/state/history.py).
+each event's "serial,prev" between two pieces and LPUSHes the result onto the queue kombu's
+workers BRPOP, or, while a task queued earlier has not started, appends the task body alone to
+the list that task drains (gateway/state/history.py).
 Measured against ``Celery.send_task`` (kombu producer, connection pool, a second round trip):
 about 1 ms less between accept and enqueue per request, and events are never accepted
 without their task (the two writes are one atomic script).
@@ -47,8 +47,9 @@ class MessagePieces:
     """One request's task message, cut where the serials go.
 
     ``body`` holds ``n + 1`` pieces for ``n`` events: the task body (JSON-escaped, as it sits
-    inside the message) is ``body[0] + serial_0 + body[1] + ... + serial_n-1 + body[n]``, and
-    the whole message is ``head + that body + tail``."""
+    inside the message) is ``body[0] + link_0 + body[1] + ... + link_n-1 + body[n]``, where a
+    link is the event's ``serial,prev``, and the whole message is ``head + that body +
+    tail``."""
 
     head: bytes
     body: list[bytes]
@@ -85,7 +86,7 @@ class DeliverMessage:
         body: list[bytes] = []
         current = b"[[" + dumps(app_id) + b",["
         for i, event in enumerate(events):
-            # [channel, event, data, exclude] without its "]": the serial and "]" follow.
+            # [channel, event, data, exclude] without its "]": "serial,prev" and "]" follow.
             current += (b",[" if i else b"[") + dumps(event)[1:-1] + b","
             body.append(current)
             current = b"]"

@@ -4,13 +4,15 @@ Every node subscribes to it and drops what has no local subscriber. Messages are
 objects; ``t`` says which kind:
 
 - ``{"t": "e", "a": app, "c": channel, "e": event, "d": data, "s": serial|null,
-  "x": socket_id|null, "u": user_id|null}``: an event for a channel's subscribers. ``s`` is
-  the channel serial (events from the API); server-made events (member_added/removed) carry
-  no serial and are not ordered against them. ``x`` is the socket to leave out. ``u`` is the
-  sending user's id, added on presence client events.
-- ``{"t": "b", "a": app, "ev": [[channel, event, data, exclude|null, serial], ...]}``: the
-  events one API request accepted, in one message (as the live task received them): one
+  "p": prev|null, "x": socket_id|null, "u": user_id|null}``: an event for a channel's
+  subscribers. ``s`` is the channel serial of events from the API and ``p`` the serial of the
+  event before it on the channel (gateway/state/history.py); server-made events
+  (member_added/removed, client events) carry neither and are not ordered against them. ``x``
+  is the socket to leave out. ``u`` is the sending user's id, added on presence client events.
+- ``{"t": "b", "a": app, "ev": [[channel, event, data, exclude|null, serial, prev], ...]}``:
+  the events one API request accepted, in one message (as the live task received them): one
   PUBLISH and one decode per request instead of per event. Each is handled as an ``e``.
+  (An event without ``prev``, from a version before chained serials, has ``serial - 1``.)
 - ``{"t": "terminate", "a": app, "u": user_id}``: close every connection signed in as the user.
 - ``{"t": "apps", "a": app}``: the app changed in the Redis app store (``clarion apps``):
   nodes reload their apps now (and close the app's connections with 4003 if it is disabled).
@@ -43,6 +45,7 @@ class BusEvent:
     serial: int | None = None
     exclude: str | None = None
     user_id: str | None = None
+    prev: int | None = None
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -53,6 +56,7 @@ class BusEvent:
                 "e": self.event,
                 "d": self.data,
                 "s": self.serial,
+                "p": self.prev,
                 "x": self.exclude,
                 "u": self.user_id,
             }
@@ -68,15 +72,20 @@ class EventBatch:
 
 
 def encode_batch(app_id: str, events: Sequence[Sequence[Any]]) -> bytes:
-    """The ``b`` message for ``events`` given as ``[channel, event, data, exclude, serial]``."""
+    """The ``b`` message for ``events`` given as
+    ``[channel, event, data, exclude, serial, prev]``."""
     return orjson.dumps({"t": BATCH, "a": app_id, "ev": events})
 
 
+def _batched(app_id: str, item: Sequence[Any]) -> BusEvent:
+    channel, event, data, exclude, serial = item[:5]
+    serial = int(serial)
+    prev = int(item[5]) if len(item) > 5 else serial - 1
+    return BusEvent(app_id, channel, event, data, serial, exclude or None, prev=prev)
+
+
 def _batch(app_id: str, events: list[list[Any]]) -> EventBatch:
-    return EventBatch(app_id, [
-        BusEvent(app_id, channel, event, data, int(serial), exclude or None)
-        for channel, event, data, exclude, serial in events
-    ])
+    return EventBatch(app_id, [_batched(app_id, item) for item in events])
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +125,11 @@ def decode(raw: bytes | str) -> BusMessage | None:
     msg = orjson.loads(raw)
     kind = msg.get("t")
     if kind == EVENT:
+        serial, prev = msg.get("s"), msg.get("p")
+        if serial is not None and prev is None:
+            prev = serial - 1
         return BusEvent(
-            msg["a"], msg["c"], msg["e"], msg.get("d"), msg.get("s"), msg.get("x"), msg.get("u")
+            msg["a"], msg["c"], msg["e"], msg.get("d"), serial, msg.get("x"), msg.get("u"), prev
         )
     if kind == BATCH:
         return _batch(msg["a"], msg["ev"])

@@ -1,16 +1,28 @@
-"""Per-channel serials and recent-event history.
+"""Each channel's log: every accepted event, with its serial and its predecessor's.
 
-The API accepts events through ``accept_and_enqueue`` (one Lua script, atomic for the whole
-request): each event gets the next serial of its channel and is appended to the channel's
-history, and the request's delivery task is pushed onto the Celery queue (its message written
-by gateway/api/deliver_message.py, the serials filled in by the script), so accepting and
-enqueueing cost one round trip and never happen one without the other. ``accept`` does the
-first part alone. Nodes read
-``since`` to fill a gap in the serials they have seen, so events on one channel reach
-subscribers in the order they were accepted whichever worker delivered them first.
+The log is the truth about what a channel was sent; everything that rings a doorbell about it
+(the Celery task, the bus message, a rider) may be lost or repeated without losing or
+repeating an event, because whoever is behind reads the log and whoever is ahead drops by
+serial (docs/reliability.md).
 
-History members are ``"<serial> <entry JSON>"`` so equal entries stay distinct; the entry is
-``{"e": event, "d": data, "x": excluded socket id}``.
+Serials are chained: an event's serial is ``max(previous + 1, Redis time in microseconds)``
+and the event carries its predecessor's serial (``prev``). So serials only grow, even across
+a counter that expired or a Redis that lost its data, and a reader holding serial ``S`` knows
+it missed nothing exactly when the next event it sees has ``prev == S``. A chain that does
+not link up (``prev`` differs from what the reader has) means events were lost to the reader:
+trimmed from the log, or the log itself was lost (Redis flushed, replaced, or rolled back by
+a failover). That is reported, never mistaken for "nothing missed": the chain is the log's
+epoch, checked at every event.
+
+The API accepts through ``accept_and_enqueue`` (one Lua script, atomic for the request): each
+event gets its serial and is appended to its channel's log, and the request's delivery task is
+queued (its message written by gateway/api/deliver_message.py, serials filled in by the
+script) or the request rides on a task already queued (gateway/state/riders.py). Events stay
+in the log for ``history.retention`` seconds, at most ``history.max_events`` per channel.
+
+Log members are ``"<serial> <prev> <entry JSON>"``; the entry is ``{"e": event, "d": data,
+"x": excluded socket id}``. Members written before chained serials (``"<serial> <entry>"``,
+serials then counted up by one) are read with ``prev = serial - 1``.
 """
 
 from __future__ import annotations
@@ -23,60 +35,66 @@ import orjson
 
 from gateway.state.keys import Keys
 
-# KEYS: serial key and history key of each event, in pairs; optionally then the queue key, the
+# How long a channel's serial counter outlives its last event (at least): long enough that a
+# node or client holding a serial of a quiet channel finds the chain intact when it wakes up.
+# A counter that expired starts again with prev = 0, which reads as "history lost".
+SERIAL_TTL = 86400
+
+# KEYS: serial key and log key of each event, in pairs; optionally then the queue key, the
 # armed key and the pending key (gateway/state/keys.py, lv:*).
-# ARGV: history size, ttl seconds, n (events), armed ms, one entry JSON per event, then (with
-# the queue key) the task message's head, its n + 1 body pieces between which the n serials
-# go, and its tail (gateway/api/deliver_message.py).
+# ARGV: max events, retention seconds, serial ttl, n (events), armed ms, one entry JSON per
+# event, then (with the queue key) the task message's head, its n + 1 body pieces between
+# which the events' "serial,prev" go, and its tail (gateway/api/deliver_message.py).
+# Returns serial and prev of each event, then (with the queue key) 1 if a task was queued.
 #
-# The task is enqueued only if no earlier one is waiting (SET NX on the armed key, which the
+# The task is queued only if no earlier one is waiting (SET NX on the armed key, which the
 # task deletes when it drains): otherwise the body joins the pending list that task drains. So
 # under load many requests share one task, and at a trickle each request has its own. The
 # armed key expires after "armed ms" so that a task lost with a killed worker cannot keep
-# later requests from queueing theirs.
-# How long a queued task keeps later requests riding on it: well above the queue's normal wait,
-# short enough that a task lost with its worker holds nothing up for long.
+# later requests from queueing theirs for long; nodes fill what such a task carried from the
+# log meanwhile.
 ARMED_MS = 5000
 
 ACCEPT_LUA = """
-local size = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
+local cap = tonumber(ARGV[1])
+local retention = tonumber(ARGV[2])
+local n = tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local expired = string.format('(%d', now - retention * 1000000)
 local out = {}
-local now = nil
+local links = {}
 for i = 1, 2 * n, 2 do
   local sk, hk = KEYS[i], KEYS[i + 1]
-  local s = redis.call('INCR', sk)
-  if s == 1 then
-    -- A new counter starts at the server time in microseconds (see keys.py).
-    if now == nil then
-      local t = redis.call('TIME')
-      now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    end
-    s = now + 1
-    redis.call('SET', sk, string.format('%d', s))
-  end
-  redis.call('EXPIRE', sk, ttl)
-  redis.call('ZADD', hk, s, string.format('%d', s) .. ' ' .. ARGV[4 + (i + 1) / 2])
-  redis.call('ZREMRANGEBYRANK', hk, 0, -(size + 1))
-  redis.call('EXPIRE', hk, ttl)
+  local last = redis.call('GET', sk)
+  local prev = last and tonumber(last) or 0
+  local s = prev + 1
+  if s < now then s = now end
+  local ss, ps = string.format('%d', s), string.format('%d', prev)
+  redis.call('SET', sk, ss, 'EX', ARGV[3])
+  redis.call('ZADD', hk, s, ss .. ' ' .. ps .. ' ' .. ARGV[5 + (i + 1) / 2])
+  redis.call('ZREMRANGEBYSCORE', hk, '-inf', expired)
+  redis.call('ZREMRANGEBYRANK', hk, 0, -(cap + 1))
+  redis.call('EXPIRE', hk, retention)
   out[#out + 1] = s
+  out[#out + 1] = prev
+  links[#links + 1] = ss .. ',' .. ps
 end
 if #KEYS > 2 * n then
   local queue, armed, pending = KEYS[2 * n + 1], KEYS[2 * n + 2], KEYS[2 * n + 3]
-  local head = 5 + n
+  local head = 6 + n
   local body = {ARGV[head + 1]}
   for j = 1, n do
-    body[2 * j] = string.format('%d', out[j])
+    body[2 * j] = links[j]
     body[2 * j + 1] = ARGV[head + 1 + j]
   end
-  if redis.call('SET', armed, '1', 'NX', 'PX', ARGV[4]) then
+  if redis.call('SET', armed, '1', 'NX', 'PX', ARGV[5]) then
     redis.call('LPUSH', queue, ARGV[head] .. table.concat(body) .. ARGV[head + n + 2])
-    out[n + 1] = 1
+    out[#out + 1] = 1
   else
     redis.call('RPUSH', pending, table.concat(body))
-    redis.call('EXPIRE', pending, ttl)
-    out[n + 1] = 0
+    redis.call('EXPIRE', pending, retention)
+    out[#out + 1] = 0
   end
 end
 return out
@@ -90,26 +108,49 @@ class AcceptedEvent:
     data: Any
     exclude: str | None
     serial: int
+    prev: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One event read back from a channel's log."""
+
+    serial: int
+    prev: int
+    event: str
+    data: Any
+    exclude: str | None
 
 
 def entry_json(event: str, data: Any, exclude: str | None) -> bytes:
     return orjson.dumps({"e": event, "d": data, "x": exclude})
 
 
-def parse_member(member: bytes | str) -> tuple[int, dict[str, Any]]:
+def parse_member(member: bytes | str) -> LogEntry:
     raw = member.encode() if isinstance(member, str) else member
-    serial, _, entry = raw.partition(b" ")
-    return int(serial), orjson.loads(entry)
+    serial_text, _, rest = raw.partition(b" ")
+    serial = int(serial_text)
+    if rest[:1] == b"{":  # written before chained serials: they counted up by one
+        prev, entry = serial - 1, rest
+    else:
+        prev_text, _, entry = rest.partition(b" ")
+        prev = int(prev_text)
+    e = orjson.loads(entry)
+    return LogEntry(serial, prev, e["e"], e.get("d"), e.get("x"))
+
+
+def _serial(value: Any) -> int:
+    return int(value) if value is not None else 0
 
 
 class History:
-    """Serials and history over a synchronous or asyncio redis client (same methods)."""
+    """Serials and logs over a synchronous or asyncio redis client (same methods)."""
 
-    def __init__(self, redis: Any, keys: Keys, size: int, ttl: int) -> None:
+    def __init__(self, redis: Any, keys: Keys, max_events: int, retention: int) -> None:
         self.redis = redis
         self.keys = keys
-        self.size = size
-        self.ttl = ttl
+        self.max_events = max_events
+        self.retention = retention
         self._accept = redis.register_script(ACCEPT_LUA)
 
     def accept_args(
@@ -117,7 +158,8 @@ class History:
     ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV for ``events`` given as (channel, event, data, exclude)."""
         keys: list[str] = []
-        args: list[Any] = [self.size, self.ttl, len(events), ARMED_MS]
+        args: list[Any] = [self.max_events, self.retention, max(SERIAL_TTL, self.retention),
+                           len(events), ARMED_MS]
         for channel, event, data, exclude in events:
             keys += [self.keys.serial(app_id, channel), self.keys.history(app_id, channel)]
             args.append(entry_json(event, data, exclude))
@@ -126,12 +168,12 @@ class History:
     def accept(
         self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]]
     ) -> list[AcceptedEvent]:
-        """Give each event its channel serial and append it to history (sync clients)."""
+        """Give each event its serial and append it to its channel's log (sync clients)."""
         keys, args = self.accept_args(app_id, events)
-        serials = self._accept(keys=keys, args=args)
+        out = self._accept(keys=keys, args=args)
         return [
-            AcceptedEvent(channel, event, data, exclude, int(serial))
-            for (channel, event, data, exclude), serial in zip(events, serials, strict=True)
+            AcceptedEvent(channel, event, data, exclude, int(out[2 * i]), int(out[2 * i + 1]))
+            for i, (channel, event, data, exclude) in enumerate(events)
         ]
 
     def accept_and_enqueue(
@@ -139,20 +181,20 @@ class History:
         queue_key: str, head: bytes, body: Sequence[bytes], tail: bytes,
     ) -> tuple[list[int], bool]:
         """``accept``, and in the same script either LPUSH the task message (``head``, the
-        ``body`` pieces with the serials between them, ``tail``) onto ``queue_key`` or, while
-        an earlier task waits, append the body to ``lv:pending``. Returns the serials and
-        whether a task was queued."""
+        ``body`` pieces with each event's "serial,prev" between them, ``tail``) onto
+        ``queue_key`` or, while an earlier task waits, append the body to ``lv:pending``.
+        Returns the serials and whether a task was queued."""
         keys, args = self.accept_args(app_id, events)
         keys += [queue_key, self.keys.live_armed, self.keys.live_pending]
         args.append(head)
         args += body
         args.append(tail)
-        *serials, queued = self._accept(keys=keys, args=args)
-        return [int(s) for s in serials], queued == 1
+        *links, queued = self._accept(keys=keys, args=args)
+        return [int(s) for s in links[::2]], queued == 1
 
     async def current_serial(self, app_id: str, channel: str) -> int:
-        value = await self.redis.get(self.keys.serial(app_id, channel))
-        return int(value) if value is not None else 0
+        """The serial of the channel's last event (0: none, or its counter expired)."""
+        return _serial(await self.redis.get(self.keys.serial(app_id, channel)))
 
     async def current_serials(
         self, channels: Sequence[tuple[str, str]], chunk: int = 500
@@ -161,15 +203,18 @@ class History:
         out: list[int] = []
         for i in range(0, len(channels), chunk):
             keys = [self.keys.serial(app, ch) for app, ch in channels[i : i + chunk]]
-            out += [int(v) if v is not None else 0 for v in await self.redis.mget(keys)]
+            out += [_serial(v) for v in await self.redis.mget(keys)]
         return out
 
     async def since(
-        self, app_id: str, channel: str, after: int, before: int | None = None
-    ) -> list[tuple[int, dict[str, Any]]]:
-        """Events with ``after < serial < before`` (or all after), oldest first."""
-        upper = f"({before}" if before is not None else "+inf"
+        self, app_id: str, channel: str, after: int, upto: int | None = None,
+        limit: int | None = None,
+    ) -> list[LogEntry]:
+        """Logged events with ``after < serial <= upto`` (or all after), oldest first, at
+        most ``limit`` of them."""
+        upper = str(upto) if upto is not None else "+inf"
+        paging = {"start": 0, "num": limit} if limit is not None else {}
         members = await self.redis.zrangebyscore(
-            self.keys.history(app_id, channel), f"({after}", upper
+            self.keys.history(app_id, channel), f"({after}", upper, **paging
         )
         return [parse_member(m) for m in members]

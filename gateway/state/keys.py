@@ -5,8 +5,11 @@ All keys start with ``settings.redis.key_prefix`` (default ``clarion:``), shown 
 | key                           | type   | holds                                         | lifetime              |
 |-------------------------------|--------|-----------------------------------------------|-----------------------|
 | P bus                         | pubsub | bus messages (see bus.py) to every WS node    | -                     |
-| P sn:{app}:{channel}          | string | last serial given to an event on the channel  | history.ttl, renewed  |
-| P h:{app}:{channel}           | zset   | recent events, score = serial                 | history.ttl, renewed  |
+| P sn:{app}:{channel}          | string | last serial given to an event on the channel  | a day (at least       |
+|                               |        |                                               | retention), renewed   |
+| P h:{app}:{channel}           | zset   | the channel's log: events of the last         | retention, renewed    |
+|                               |        | retention seconds (at most max_events),       |                       |
+|                               |        | score = serial, "<serial> <prev> <entry>"     |                       |
 | P nodes                       | zset   | node id -> last heartbeat (unix ms)           | entries swept         |
 | P occ:{app}:{node}            | hash   | channel -> subscriptions on that node         | deleted with the node |
 | P pm:{app}:{channel}          | hash   | presence user id -> user_info JSON            | while members remain  |
@@ -15,12 +18,11 @@ All keys start with ``settings.redis.key_prefix`` (default ``clarion:``), shown 
 | P np:{node}                   | set    | "{app}\\x1f{channel}\\x1f{socket}" presence rows | deleted with the node |
 | P sweep:{node}                | string | lock held by the node cleaning up a dead one  | 30 s                  |
 | P live                        | list   | Celery queue ``live`` (kombu's key)           | until consumed        |
-| P lv:armed                    | string | a ``clarion.live.deliver`` task is queued and | until it drains, at   |
-|                               |        | has not drained ``lv:pending`` yet            | most 5 s              |
-| P lv:pending                  | list   | task bodies of requests that rode on the      | history.ttl, renewed  |
+| P lv:armed                    | string | a ``clarion.live.deliver`` task is queued and | until it drains: 5 s  |
+|                               |        | has not drained ``lv:pending`` yet            | queued, a 1 s lease   |
+|                               |        |                                               | while it runs         |
+| P lv:pending                  | list   | task bodies of requests that rode on the      | retention, renewed    |
 |                               |        | queued task instead of queueing their own     |                       |
-| P lv:taken:{task id}          | list   | ``lv:pending`` as a task took it, until the   | history.ttl           |
-|                               |        | task has published it (a redelivery finds it) |                       |
 
 Webhooks (gateway/webhooks, workers/webhooks; "\\x1f" separates fields inside members):
 
@@ -65,9 +67,9 @@ Channels, complete (cache channels, limits, sign-in, apps; docs/channels.md):
 | P apps                        | hash   | app id -> AppSettings JSON (`clarion apps`),  | kept                  |
 |                               |        | overlaid on the config file's apps            |                       |
 
-Serials start at the Redis server time in microseconds when a channel's counter is created,
-then count up by one. A counter that expired and is created again therefore starts above any
-serial it gave before, so nodes never mistake new events for duplicates.
+A serial is ``max(previous serial + 1, Redis time in microseconds)`` and every logged event
+carries its predecessor's (gateway/state/history.py): serials only grow, even across a counter
+that expired or a Redis that lost its data, and a reader can tell a complete chain from a gap.
 """
 
 from __future__ import annotations
@@ -91,9 +93,6 @@ class Keys:
     @property
     def live_pending(self) -> str:
         return f"{self.prefix}lv:pending"
-
-    def live_taken(self, task_id: str) -> str:
-        return f"{self.prefix}lv:taken:{task_id}"
 
     def history(self, app_id: str, channel: str) -> str:
         return f"{self.prefix}h:{app_id}:{channel}"

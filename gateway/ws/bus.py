@@ -1,19 +1,24 @@
-"""The node's side of the Redis bus: one listener, per-channel ordering, gap filling, publishing.
+"""The node's side of the Redis bus: one listener, per-channel ordering, catching up from the
+channels' logs, publishing.
 
-Ordering (contracts.md, "The path of an event", step 3): events from the API carry a
-per-channel serial. Per local channel the hub keeps the last serial delivered. An event with
-``serial <= last`` is a duplicate (a Celery task delivered twice) and is dropped; ``last + 1``
-is delivered at once; anything higher means events are missing (another worker has not
-published them yet, or they were published while the bus was down): the channel then parks
-further events and a catch-up task reads the missing ones from history, delivers everything in
-serial order and releases the channel. Only that channel waits; the listener goes on with the
-others. Server-made events (member_added/removed, client events) have no serial and keep their
-place among the parked ones.
+Ordering (contracts.md, "The path of an event", step 3): events from the API carry their
+channel serial and the serial of the event before them (``prev``, gateway/state/history.py).
+Per local channel the hub keeps the last serial delivered. An event with ``serial <= last`` is
+a duplicate (a doorbell rung twice) and is dropped; one whose ``prev`` is ``last`` is the next
+one and is delivered at once; anything else means the node is behind (another worker has not
+published the events between yet, their task was lost with a worker, or they were published
+while the bus was down): the channel then parks further events, reads everything it lacks from
+the channel's log, delivers it all in serial order and releases the channel. Only that channel
+waits; the listener goes on with the others. The node's reconcile tick and a bus reconnect
+(gateway/ws/node.py) start the same catch-up for channels that have seen no later event.
 
-History is bounded (settings.history.size): in a burst, a slow worker's events can be trimmed
-from it before they are published. Then the catch-up waits up to GAP_WAIT for them to arrive
-on the bus, and only after that delivers without them; if they come later still, they are
-delivered late (out of order) rather than dropped as duplicates.
+The log holds every accepted event for ``history.retention`` seconds (at most
+``history.max_events`` per channel), so the catch-up never waits for the bus. When the chain of
+serials does not link up even with the log (the events were trimmed from it, or the log was
+lost: Redis flushed, replaced or rolled back), the gap is reported (a warning, a count, and
+``on_gap``) and delivery goes on from the first event the log still has. Server-made events
+(member_added/removed, client events) have no serial and keep their place among the parked
+ones.
 """
 
 from __future__ import annotations
@@ -27,32 +32,43 @@ import structlog
 
 from gateway.state import bus as bus_codec
 from gateway.state.bus import BusEvent, BusMessage, EventBatch, Terminate
-from gateway.state.history import History
+from gateway.state.history import History, LogEntry
 from gateway.state.keys import Keys
 from gateway.ws.background import WakeLoop
 from gateway.ws.hub import Channel, Hub
 
 log = structlog.get_logger("clarion.ws.bus")
 
-MAX_BACKOFF = 5.0
+# Bus reconnects back off up to this many seconds: the node is deaf meanwhile, so it retries
+# often (its catch-up after the reconnect covers the time it was deaf).
+MAX_BACKOFF = 1.0
 # Bus messages handled per loop turn at most (a bound on how long the loop is held).
 MAX_DRAIN = 1000
-# How long a channel may wait for missing serials that history no longer holds.
-GAP_WAIT = 2.0
-GAP_POLL = 0.01
-MAX_SKIPPED = 10_000
-MAX_RANGES = 64
+# Events read from a log per round trip.
+LOG_PAGE = 1000
+# A log read that fails (Redis unreachable) is tried again after this long, doubling.
+LOG_RETRY = 0.05
+LOG_RETRY_MAX = 1.0
+
+GapHandler = Callable[[Channel, int, BusEvent], None]
+
+
+def _from_log(ch: Channel, entry: LogEntry) -> BusEvent:
+    return BusEvent(ch.app_id, ch.name, entry.event, entry.data, entry.serial, entry.exclude,
+                    prev=entry.prev)
 
 
 class Sequencer:
-    def __init__(self, hub: Hub, history: History) -> None:
+    def __init__(self, hub: Hub, history: History, on_gap: GapHandler | None = None) -> None:
         self.hub = hub
         self.history = history
+        # Called with (channel, last serial delivered, first event delivered after the gap).
+        self.on_gap = on_gap
         self.tasks: set[asyncio.Task[None]] = set()
-        # Counters for tests and later metrics.
+        # Counters for tests and metrics.
         self.duplicates = 0  # dropped: already delivered
-        self.late = 0  # delivered after the channel had moved past them
-        self.unfilled = 0  # given up on (neither history nor the bus had them in time)
+        self.filled = 0  # delivered from a log rather than the bus
+        self.gaps = 0  # chains that did not link up even with the log (events lost)
 
     def on_event(self, ev: BusEvent) -> None:
         ch = self.hub.channels.get((ev.app_id, ev.channel))
@@ -68,21 +84,14 @@ class Sequencer:
             self.hub.deliver_event(ch, ev)
             return
         last = ch.last
-        if last is None or serial == last + 1:
+        if last is None or ev.prev == last:
             ch.last = serial
             self.hub.deliver_event(ch, ev)
         elif serial <= last:
-            self._late_or_duplicate(ch, ev)
+            self.duplicates += 1
         else:
             ch.held = [ev]
             self._spawn(ch)
-
-    def _late_or_duplicate(self, ch: Channel, ev: BusEvent) -> None:
-        if ch.skipped is not None and ch.skipped.take(ev.serial or 0):
-            self.late += 1
-            self.hub.deliver_event(ch, ev)
-        else:
-            self.duplicates += 1
 
     def release(self, ch: Channel) -> None:
         """The channel's baseline is known: deliver what was parked meanwhile."""
@@ -92,7 +101,8 @@ class Sequencer:
             ch.held = None
 
     def reconcile(self, ch: Channel, current: int) -> None:
-        """The channel's counter is at ``current`` (read after a bus reconnect): fill up to it."""
+        """The channel's log is at ``current`` (read on the reconcile tick or after a bus
+        reconnect): catch up to it."""
         if ch.held is not None:
             return  # a catch-up is already running; it will see later events
         if ch.last is None:
@@ -107,90 +117,52 @@ class Sequencer:
         task.add_done_callback(self.tasks.discard)
 
     async def _catch_up(self, ch: Channel, target: int) -> None:
-        loop = asyncio.get_running_loop()
-        parked: list[BusEvent] = []  # arrival order, serial-less ones included
-        known: dict[int, BusEvent] = {}
-        trimmed: list[tuple[int, int]] = []
-        fetched = 0  # history already read up to this serial
-        give_up = loop.time() + GAP_WAIT
         try:
             while True:
-                new, ch.held = ch.held or [], []
-                parked += new
-                for e in new:
-                    if e.serial is not None:
-                        known.setdefault(e.serial, e)
-                top = max([target, *known])
-                last = ch.last
-                if last is not None and top > last and not _contiguous(last, top, known):
-                    if top > fetched:
-                        trimmed = await self._fill_from_history(ch, last, top, known)
-                        fetched = top
-                    if trimmed and _incomplete(trimmed, known) and loop.time() < give_up:
-                        # Trimmed from history: they can only come on the bus now.
-                        await asyncio.sleep(GAP_POLL)
-                        continue
-                    if trimmed:
-                        self._give_up(ch, trimmed, known)
-                self._deliver_in_order(ch, parked, known)
-                parked, known, trimmed, target = [], {}, [], 0
+                parked, ch.held = ch.held or [], []
+                top = max([target, *(e.serial for e in parked if e.serial is not None)])
+                logged: list[LogEntry] = []
+                if ch.last is not None and not _links_up(ch.last, parked, top):
+                    logged = await self._read_log(ch, ch.last, top)
+                self._deliver_in_order(ch, parked, logged)
+                target = 0
                 if not ch.held:
                     return
-                give_up = loop.time() + GAP_WAIT
         except Exception:
             log.exception("catch_up_failed", app=ch.app_id, channel=ch.name)
         finally:
             ch.held = None
 
-    async def _fill_from_history(
-        self, ch: Channel, after: int, upto: int, known: dict[int, BusEvent]
-    ) -> list[tuple[int, int]]:
-        """Add the events in (after, upto] that history holds to ``known``; return the ranges
-        ``[lo, hi)`` of serials that may have existed but were trimmed from it (usually none).
-
-        A serial history lacks did not necessarily exist: a channel's counter starts at the
-        Redis time in microseconds, so serials jump when it is created or re-created. Only a
-        full history can have lost events, and only below its oldest entry. A range too wide
-        to be real (such a jump) cannot be checked serial by serial; it is waited out.
-        """
-        h = self.history
-        try:
-            found = await h.since(ch.app_id, ch.name, after, upto + 1)
-            for serial, e in found:
-                known.setdefault(
-                    serial, BusEvent(ch.app_id, ch.name, e["e"], e.get("d"), serial, e.get("x"))
-                )
-            if _contiguous(after, upto, known):
-                return []
-            key = h.keys.history(ch.app_id, ch.name)
-            if await h.redis.zcard(key) < h.size:
-                return []
-            oldest = await h.redis.zrange(key, 0, 0, withscores=True)
-        except Exception as exc:
-            # Redis down: deliver what we have rather than hold the channel.
-            log.warning("gap_fill_failed", app=ch.app_id, channel=ch.name, error=str(exc))
-            return []
-        below = min(int(oldest[0][1]), upto + 1) if oldest else after + 1
-        if below - after > MAX_SKIPPED:
-            return [(after + 1, below)]
-        return _runs([s for s in range(after + 1, below) if s not in known])
-
-    def _give_up(self, ch: Channel, trimmed: list[tuple[int, int]],
-                 known: dict[int, BusEvent]) -> None:
-        """Deliver without them; remember where they were so they can still come late."""
-        ranges = [(lo, hi) for lo, hi in trimmed
-                  if hi - lo > MAX_SKIPPED or any(s not in known for s in range(lo, hi))]
-        log.warning("gap_unfilled", app=ch.app_id, channel=ch.name, ranges=ranges[:5])
-        self.unfilled += sum(min(hi - lo, MAX_SKIPPED) for lo, hi in ranges)
-        skipped = ch.skipped or Skipped()
-        skipped.ranges = (skipped.ranges + ranges)[-MAX_RANGES:]
-        ch.skipped = skipped
+    async def _read_log(self, ch: Channel, after: int, upto: int) -> list[LogEntry]:
+        """The channel's logged events in ``(after, upto]``, page by page; a failed read is
+        tried again (the bus cannot bring anything meanwhile: it is the same Redis) for as
+        long as the channel has subscribers here."""
+        out: list[LogEntry] = []
+        delay = LOG_RETRY
+        while after < upto and self.hub.channels.get((ch.app_id, ch.name)) is ch:
+            try:
+                page = await self.history.since(ch.app_id, ch.name, after, upto, LOG_PAGE)
+            except Exception as exc:
+                log.warning("log_read_failed", app=ch.app_id, channel=ch.name, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LOG_RETRY_MAX)
+                continue
+            out += page
+            if len(page) < LOG_PAGE:
+                break
+            after = page[-1].serial
+        return out
 
     def _deliver_in_order(
-        self, ch: Channel, parked: list[BusEvent], known: dict[int, BusEvent]
+        self, ch: Channel, parked: list[BusEvent], logged: list[LogEntry]
     ) -> None:
         """Serial events in serial order (each preceded by the missing ones before it),
         serial-less ones where they arrived among them."""
+        known = {e.serial: e for e in parked if e.serial is not None}
+        for entry in logged:
+            if entry.serial not in known:
+                known[entry.serial] = _from_log(ch, entry)
+                self.filled += 1
         order = sorted(known)
         i = 0
         for ev in parked:
@@ -205,54 +177,34 @@ class Sequencer:
 
     def _deliver_serial(self, ch: Channel, ev: BusEvent) -> None:
         assert ev.serial is not None
-        if ch.last is not None and ev.serial <= ch.last:
-            self._late_or_duplicate(ch, ev)
-            return
+        last = ch.last
+        if last is not None:
+            if ev.serial <= last:
+                self.duplicates += 1
+                return
+            if ev.prev != last:
+                self._gap(ch, last, ev)
         ch.last = ev.serial
         self.hub.deliver_event(ch, ev)
 
+    def _gap(self, ch: Channel, last: int, ev: BusEvent) -> None:
+        """Events between ``last`` and ``ev`` are in no log any more: say so, then go on."""
+        self.gaps += 1
+        log.warning("history_gap", app=ch.app_id, channel=ch.name, last=last, prev=ev.prev,
+                    serial=ev.serial)
+        if self.on_gap is not None:
+            self.on_gap(ch, last, ev)
 
-class Skipped:
-    """Serial ranges a channel moved past without their events, and the late ones seen."""
 
-    __slots__ = ("ranges", "seen")
-
-    def __init__(self) -> None:
-        self.ranges: list[tuple[int, int]] = []
-        self.seen: set[int] = set()
-
-    def take(self, serial: int) -> bool:
-        """Whether ``serial`` is a late event to deliver (once) rather than a duplicate."""
-        if serial in self.seen or not any(lo <= serial < hi for lo, hi in self.ranges):
+def _links_up(last: int, parked: list[BusEvent], top: int) -> bool:
+    """Whether the parked events continue the chain from ``last`` up to ``top`` without a
+    hole (then the log has nothing to add)."""
+    for ev in sorted((e for e in parked if e.serial is not None and e.serial > last),
+                     key=lambda e: e.serial or 0):
+        if ev.prev != last:
             return False
-        if len(self.seen) >= MAX_SKIPPED:
-            self.seen.clear()
-            self.ranges.clear()  # forget rather than grow: late events are dropped from here
-            return False
-        self.seen.add(serial)
-        return True
-
-
-def _runs(serials: list[int]) -> list[tuple[int, int]]:
-    """Sorted serials as ``[lo, hi)`` ranges of consecutive ones."""
-    runs: list[tuple[int, int]] = []
-    for s in serials:
-        if runs and runs[-1][1] == s:
-            runs[-1] = (runs[-1][0], s + 1)
-        else:
-            runs.append((s, s + 1))
-    return runs
-
-
-def _incomplete(ranges: list[tuple[int, int]], known: dict[int, Any]) -> bool:
-    """Whether some serial of ``ranges`` is still missing (always, for an uncheckable range)."""
-    return any(hi - lo > MAX_SKIPPED or any(s not in known for s in range(lo, hi))
-               for lo, hi in ranges)
-
-
-def _contiguous(last: int, top: int, events: dict[int, Any]) -> bool:
-    """Whether every serial in (last, top] is among ``events``."""
-    return sum(1 for s in events if last < s <= top) == top - last
+        last = ev.serial or 0
+    return last >= top
 
 
 class BusListener:

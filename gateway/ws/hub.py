@@ -28,7 +28,7 @@ from gateway.ws import framing
 if TYPE_CHECKING:
     from gateway.channels.membership import Membership
     from gateway.webhooks.reporter import Reporter
-    from gateway.ws.bus import Sequencer, Skipped
+    from gateway.ws.bus import Sequencer
     from gateway.ws.occupancy import OccupancyWriter
 
 
@@ -45,8 +45,7 @@ class Subscriber(Protocol):
 
 
 class Channel:
-    __slots__ = ("app_id", "name", "subscribers", "last", "held", "joining", "skipped",
-                 "membership")
+    __slots__ = ("app_id", "name", "subscribers", "last", "held", "joining", "membership")
 
     def __init__(self, app_id: str, name: str) -> None:
         self.app_id = app_id
@@ -54,15 +53,12 @@ class Channel:
         self.subscribers: dict[str, Subscriber] = {}
         # Last serial delivered; None while unknown (the first serial seen becomes the baseline).
         self.last: int | None = 0
-        # Not None while the channel waits for its baseline or for a gap to be filled: serial
+        # Not None while the channel waits for its baseline or catches up from its log: bus
         # events are parked here, in arrival order, and delivered in serial order afterwards.
         self.held: list[BusEvent] | None = None
         # True while the first subscriber waits for the baseline: keeps the entry alive even if
         # every other subscriber leaves meanwhile.
         self.joining = False
-        # Serials passed over because neither history nor the bus had them in time: delivered
-        # late (out of order) rather than lost if they still turn up. Bounded; usually None.
-        self.skipped: Skipped | None = None
         # One Membership for all subscribers whose own is equal to it (on a public or private
         # channel, every subscriber): ~130 B less per subscription than one each, with its
         # copy of the channel name.

@@ -102,7 +102,9 @@ class Node:
         self.node_id = make_node_id()
         self.keys = Keys(settings.redis.key_prefix)
         self.redis, self.bus_redis = _redis_clients(settings.redis.url or DEFAULT_REDIS_URL)
-        self.history = History(self.redis, self.keys, settings.history.size, settings.history.ttl)
+        log_settings = settings.history
+        self.history = History(self.redis, self.keys, log_settings.max_events,
+                               log_settings.retention)
         self.presence = Presence(self.redis, self.keys, self.node_id)
         self.registry = Registry(
             self.redis, self.keys, self.node_id, settings.websocket.node_timeout

@@ -202,6 +202,11 @@ class Cluster:
         kids[0].send_signal(signal.SIGKILL)
         return kids[0].pid
 
+    def replace_worker(self, i: int) -> Child:
+        """Start a new worker in place of worker ``i`` (which should be dead by now)."""
+        self.workers[i] = self._worker(i).start()
+        return self.workers[i]
+
     def add_worker(self) -> Child:
         child = self._worker(len(self.workers)).start()
         self.workers.append(child)

@@ -140,7 +140,7 @@ def test_round_trip_through_http(client, redis_client, key_prefix, params, data)
     body = {"name": "e", "channels": ["c"], "data": data}
     r = signed(client, "POST", "/apps/1/events", APP, body, params=params)
     assert r.status_code == 200, r.get_json()
-    [(_, (_, [[_, _, got, _, _]]))] = queued_tasks(redis_client, key_prefix)
+    [(_, (_, [[_, _, got, _, _, _]]))] = queued_tasks(redis_client, key_prefix)
     assert got == data
     r = signed(client, "GET", "/apps/1/channels", APP, params=params)
     assert r.status_code == 200, r.get_json()

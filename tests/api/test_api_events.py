@@ -18,28 +18,31 @@ def test_sdk_trigger_one_channel(sdk, redis_client, key_prefix, keys):
 
     [(task, (app_id, events))] = queued_tasks(redis_client, key_prefix)
     assert task == DELIVER and app_id == "1"
-    [[channel, event, data, exclude, serial]] = events
-    assert (channel, event, exclude) == ("my-channel", "my-event", None)
+    [[channel, event, data, exclude, serial, prev]] = events
+    assert (channel, event, exclude, prev) == ("my-channel", "my-event", None, 0)
     assert json.loads(data) == {"message": "hello"}
-    # The serial is the channel's, and the event is in the channel's history under it.
+    # The serial is the channel's, and the event is in the channel's log under it.
     assert int(redis_client.get(keys.serial("1", "my-channel"))) == serial
-    [(stored_serial, entry)] = [
+    [logged] = [
         parse_member(m) for m in redis_client.zrange(keys.history("1", "my-channel"), 0, -1)
     ]
-    assert stored_serial == serial and entry == {"e": "my-event", "d": data, "x": None}
+    assert (logged.serial, logged.prev, logged.event, logged.data, logged.exclude) == (
+        serial, 0, "my-event", data, None)
 
 
-def test_serials_count_up_per_channel(sdk, redis_client, key_prefix):
+def test_serials_are_chained_per_channel(sdk, redis_client, key_prefix):
     for i in range(3):
         sdk.trigger(["a", "b"], "ev", str(i))
     tasks = queued_tasks(redis_client, key_prefix)
     assert len(tasks) == 3
-    by_channel: dict[str, list[int]] = {"a": [], "b": []}
+    by_channel: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
     for _, (_, events) in tasks:
-        for channel, _e, _d, _x, serial in events:
-            by_channel[channel].append(serial)
-    for serials in by_channel.values():
-        assert serials == list(range(serials[0], serials[0] + 3))
+        for channel, _e, _d, _x, serial, prev in events:
+            by_channel[channel].append((serial, prev))
+    for links in by_channel.values():
+        serials = [s for s, _ in links]
+        assert serials == sorted(set(serials))
+        assert [p for _, p in links] == [0, *serials[:-1]]
 
 
 def test_sdk_trigger_hundred_channels_one_task(sdk, redis_client, key_prefix):
@@ -92,7 +95,7 @@ def test_batch_item_errors_name_the_item(client, redis_client, key_prefix):
 
 def test_socket_id_exclusion(sdk, redis_client, key_prefix):
     sdk.trigger("c", "e", "d", socket_id="123.456")
-    [(_, (_, [[_, _, _, exclude, _]]))] = queued_tasks(redis_client, key_prefix)
+    [(_, (_, [[_, _, _, exclude, _, _]]))] = queued_tasks(redis_client, key_prefix)
     assert exclude == "123.456"
 
 
@@ -165,7 +168,7 @@ def test_laravel_style_event_names_and_unicode_data_round_trip(client, redis_cli
     data = json.dumps({"text": "héllo 👋", "n": 1}, ensure_ascii=False)
     body = {"name": "App\\Events\\OrderShipped", "channels": ["private-orders.1"], "data": data}
     assert signed(client, "POST", "/apps/1/events", APP, body).status_code == 200
-    [(_, (_, [[_, event, got, _, _]]))] = queued_tasks(redis_client, key_prefix)
+    [(_, (_, [[_, event, got, _, _, _]]))] = queued_tasks(redis_client, key_prefix)
     assert event == "App\\Events\\OrderShipped" and got == data
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.state import occupancy, presence
 from gateway.state.history import History, parse_member
@@ -15,35 +18,77 @@ from gateway.state.presence import Presence
 from gateway.state.registry import Registry
 
 
-def test_serials_are_per_channel_and_increasing(redis_client, key_prefix) -> None:
-    h = History(redis_client, Keys(key_prefix), size=5, ttl=60)
+def test_serials_are_per_channel_increasing_and_chained(redis_client, key_prefix) -> None:
+    h = History(redis_client, Keys(key_prefix), max_events=5, retention=60)
     first = h.accept("1", [("a", "e", "1", None), ("a", "e", "2", "1.1"), ("b", "e", "3", None)])
-    assert first[1].serial == first[0].serial + 1
+    assert first[1].serial > first[0].serial and first[1].prev == first[0].serial
+    assert first[0].prev == 0 and first[2].prev == 0  # new channels
     again = h.accept("1", [("a", "e", "4", None)])
-    assert again[0].serial == first[1].serial + 1
+    assert again[0].serial > first[1].serial and again[0].prev == first[1].serial
     # Another app's channel of the same name has its own counter.
     other = h.accept("2", [("a", "e", "x", None)])
-    assert other[0].serial != again[0].serial + 1 or other[0].serial > 0
+    assert other[0].prev == 0
 
 
-def test_history_is_capped_and_ordered(redis_client, key_prefix) -> None:
+@given(st.lists(st.sampled_from("abc"), min_size=1, max_size=40))
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_every_channel_is_one_unbroken_chain(redis_client, key_prefix, channels) -> None:
+    """Whatever the interleaving of channels in requests, each channel's events form one chain
+    (prev = the serial before) of growing serials, and its log holds exactly that chain."""
+    keys = Keys(f"{key_prefix}{uuid.uuid4().hex[:6]}:")
+    h = History(redis_client, keys, max_events=100, retention=60)
+    accepted = []
+    for i in range(0, len(channels), 3):
+        accepted += h.accept("1", [(c, "e", str(i), None) for c in channels[i : i + 3]])
+    for channel in set(channels):
+        chain = [a for a in accepted if a.channel == channel]
+        assert [a.prev for a in chain] == [0] + [a.serial for a in chain[:-1]]
+        assert all(a.serial > a.prev for a in chain)
+        logged = [parse_member(m) for m in redis_client.zrange(keys.history("1", channel), 0, -1)]
+        assert [(e.serial, e.prev) for e in logged] == [(a.serial, a.prev) for a in chain]
+
+
+def test_serials_follow_the_clock(redis_client, key_prefix) -> None:
+    """A serial is at least the Redis time in microseconds: it says when the event was
+    accepted, and serials after a lost counter still come after every earlier one."""
     keys = Keys(key_prefix)
-    h = History(redis_client, keys, size=3, ttl=60)
-    accepted = [h.accept("1", [("c", "e", str(i), None)])[0] for i in range(6)]
-    members = redis_client.zrange(keys.history("1", "c"), 0, -1)
-    parsed = [parse_member(m) for m in members]
-    assert [s for s, _ in parsed] == [a.serial for a in accepted[-3:]]
-    assert [e["d"] for _, e in parsed] == ["3", "4", "5"]
-    assert redis_client.ttl(keys.history("1", "c")) > 0
-
-
-def test_serial_restarts_above_old_values_after_expiry(redis_client, key_prefix) -> None:
-    keys = Keys(key_prefix)
-    h = History(redis_client, keys, size=3, ttl=60)
-    old = h.accept("1", [("c", "e", "x", None)])[0].serial
-    redis_client.delete(keys.serial("1", "c"))  # as if it had expired
+    h = History(redis_client, keys, max_events=3, retention=60)
+    seconds, micros = redis_client.time()
+    before = seconds * 1_000_000 + micros
+    old = h.accept("1", [("c", "e", "x", None)])[0]
+    assert before <= old.serial < before + 5_000_000
+    redis_client.delete(keys.serial("1", "c"))  # as if it had expired, or Redis lost it
     time.sleep(0.002)
-    assert h.accept("1", [("c", "e", "y", None)])[0].serial > old
+    new = h.accept("1", [("c", "e", "y", None)])[0]
+    assert new.serial > old.serial and new.prev == 0  # the chain is broken: a reader can tell
+
+
+def test_log_is_capped_ordered_and_expires(redis_client, key_prefix) -> None:
+    keys = Keys(key_prefix)
+    h = History(redis_client, keys, max_events=3, retention=60)
+    accepted = [h.accept("1", [("c", "e", str(i), None)])[0] for i in range(6)]
+    parsed = [parse_member(m) for m in redis_client.zrange(keys.history("1", "c"), 0, -1)]
+    assert [e.serial for e in parsed] == [a.serial for a in accepted[-3:]]
+    assert [e.data for e in parsed] == ["3", "4", "5"]
+    assert 0 < redis_client.ttl(keys.history("1", "c")) <= 60
+    assert redis_client.ttl(keys.serial("1", "c")) > 60  # the counter outlives the log
+
+
+def test_log_keeps_events_for_the_retention_time_only(redis_client, key_prefix) -> None:
+    keys = Keys(key_prefix)
+    h = History(redis_client, keys, max_events=100, retention=1)
+    h.accept("1", [("c", "e", "old", None)])
+    time.sleep(1.1)
+    h.accept("1", [("c", "e", "new", None)])
+    logged = [parse_member(m) for m in redis_client.zrange(keys.history("1", "c"), 0, -1)]
+    assert [e.data for e in logged] == ["new"]
+
+
+def test_members_from_before_chained_serials_are_read(redis_client) -> None:
+    old = parse_member(b'1700000000000005 {"e":"ev","d":"x","x":null}')
+    assert (old.serial, old.prev, old.event, old.data) == (1700000000000005, 1700000000000004,
+                                                           "ev", "x")
 
 
 def test_history_since(redis_client, redis_url, key_prefix) -> None:
@@ -56,14 +101,16 @@ def test_history_since(redis_client, redis_url, key_prefix) -> None:
         h = History(client, keys, 10, 60)
         try:
             return (await h.current_serial("1", "c"),
-                    await h.since("1", "c", accepted[0].serial, accepted[3].serial),
+                    await h.since("1", "c", accepted[0].serial, accepted[2].serial),
+                    await h.since("1", "c", accepted[0].serial, limit=3),
                     await h.current_serial("1", "none"))
         finally:
             await client.aclose()
 
-    current, between, none = asyncio.run(read())
+    current, between, page, none = asyncio.run(read())
     assert current == accepted[-1].serial
-    assert [e["d"] for _, e in between] == ["1", "2"]
+    assert [e.data for e in between] == ["1", "2"]
+    assert [e.data for e in page] == ["1", "2", "3"]
     assert none == 0
 
 

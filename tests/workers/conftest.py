@@ -19,7 +19,7 @@ def settings(redis_url: str, key_prefix: str) -> Settings:
         redis={"url": redis_url, "key_prefix": key_prefix},
         apps=[APP],
         worker={"concurrency": 2, "visibility_timeout": 300, "restore_interval": 1},
-        history={"size": 100_000},
+        history={"max_events": 100_000},
     )
 
 

@@ -14,7 +14,7 @@ from gateway.api.app import create_app
 from gateway.protocol.signatures import sign_rest_request
 from gateway.state.bus import BusEvent, decode
 from gateway.state.history import ARMED_MS, History
-from gateway.state.riders import Riders
+from gateway.state.riders import LEASE_MS, Riders
 from tests.workers.worker_harness import APP
 from workers.celery_app import create_celery
 from workers.tasks.live import TASK_NAME, deliver_with_riders
@@ -47,11 +47,13 @@ def test_worker_publishes_api_events_to_bus(settings, start_worker, bus, keys, r
     serial_a = int(redis_client.get(keys.serial("1", "a")))
     serial_b = int(redis_client.get(keys.serial("1", "b")))
     serial_p = int(redis_client.get(keys.serial("1", "presence-p")))
-    assert sorted(got, key=lambda e: (e.channel, e.serial)) == [
-        BusEvent("1", "a", "greet", '{"hi":1}', serial_a - 1, "1.2"),
-        BusEvent("1", "a", "n1", "one", serial_a, None),
-        BusEvent("1", "b", "greet", '{"hi":1}', serial_b, "1.2"),
-        BusEvent("1", "presence-p", "n2", "two", serial_p, None),
+    ordered = sorted(got, key=lambda e: (e.channel, e.serial))
+    first_a = ordered[0].serial
+    assert ordered == [
+        BusEvent("1", "a", "greet", '{"hi":1}', first_a, "1.2", prev=0),
+        BusEvent("1", "a", "n1", "one", serial_a, None, prev=first_a),
+        BusEvent("1", "b", "greet", '{"hi":1}', serial_b, "1.2", prev=0),
+        BusEvent("1", "presence-p", "n2", "two", serial_p, None, prev=0),
     ]
     # Acknowledged: nothing left in the queue or in the unacked hash.
     prefix = settings.redis.key_prefix
@@ -64,13 +66,13 @@ def _enqueue_burst(settings, keys, tasks: int, per_task: int) -> set[tuple[str, 
     """Accept and enqueue ``tasks`` tasks of ``per_task`` events, as the API does; return
     every (channel, serial) given."""
     client = redis.Redis.from_url(settings.redis.url)
-    history = History(client, keys, settings.history.size, settings.history.ttl)
+    history = History(client, keys, settings.history.max_events, settings.history.retention)
     celery = create_celery(settings)
     expected: set[tuple[str, int]] = set()
     data = "x" * 200
     for t in range(tasks):
         accepted = history.accept("1", [(f"ch-{t % 8}", "burst", data, None)] * per_task)
-        payload = [[a.channel, a.event, a.data, a.exclude, a.serial] for a in accepted]
+        payload = [[a.channel, a.event, a.data, a.exclude, a.serial, a.prev] for a in accepted]
         celery.send_task(TASK_NAME, args=("1", payload), queue="live")
         expected.update((a.channel, a.serial) for a in accepted)
     celery.close()
@@ -115,7 +117,7 @@ def _unacked_events(r: redis.Redis, prefix: str) -> set[tuple[str, int]]:
     for raw in r.hvals(f"{prefix}unacked"):
         message = json.loads(raw)[0]
         args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        out.update((channel, serial) for channel, _e, _d, _x, serial in args[1])
+        out.update((channel, serial) for channel, _e, _d, _x, serial, _p in args[1])
     return out
 
 
@@ -128,8 +130,8 @@ def test_worker_killed_outright_tasks_restored_by_another(
 
     Known limit of kombu's Redis transport, asserted here so that it is visible: a message
     already popped by the worker's outstanding BRPOP but not yet recorded in ``unacked`` dies
-    with the process. At most one task per killed worker; its events stay in history, so a
-    node fills them in when the next event on the channel shows the gap."""
+    with the process. At most one task per killed worker; its events stay in the log, so the
+    nodes fill them in (tests/e2e/test_e2e_faults.py)."""
     per_task = 5000  # long tasks: the kill lands inside one, not between two
     fast = settings.with_overrides(worker={"visibility_timeout": 2, "restore_interval": 1})
     expected = _enqueue_burst(fast, keys, tasks=40, per_task=per_task)
@@ -194,27 +196,28 @@ def test_requests_ride_on_a_queued_task(settings, start_worker, bus, keys, redis
     app.extensions["clarion"].close()
 
 
-def test_a_redelivered_task_publishes_what_it_had_taken(settings, bus, keys, redis_client):
-    """A task that took a rider and died before publishing it (no worker here: the function
-    is called directly) publishes it, and the riders still waiting, when it runs again under
-    the same id; a Redis that forgot the take script (restart) is served by loading it
-    again."""
+def test_a_running_task_holds_the_armed_key_as_a_short_lease(settings, keys, redis_client):
+    """A take renews the armed key to a lease of LEASE_MS: a task that dies after taking
+    riders (no worker here: the calls are made directly) holds later requests on the pending
+    list for at most that long, then the next request queues a task of its own. What the dead
+    task took is not kept anywhere: the nodes fill it from the log. A Redis that forgot the
+    take script (restart) is served by loading it again."""
     app = create_app(settings)
     client = app.test_client()
     for i in range(3):
         _post(client, "/apps/1/events", {"name": "r", "channel": "redo", "data": str(i)})
-    riders = Riders(redis_client, keys, settings.history.ttl, ARMED_MS)
-    # The first request queued the task; the wait moves one rider onto the task's taken list,
-    # then the task "dies" before publishing it, with the other rider still waiting.
-    assert len(riders.wait_and_take("task-1", 0.01)) == 1
-    assert redis_client.llen(keys.live_taken("task-1")) == 1
-    assert redis_client.llen(keys.live_pending) == 1 and redis_client.exists(keys.live_armed)
-
+    prefix = settings.redis.key_prefix
+    assert redis_client.llen(f"{prefix}live") == 1 and redis_client.llen(keys.live_pending) == 2
+    riders = Riders(redis_client, keys)
     redis_client.script_flush()
-    assert deliver_with_riders(redis_client, riders, keys.bus, "task-1", "1", []) == (2, False)
-    assert bus.wait_for(lambda m: len(m) >= 2, 10)
-    assert [decode(orjson.dumps(m)).data for m in bus.messages] == ["1", "2"]
-    assert _riders_keys(redis_client, keys) == []  # taken list deleted, armed key released
+    pipe = redis_client.pipeline(transaction=False)
+    riders.take_in(pipe)
+    assert len(riders.taken(pipe.execute(raise_on_error=False)[-1])) == 2
+    assert 0 < redis_client.pttl(keys.live_armed) <= LEASE_MS
+    assert _riders_keys(redis_client, keys) == [keys.live_armed.encode()]
+    time.sleep(LEASE_MS / 1000 + 0.1)  # the task died: nothing renews the lease
+    _post(client, "/apps/1/events", {"name": "r", "channel": "redo", "data": "3"})
+    assert redis_client.llen(f"{prefix}live") == 2
     app.extensions["clarion"].close()
 
 
@@ -226,11 +229,10 @@ def test_a_task_out_of_time_leaves_riders_to_a_successor(settings, bus, keys, re
     client = app.test_client()
     for i in range(3):
         _post(client, "/apps/1/events", {"name": "r", "channel": "late", "data": str(i)})
-    riders = Riders(redis_client, keys, settings.history.ttl, ARMED_MS)
+    riders = Riders(redis_client, keys)
     assert riders.release() is True
     assert redis_client.exists(keys.live_armed) and redis_client.llen(keys.live_pending) == 2
-    assert deliver_with_riders(
-        redis_client, riders, keys.bus, "task-2", "1", [], budget=0) == (2, False)
+    assert deliver_with_riders(redis_client, riders, keys.bus, "1", [], budget=0) == (2, False)
     assert _riders_keys(redis_client, keys) == []
     assert bus.wait_for(lambda m: len(m) >= 2, 10)
     assert [decode(orjson.dumps(m)).data for m in bus.messages] == ["1", "2"]

@@ -28,8 +28,9 @@ def _events(msg: dict) -> list[dict]:
     """A batch message (``b``) as the ``e`` messages of its events; others as they are."""
     if msg.get("t") != "b":
         return [msg]
-    return [{"t": "e", "a": msg["a"], "c": c, "e": e, "d": d, "s": s, "x": x or None, "u": None}
-            for c, e, d, x, s in msg["ev"]]
+    return [{"t": "e", "a": msg["a"], "c": c, "e": e, "d": d, "s": s, "p": p, "x": x or None,
+             "u": None}
+            for c, e, d, x, s, p in msg["ev"]]
 
 
 class BusCollector:

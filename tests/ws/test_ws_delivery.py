@@ -66,9 +66,9 @@ def test_batch_message_delivered_event_by_event(client, bus: Bus) -> None:
     (t1,) = bus.accept("batch-b", [("b1", "x")])
     bus.raw(b'{"t": "b", "a": "' + APP_ID.encode() + b'", "ev": [["batch-a"]]}')
     bus.raw(encode_batch(APP_ID, [
-        ["batch-a", "a1", "1", None, s1],
-        ["batch-b", "b1", "x", None, t1],
-        ["batch-a", "a2", "2", other.socket_id, s2],
+        ["batch-a", "a1", "1", None, s1, bus.prev("batch-a", s1)],
+        ["batch-b", "b1", "x", None, t1, bus.prev("batch-b", t1)],
+        ["batch-a", "a2", "2", other.socket_id, s2, s1],
     ]))
     got = [(m["channel"], m["event"]) for m in (c.recv() for _ in range(3))]
     assert sorted(got) == [("batch-a", "a1"), ("batch-a", "a2"), ("batch-b", "b1")]
@@ -87,43 +87,74 @@ def test_gap_in_the_middle(client, bus: Bus) -> None:
     assert [c.recv()["event"] for _ in range(5)] == ["e0", "e1", "e2", "e3", "e4"]
 
 
-def test_gap_trimmed_from_history_waits_for_the_bus(start_node, redis_client,
+def test_a_gap_of_any_length_is_filled_from_the_log(start_node, redis_client,
                                                     key_prefix: str) -> None:
-    """A burst larger than history: a slow worker's events are trimmed before it publishes
-    them. The channel waits for them on the bus instead of skipping them."""
-    node = start_node(history={"size": 5})
-    bus = Bus(redis_client, key_prefix, history_size=5)
+    """Only the last of 2,500 accepted events comes on the bus (every task before it was
+    lost): the node reads the rest from the log, page by page, and delivers all in order."""
+    node = start_node(history={"max_events": 10_000})
+    bus = Bus(redis_client, key_prefix, max_events=10_000)
     c = PusherClient(node.url)
     c.established()
-    c.subscribed("burst")
-    serials = bus.accept("burst", [(f"e{i}", str(i)) for i in range(12)])
-    bus.publish("burst", "e11", "11", serials[11])  # the fast worker
-    for i in range(11):  # the slow one, later
-        bus.publish("burst", f"e{i}", str(i), serials[i])
-    assert [c.recv()["event"] for _ in range(12)] == [f"e{i}" for i in range(12)]
+    c.subscribed("long")
+    serials = bus.accept("long", [("e", str(i)) for i in range(2500)])
+    bus.publish("long", "e", "2499", serials[-1])
+    assert [c.recv(10)["data"] for _ in range(2500)] == [str(i) for i in range(2500)]
+    assert node.node.sequencer.gaps == 0
+    assert node.node.sequencer.filled == 2499
     c.close()
 
 
-def test_events_given_up_on_are_delivered_late_not_lost(start_node, redis_client,
-                                                        key_prefix: str, monkeypatch) -> None:
-    monkeypatch.setattr("gateway.ws.bus.GAP_WAIT", 0.2)
-    node = start_node(history={"size": 5})
-    bus = Bus(redis_client, key_prefix, history_size=5)
+def test_events_trimmed_from_the_log_are_reported_not_waited_for(
+    start_node, redis_client, key_prefix: str
+) -> None:
+    """A burst bigger than the log's cap: the events trimmed before any worker published them
+    are gone. The node delivers what the log still has, in order, says that the chain broke,
+    and later copies of the trimmed ones are dropped (delivering them now would reorder)."""
+    node = start_node(history={"max_events": 5})
+    bus = Bus(redis_client, key_prefix, max_events=5)
     c = PusherClient(node.url)
     c.established()
     c.subscribed("burst")
     serials = bus.accept("burst", [(f"e{i}", str(i)) for i in range(12)])
     bus.publish("burst", "e11", "11", serials[11])
-    # e0..e6 were trimmed and do not come in time: e7..e11 (from history) go out in order.
     assert [c.recv()["event"] for _ in range(5)] == [f"e{i}" for i in range(7, 12)]
-    for i in (0, 1, 2):
+    assert node.node.sequencer.gaps == 1
+    for i in (0, 1, 8):
         bus.publish("burst", f"e{i}", str(i), serials[i])
-    bus.publish("burst", "e1", "1", serials[1])  # a true duplicate now
-    bus.publish("burst", "e8", "8", serials[8])  # so is this
     publish_marker(bus, "burst")
-    assert [c.recv()["event"] for _ in range(4)] == ["e0", "e1", "e2", MARKER]
-    assert node.node.sequencer.unfilled >= 7  # the counter's start is unknown to the node
-    assert node.node.sequencer.late == 3
+    assert c.recv()["event"] == MARKER
+    c.close()
+
+
+def test_a_lost_log_is_detected_not_mistaken_for_nothing_missed(node, client, bus: Bus,
+                                                                redis_client) -> None:
+    """Redis loses the channel's counter and log (flushed, or replaced by an empty one): the
+    next event's chain starts from nothing, so the node reports the gap (it cannot know what
+    it missed) and still delivers the event."""
+    c = client()
+    c.subscribed("wiped")
+    (s1,) = bus.accept("wiped", [("before", "1")])
+    bus.publish("wiped", "before", "1", s1)
+    assert c.recv()["event"] == "before"
+    redis_client.delete(bus.keys.serial(APP_ID, "wiped"), bus.keys.history(APP_ID, "wiped"))
+    (s2,) = bus.accept("wiped", [("after", "2")])
+    assert s2 > s1 and bus.prev("wiped", s2) == 0
+    bus.publish("wiped", "after", "2", s2)
+    assert c.recv()["event"] == "after"
+    wait_until(lambda: node.node.sequencer.gaps == 1)
+
+
+def test_accepted_but_never_published_arrives_on_the_reconcile_tick(start_node, redis_client,
+                                                                     key_prefix: str) -> None:
+    """No worker ever publishes (every one is down): the node's reconcile tick finds the log
+    ahead of what it delivered and fills from it within two intervals."""
+    node = start_node(reconcile_interval=0.2)
+    bus = Bus(redis_client, key_prefix)
+    c = PusherClient(node.url)
+    c.established()
+    c.subscribed("quiet")
+    bus.accept("quiet", [("a", "1"), ("b", "2")])
+    assert [c.recv(3)["event"] for _ in range(2)] == ["a", "b"]
     c.close()
 
 

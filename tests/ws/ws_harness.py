@@ -206,20 +206,30 @@ class PusherClient:
 class Bus:
     """The API and workers' side, with redis-py: accept into history, publish on the bus."""
 
-    def __init__(self, client: redis.Redis, key_prefix: str, history_size: int = 100) -> None:
+    def __init__(self, client: redis.Redis, key_prefix: str, max_events: int = 100) -> None:
         self.redis = client
         self.keys = Keys(key_prefix)
-        self.history = History(client, self.keys, history_size, 3600)
+        self.history = History(client, self.keys, max_events, 3600)
+        self._prevs: dict[tuple[str, str, int], int] = {}
 
     def accept(self, channel: str, events: list[tuple[str, str]], exclude: str | None = None,
                app_id: str = APP_ID) -> list[int]:
         accepted = self.history.accept(app_id, [(channel, e, d, exclude) for e, d in events])
+        for a in accepted:
+            self._prevs[(app_id, channel, a.serial)] = a.prev
         return [a.serial for a in accepted]
+
+    def prev(self, channel: str, serial: int, app_id: str = APP_ID) -> int:
+        """The serial before ``serial`` on the channel, as the accept script gave it."""
+        return self._prevs[(app_id, channel, serial)]
 
     def publish(self, channel: str, event: str, data: Any, serial: int | None = None,
                 exclude: str | None = None, app_id: str = APP_ID) -> None:
-        self.redis.publish(self.keys.bus,
-                           BusEvent(app_id, channel, event, data, serial, exclude).encode())
+        """What a worker publishes for an accepted event (``serial``, and its prev), or a
+        serial-less server-made event."""
+        prev = None if serial is None else self.prev(channel, serial, app_id)
+        self.redis.publish(self.keys.bus, BusEvent(
+            app_id, channel, event, data, serial, exclude, prev=prev).encode())
 
     def raw(self, message: bytes) -> None:
         self.redis.publish(self.keys.bus, message)

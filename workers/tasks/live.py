@@ -1,6 +1,6 @@
 """``clarion.live.deliver``: publish accepted events to the bus for the WebSocket nodes.
 
-Args: ``(app_id, [[channel, event, data, exclude_socket_id, serial], ...])`` as the API
+Args: ``(app_id, [[channel, event, data, exclude_socket_id, serial, prev], ...])`` as the API
 enqueues them (docs/contracts.md). Every event is published once: one bus message per request
 (``b`` in gateway/state/bus.py), pipelined. The same task then takes the requests that ride on
 it (gateway/state/riders.py) and publishes theirs, and goes on taking until none has come for
@@ -10,15 +10,16 @@ Cache channels (``cache-`` ...): the same pipeline keeps each one's last event i
 ``P cache:{app}:{channel}`` (gateway/state/cache.py), by a script that never lets an older
 serial overwrite a newer one, so redelivered or reordered tasks leave the newest event there.
 
-Idempotent by serial: a redelivered task (worker lost, visibility timeout) publishes the same
-events with the same serials, and nodes drop any ``serial <= last delivered`` for the
-channel, so a subscriber never sees an event twice.
+A doorbell (gateway/state/history.py): a redelivered task (worker lost, visibility timeout)
+publishes the same events with the same serials, and nodes drop any ``serial <= last
+delivered`` for the channel, so a subscriber never sees an event twice; a task or rider lost
+with its worker is made up for by the nodes, which fill what they lack from the channels'
+logs.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,6 @@ from celery import Celery, Task
 from gateway.protocol.names import is_cache_channel
 from gateway.state.bus import encode_batch
 from gateway.state.cache import ChannelCache
-from gateway.state.history import ARMED_MS
 from gateway.state.riders import Rider, Riders, decode
 from workers.celery_app import clarion_task, context
 
@@ -43,7 +43,7 @@ def queue_events(
     """Queue on ``pipe`` one bus PUBLISH for the events (one request's); with a ``cache``,
     the last event of each cache channel is stored first."""
     if cache is not None:
-        for channel, event, data, _exclude, serial in events:
+        for channel, event, data, _exclude, serial, *_prev in events:
             if is_cache_channel(channel):
                 cache.store_in(pipe, app_id, channel, int(serial), event, data)
     if events:
@@ -51,12 +51,11 @@ def queue_events(
 
 
 def _publish_then(
-    client: Any, riders: Riders, bus_key: str, task_id: str, batches: list[Rider],
-    cache: ChannelCache | None, *, take: bool, clear: bool,
+    client: Any, riders: Riders, bus_key: str, batches: list[Rider],
+    cache: ChannelCache | None, *, take: bool,
 ) -> list[bytes]:
-    """Publish ``batches`` (one bus message each), then, in the last pipeline, take the
-    riders waiting (``take``; ``clear`` deletes the list just published first) or delete the
-    taken list. Returns what was taken."""
+    """Publish ``batches`` (one bus message each) and, with ``take``, take the riders waiting
+    in the last pipeline. Returns what was taken."""
     results: list[Any] = []
     for start in range(0, max(len(batches), 1), RIDERS_PER_PIPELINE):
         pipe = client.pipeline(transaction=False)
@@ -64,18 +63,16 @@ def _publish_then(
             queue_events(pipe, bus_key, app_id, events, cache)
         last = start + RIDERS_PER_PIPELINE >= len(batches)
         if last and take:
-            riders.take_in(pipe, task_id, clear)
-        elif last:
-            riders.done_in(pipe, task_id)
+            riders.take_in(pipe)
         results = pipe.execute(raise_on_error=False)
         for result in results[:-1] if last and take else results:
             if isinstance(result, Exception):
                 raise result
-    return riders.taken(results[-1], task_id, clear) if take else []
+    return riders.taken(results[-1]) if take else []
 
 
 def deliver_with_riders(
-    client: Any, riders: Riders, bus_key: str, task_id: str, app_id: str,
+    client: Any, riders: Riders, bus_key: str, app_id: str,
     events: Sequence[Sequence[Any]], cache: ChannelCache | None = None,
     budget: float = 5.0, linger: float = 0.05,
 ) -> tuple[int, bool]:
@@ -84,20 +81,17 @@ def deliver_with_riders(
     seconds. Returns how many events were published and whether riders were left waiting
     for a successor task."""
     deadline = time.monotonic() + budget
-    # The first take keeps what a previous run of this task took and did not publish.
-    taken = _publish_then(client, riders, bus_key, task_id, [(app_id, list(events))], cache,
-                          take=True, clear=False)
+    taken = _publish_then(client, riders, bus_key, [(app_id, list(events))], cache, take=True)
     count = len(events)
     while True:
         if not taken:
-            taken = riders.wait_and_take(task_id, linger)
+            taken = riders.wait_and_take(linger)
             if not taken:
                 return count, False
         batches = list(decode(taken))
         count += sum(len(e) for _, e in batches)
         more = time.monotonic() < deadline
-        taken = _publish_then(client, riders, bus_key, task_id, batches, cache,
-                              take=more, clear=True)
+        taken = _publish_then(client, riders, bus_key, batches, cache, take=more)
         if not more:
             return count, riders.release()
 
@@ -107,11 +101,10 @@ def register(app: Celery) -> Task:
     def deliver(self: Task, app_id: str, events: list[list[Any]]) -> int:
         ctx = context(self.app)
         cache = ChannelCache(ctx.redis, ctx.keys, ctx.settings.cache.ttl)
-        riders = Riders(ctx.redis, ctx.keys, ctx.settings.history.ttl, ARMED_MS)
-        task_id = self.request.id or str(uuid.uuid4())
+        riders = Riders(ctx.redis, ctx.keys)
         worker = ctx.settings.worker
         count, more = deliver_with_riders(
-            ctx.redis, riders, ctx.keys.bus, task_id, app_id, events, cache,
+            ctx.redis, riders, ctx.keys.bus, app_id, events, cache,
             budget=worker.live_task_seconds, linger=worker.live_linger)
         if more:
             # Riders came in after the budget ran out: a successor (no events of its own)

@@ -1,0 +1,248 @@
+"""Load for the fault tests: numbered events published at a steady rate through the official
+server SDK, and subscribers on several nodes that count what they receive.
+
+``Stream`` runs publisher threads, each owning some channels and numbering each channel's
+events 0, 1, 2, ... in the order it publishes them (one thread per channel, so the order the
+API accepted a channel's events in is the order its subscribers must see). Each request is a
+``trigger_batch`` of one event per owned channel in turn. An event is *accepted* when its
+request answered 200 and *attempted* when its request was sent at all (a request that timed
+out may still have been accepted).
+
+``Subscribers`` holds WebSocket connections (plain Pusher protocol 7, as pusher-js speaks it)
+on a background asyncio loop, every one subscribed to every channel, and records per
+connection and channel the numbers received and the publish-to-receipt latency.
+
+``verdict`` compares the two: nothing accepted missing, nothing twice, nothing out of order,
+nothing that was never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pusher
+import websockets
+
+from _harness.cluster import Cluster
+
+
+class Stream:
+    """Publisher threads at ``rate`` events/s in all over ``channels`` channels."""
+
+    def __init__(self, cluster: Cluster, channels: list[str], rate: float, *,
+                 threads: int = 4, batch: int = 10) -> None:
+        self.cluster = cluster
+        self.rate = rate
+        self.owned = [channels[t::threads] for t in range(threads)]
+        self.batch = batch
+        self.accepted: dict[str, list[int]] = defaultdict(list)
+        self.attempted: dict[str, list[int]] = defaultdict(list)
+        self.refused: list[str] = []
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def count(self) -> int:
+        return sum(len(v) for v in self.accepted.values())
+
+    def start(self) -> Stream:
+        for owned in self.owned:
+            thread = threading.Thread(target=self._run, args=(owned,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+            assert not thread.is_alive(), "a publisher is stuck"
+
+    def run_for(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def _run(self, owned: list[str]) -> None:
+        sdk = self.cluster.pusher(timeout=5)
+        numbers = dict.fromkeys(owned, 0)
+        interval = self.batch * len(self.owned) / self.rate
+        due = time.monotonic()
+        turn = 0
+        while not self._stop.is_set():
+            due = max(due + interval, time.monotonic() - 1.0)  # never a catch-up burst
+            time.sleep(max(0.0, due - time.monotonic()))
+            items = []
+            for i in range(self.batch):
+                channel = owned[(turn + i) % len(owned)]
+                items.append((channel, numbers[channel]))
+                numbers[channel] += 1
+            turn += self.batch
+            self._send(sdk, items)
+
+    def _send(self, sdk: pusher.Pusher, items: list[tuple[str, int]]) -> None:
+        now = time.time()
+        batch = [{"channel": ch, "name": "seq", "data": json.dumps({"n": n, "t": now})}
+                 for ch, n in items]
+        with self._lock:
+            for ch, n in items:
+                self.attempted[ch].append(n)
+        try:
+            sdk.trigger_batch(batch)
+        except (pusher.errors.PusherError, OSError) as exc:
+            with self._lock:
+                self.refused.append(f"{type(exc).__name__}: {str(exc)[:80]}")
+            time.sleep(0.05)
+            return
+        with self._lock:
+            self.requests += 1
+            for ch, n in items:
+                self.accepted[ch].append(n)
+
+
+@dataclass
+class Received:
+    """What one subscriber connection got."""
+
+    url: str
+    numbers: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    # (receipt unix time, latency seconds) of every event.
+    latencies: list[tuple[float, float]] = field(default_factory=list)
+    closed: str | None = None
+
+
+class Subscribers:
+    """``per_node`` connections to each of ``urls``, each subscribed to every channel."""
+
+    def __init__(self, urls: list[str], channels: list[str], per_node: int = 2) -> None:
+        self.channels = channels
+        self.conns = [Received(url) for url in urls for _ in range(per_node)]
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def start(self, timeout: float = 30.0) -> Subscribers:
+        self._thread.start()
+        assert self._ready.wait(timeout), "subscribers did not get subscribed in time"
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            self._loop.call_soon_threadsafe(task.cancel)
+        self._thread.join(10)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._run())
+        finally:
+            self._loop.close()
+
+    async def _run(self) -> None:
+        subscribed = [asyncio.Event() for _ in self.conns]
+        self._tasks = [asyncio.create_task(self._conn(r, ev))
+                       for r, ev in zip(self.conns, subscribed, strict=True)]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in subscribed)), 25)
+        except BaseException as exc:  # noqa: BLE001 - surfaced to the test thread
+            self._error = exc
+        self._ready.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _conn(self, rec: Received, subscribed: asyncio.Event) -> None:
+        try:
+            async with websockets.connect(rec.url, max_size=2**22, ping_interval=None,
+                                          compression=None) as ws:
+                await self._subscribe(ws, rec, subscribed)
+                async for raw in ws:
+                    self._frame(ws, rec, json.loads(raw))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded; the verdict reports it
+            rec.closed = f"{type(exc).__name__}: {exc}"
+
+    async def _subscribe(self, ws: Any, rec: Received, subscribed: asyncio.Event) -> None:
+        first = json.loads(await ws.recv())
+        assert first["event"] == "pusher:connection_established", first
+        for ch in self.channels:
+            await ws.send(json.dumps({"event": "pusher:subscribe",
+                                      "data": {"auth": "", "channel": ch}}))
+        pending = set(self.channels)
+        while pending:
+            frame = json.loads(await ws.recv())
+            if frame.get("event") == "pusher_internal:subscription_succeeded":
+                pending.discard(frame["channel"])
+        subscribed.set()
+
+    def _frame(self, ws: Any, rec: Received, frame: dict[str, Any]) -> None:
+        event = frame.get("event")
+        if event == "seq":
+            data = json.loads(frame["data"])
+            now = time.time()
+            rec.numbers[frame["channel"]].append(data["n"])
+            rec.latencies.append((now, now - data["t"]))
+        elif event == "pusher:ping":
+            asyncio.ensure_future(ws.send('{"event":"pusher:pong","data":{}}'))
+
+    def wait_for(self, accepted: dict[str, list[int]], timeout: float) -> None:
+        """Until every connection has every accepted event (or ``timeout``), then a little
+        longer so that anything extra (a duplicate) would have arrived."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(missing(r, accepted) for r in self.conns):
+            time.sleep(0.1)
+        time.sleep(0.5)
+
+    def latencies(self, since: float = 0.0, until: float = float("inf")) -> list[float]:
+        """Latencies of the deliveries received between ``since`` and ``until`` (unix)."""
+        return sorted(lat for r in self.conns for at, lat in r.latencies if since <= at < until)
+
+
+def missing(rec: Received, accepted: dict[str, list[int]]) -> dict[str, list[int]]:
+    out = {}
+    for ch, ns in accepted.items():
+        got = set(rec.numbers.get(ch, ()))
+        lost = [n for n in ns if n not in got]
+        if lost:
+            out[ch] = lost
+    return out
+
+
+def verdict(subscribers: Subscribers, stream: Stream) -> list[str]:
+    """Every problem found, per connection (empty: none)."""
+    problems = []
+    for i, rec in enumerate(subscribers.conns):
+        where = f"subscriber {i} ({rec.url})"
+        if rec.closed:
+            problems.append(f"{where}: connection lost: {rec.closed}")
+        lost = missing(rec, stream.accepted)
+        if lost:
+            total = sum(len(v) for v in lost.values())
+            problems.append(f"{where}: {total} accepted events lost, e.g. "
+                            f"{sorted(lost.items())[:3]}")
+        for ch, ns in rec.numbers.items():
+            if len(set(ns)) != len(ns):
+                problems.append(f"{where}: {ch}: {len(ns) - len(set(ns))} delivered twice")
+            if ns != sorted(ns):
+                first = next(i for i in range(1, len(ns)) if ns[i] < ns[i - 1])
+                problems.append(f"{where}: {ch}: out of order at {ns[first - 1:first + 2]}")
+            unknown = set(ns) - set(stream.attempted.get(ch, ()))
+            if unknown:
+                problems.append(f"{where}: {ch}: never sent: {sorted(unknown)[:5]}")
+    return problems
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
