@@ -154,8 +154,8 @@ def worker(
     settings = cli_settings(ctx)
     from workers.main import run_worker
 
-    run_worker(settings, queues, concurrency or settings.worker.concurrency,
-               pool or settings.worker.pool)
+    ctx.exit(run_worker(settings, queues, concurrency or settings.worker.concurrency,
+                        pool or settings.worker.pool))
 
 
 # --------------------------------------------------------------------------- webhooks

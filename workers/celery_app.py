@@ -34,6 +34,7 @@ from kombu import Exchange, Queue
 
 from config.settings import Settings
 from gateway.state.keys import Keys
+from workers.kombu_fixes import closed_channel_is_a_connection_error
 
 QUEUES = ("live", "push", "webhooks")
 
@@ -118,6 +119,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app configured from ``settings``, with Clarion's tasks registered."""
+    closed_channel_is_a_connection_error()
     app = Celery("clarion", set_as_current=False)
     app.conf.update(celery_config(settings))
     app.clarion = WorkerContext(settings)  # type: ignore[attr-defined]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
+from typing import Any
+
+from celery.signals import celeryd_after_setup
 
 from config.settings import Settings
 from workers.celery_app import QUEUES, create_celery
@@ -40,7 +43,22 @@ def run_worker(
     queues: Sequence[str] = QUEUES,
     concurrency: int | None = None,
     pool: str = "prefork",
-) -> None:
-    """Run a worker consuming ``queues`` until it is stopped (SIGTERM: warm shutdown)."""
+) -> int:
+    """Run a worker consuming ``queues`` until it is stopped (SIGTERM: warm shutdown); its
+    exit code: 0 after a requested shutdown, non-zero after an unrecoverable error, so that a
+    supervisor (`clarion up`, systemd, Kubernetes) restarts it."""
     app = create_celery(settings)
-    app.worker_main(worker_argv(settings, queues, concurrency, pool))
+    started: list[Any] = []
+
+    def keep(sender: Any = None, instance: Any = None, **_: Any) -> None:
+        started.append(instance)
+
+    # ``worker_main`` drops the worker's exit code; the worker itself keeps it.
+    celeryd_after_setup.connect(keep, weak=False)
+    try:
+        app.worker_main(worker_argv(settings, queues, concurrency, pool))
+    finally:
+        celeryd_after_setup.disconnect(keep)
+    if not started:
+        return 1  # it never got as far as starting
+    return int(started[0].exitcode or 0)

@@ -41,8 +41,7 @@ def cluster_settings(
     base = Settings().with_overrides(
         redis={"url": redis_url, "key_prefix": f"e2e{uuid.uuid4().hex[:10]}:"},
         websocket={"host": "127.0.0.1", "port": free_port(), "shutdown_grace": 0.2,
-                   "heartbeat_interval": 1.0, "node_timeout": 5.0,
-                   "reconcile_interval": 1.0},
+                   "heartbeat_interval": 1.0, "node_timeout": 5.0},
         api={"host": "127.0.0.1", "port": free_port(), "workers": 1, "threads": 8},
         worker={"concurrency": 1},
         apps=[{"id": APP_ID, "key": APP_KEY, "secret": APP_SECRET, **(app or {})}],

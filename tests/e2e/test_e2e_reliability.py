@@ -45,7 +45,8 @@ def test_redis_restarted_at_500_events_per_second(dedicated_redis, cluster_facto
     """Redis stops (SIGTERM, its append-only file kept) for 3 s while 500 events/s are
     published to two nodes with two workers, then comes back. Requests meanwhile are refused
     (503), nothing accepted is lost, the workers survive, and delivery is live again after."""
-    cluster = cluster_factory(redis_url=dedicated_redis.url, nodes=2, workers=2, **FAST_RESTORE)
+    cluster = cluster_factory(redis_url=dedicated_redis.url, nodes=2, workers=2,
+                              worker={**FAST_RESTORE["worker"], "concurrency": 2})
     stream, subscribers = _load(cluster, rate=500)
     stream.start()
     time.sleep(4)
@@ -68,23 +69,28 @@ def test_redis_restarted_at_500_events_per_second(dedicated_redis, cluster_facto
 
 
 def test_worker_main_process_sigkilled_five_times_in_one_stream(cluster_factory):
-    """SIGKILL a worker's main process (its pool too), start a new one a second later, five
-    times during one 500 events/s stream: nothing accepted is lost or repeated."""
-    cluster = cluster_factory(nodes=2, workers=2, **FAST_RESTORE)
+    """The only worker's main process (its pool too) is SIGKILLed, and a new one started a
+    second later, five times during one 500 events/s stream: nothing accepted is lost or
+    repeated, and delivery never stalls for long (the nodes fill from the logs meanwhile)."""
+    cluster = cluster_factory(nodes=2, workers=1, **FAST_RESTORE)
     stream, subscribers = _load(cluster, rate=500)
     stream.start()
     time.sleep(2)
-    for round_ in range(5):
-        victim = round_ % len(cluster.workers)
-        cluster.workers[victim].kill_group(signal.SIGKILL)
+    kills = []
+    for _ in range(5):
+        cluster.workers[0].kill_group(signal.SIGKILL)
+        kills.append(time.time())
         time.sleep(1.0)
-        cluster.replace_worker(victim)
-        time.sleep(1.5)
+        cluster.replace_worker(0)
+        time.sleep(2.0)
     time.sleep(2)
     _finish(stream, subscribers)
     lat = subscribers.latencies()
+    after = [x for k in kills for x in subscribers.latencies(since=k, until=k + 3)]
     print(f"{stream.count} events; latency p50 {percentile(lat, 0.5) * 1000:.0f} ms, "
-          f"p99 {percentile(lat, 0.99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms")
+          f"p99 {percentile(lat, 0.99) * 1000:.0f} ms; in the 3 s after each kill: "
+          f"p50 {percentile(after, 0.5) * 1000:.0f} ms, max {max(after) * 1000:.0f} ms")
+    assert max(after) < 3.0
 
 
 def test_every_worker_dead_for_30_seconds(cluster_factory):
