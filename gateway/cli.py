@@ -93,7 +93,8 @@ def ws(ctx: click.Context, processes: int | None, reuse_port: bool) -> None:
         )
     dead = supervisor.watch()
     if dead is not None:
-        click.echo(f"clarion ws: {dead.describe_exit()}; stopping the other processes", err=True)
+        click.echo(f"clarion ws: {dead.name} keeps dying ({dead.describe_exit()}); "
+                   "stopping the other processes", err=True)
     supervisor.stop_all(timeout=settings.websocket.shutdown_grace + 10)
     ctx.exit(1 if dead is not None else 0)
 
@@ -411,7 +412,8 @@ def banner(settings: Settings, app: Any, redis_url: str, embedded: bool) -> str:
 @click.pass_context
 def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None:
     """Run everything on this host: Redis (embedded unless configured), API, WebSocket node(s)
-    and a worker."""
+    and workers; a component that dies is restarted (with backoff; given up on, and everything
+    stopped, if it keeps dying)."""
     settings = cli_settings(ctx)
     # Absolute: redis-server changes into --dir before it opens its log file.
     data_dir = Path(settings.data_dir).resolve()
@@ -428,6 +430,7 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
                 binary=settings.redis.server_binary,
             )
             redis_server.start()
+            supervisor.keep_alive(redis_server)
             settings = settings.with_overrides(redis={"url": redis_server.url})
         if not settings.apps:
             settings = settings.with_overrides(apps=[demo_app(data_dir)])
@@ -447,7 +450,10 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
             click.echo(banner(settings, settings.apps[0], settings.redis.url or "", embedded))
             dead = supervisor.watch()
             if dead is not None:
-                click.echo(f"clarion up: {dead.describe_exit()}; shutting down", err=True)
+                policy = supervisor.policy
+                click.echo(f"clarion up: {dead.name} died {policy.max_failures} times within "
+                           f"{policy.window:g} s ({dead.describe_exit()}); giving up, "
+                           "shutting down", err=True)
                 exit_code = 1
     except ChildDied as exc:
         click.echo(

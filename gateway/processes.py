@@ -4,7 +4,9 @@
 Each child runs ``python -m gateway.cli <command>`` with the parent's settings passed through
 ``config.settings_to_env``. Children get their own session (process group), so a Ctrl-C in the
 terminal reaches only the supervisor, which then stops them in order; on Linux they also get a
-parent-death signal, so a supervisor that is killed outright leaves no orphans behind.
+parent-death signal, so a supervisor that is killed outright leaves no orphans behind. A child
+that dies is restarted with backoff (``RestartPolicy``); one that keeps dying is given up on,
+and the supervisor's caller stops the rest and says why.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from config import Settings, settings_to_env
 from gateway.embedded_redis import EmbeddedRedis
@@ -238,7 +242,10 @@ def wait_workers_ready(
 
 class SessionRedis(EmbeddedRedis):
     """An EmbeddedRedis in its own session (a terminal's Ctrl-C does not reach it before the
-    processes that use it are stopped) that also stops if its parent dies."""
+    processes that use it are stopped) that also stops if its parent dies. Supervised like a
+    child (``name``, ``alive``, ``describe_exit``), restarted on the same data directory."""
+
+    name = "redis"
 
     def start(self, timeout: float = 10.0) -> SessionRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -251,20 +258,70 @@ class SessionRedis(EmbeddedRedis):
         self.wait_ready(timeout)
         return self
 
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def describe_exit(self) -> str:
+        code = None if self.process is None else self.process.poll()
+        return f"redis (port {self.port}) " + ("is running" if code is None
+                                               else f"exited with code {code}")
+
+    def kill_group(self, sig: int = signal.SIGKILL) -> None:
+        """Nothing to do: redis-server starts no processes of its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """How a supervisor restarts a child that died: after ``first_delay`` seconds, doubling
+    while it keeps dying, up to ``max_delay``; it gives up on a child that died
+    ``max_failures`` times within ``window`` seconds (a crash loop is a problem to report, not
+    to hide)."""
+
+    first_delay: float = 0.5
+    max_delay: float = 10.0
+    max_failures: int = 5
+    window: float = 60.0
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.first_delay * 2 ** (failures - 1), self.max_delay))
+
+
+class Supervised(Protocol):
+    name: str
+
+    @property
+    def alive(self) -> bool: ...
+
+    def start(self) -> object: ...
+
+    def describe_exit(self) -> str: ...
+
+    def kill_group(self, sig: int = signal.SIGKILL) -> None: ...
+
 
 class Supervisor:
-    """Children started in order, stopped in reverse order, watched for unexpected exits."""
+    """Children started in order, stopped in reverse order, restarted when they die."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: RestartPolicy | None = None,
+                 say: Callable[[str], None] | None = None) -> None:
         self.children: list[Child] = []
+        self.policy = policy or RestartPolicy()
+        self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
+        self._watched: list[Supervised] = []
+        self._deaths: dict[int, list[float]] = {}
+        self._due: dict[int, float] = {}
         self._stopping = False
 
     def add(self, child: Child) -> Child:
         self.children.append(child)
+        self._watched.append(child)
         return child.start()
 
-    def first_dead(self) -> Child | None:
-        return next((c for c in self.children if not c.alive), None)
+    def keep_alive(self, service: Supervised) -> None:
+        """Restart ``service`` (already started) when it dies, but leave stopping it to the
+        caller (the embedded Redis outlives the processes that use it)."""
+        self._watched.append(service)
 
     def request_stop(self, *_: object) -> None:
         self._stopping = True
@@ -273,14 +330,37 @@ class Supervisor:
     def stopping(self) -> bool:
         return self._stopping
 
-    def watch(self, interval: float = 0.2) -> Child | None:
-        """Block until a stop is requested (None) or a child exits (that child)."""
+    def watch(self, interval: float = 0.2) -> Supervised | None:
+        """Block until a stop is requested (None) or a child keeps dying (that child, given
+        up on); children that die meanwhile are restarted with backoff."""
         while not self._stopping:
-            dead = self.first_dead()
-            if dead is not None:
-                return dead
+            for item in self._watched:
+                if not item.alive and self._revive(item):
+                    return item
             time.sleep(interval)
         return None
+
+    def _revive(self, item: Supervised) -> bool:
+        """Restart ``item`` when its delay is up; True if it has died too often."""
+        key, now = id(item), time.monotonic()
+        due = self._due.get(key)
+        if due is None:
+            window = self.policy.window
+            deaths = [t for t in self._deaths.get(key, []) if now - t < window] + [now]
+            self._deaths[key] = deaths
+            if len(deaths) >= self.policy.max_failures:
+                return True
+            delay = self.policy.delay(len(deaths))
+            self.say(f"{item.describe_exit()}; restarting it in {delay:g} s")
+            self._due[key] = now + delay
+        elif now >= due:
+            del self._due[key]
+            item.kill_group(signal.SIGKILL)  # what it left behind (pool processes)
+            try:
+                item.start()
+            except Exception as exc:  # noqa: BLE001 - counted as one more death
+                self.say(f"{item.name} did not start again: {exc}")
+        return False
 
     def stop_all(self, timeout: float = 10.0) -> None:
         """SIGTERM every child at once (they shut down in parallel), SIGKILL what is left after

@@ -1,5 +1,6 @@
 """`clarion up` as a user runs it: embedded Redis, demo app, banner, a working gateway, a clean
-stop on Ctrl-C / SIGTERM, and a clean failure when a component dies or the config is bad."""
+stop on Ctrl-C / SIGTERM, components restarted when they die, a clean failure when one keeps
+dying or the config is bad."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -130,15 +132,82 @@ def test_up_serves_prints_its_addresses_and_stops_cleanly(tmp_path):
         again.kill()
 
 
-def test_up_shuts_everything_down_when_a_component_dies(tmp_path):
+def _child(up: Up, command: str) -> psutil.Process:
+    return next(p for p in psutil.Process(up.proc.pid).children()
+                if command in p.cmdline()[3:4])
+
+
+def _demo_sdk(up: Up, data_dir: Path) -> tuple[pusher.Pusher, str]:
+    app = json.loads((data_dir / "demo-app.json").read_text())
+    sdk = pusher.Pusher(app_id=app["id"], key=app["key"], secret=app["secret"],
+                        host="127.0.0.1", port=up.api_port, ssl=False, timeout=5)
+    url = (f"ws://127.0.0.1:{up.ws_port}/app/{app['key']}"
+           "?protocol=7&client=js&version=8.4.0&flash=false")
+    return sdk, url
+
+
+def _delivers(sdk: pusher.Pusher, url: str, timeout: float = 30) -> None:
+    """A subscriber gets an event triggered through the API (retrying until it does)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with PusherClient.connect(url, auth=sdk) as client:
+                client.subscribe("up-check")
+                sdk.trigger("up-check", "ping", {"n": 1})
+                client.wait_for("ping", "up-check", timeout=5)
+                return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_up_restarts_components_that_die(tmp_path):
+    """The worker, the WebSocket node, the API and the embedded Redis each SIGKILLed in turn:
+    `clarion up` says so, restarts it, and the gateway works again each time."""
+    up = Up(tmp_path / "data")
+    try:
+        up.wait_banner()
+        sdk, url = _demo_sdk(up, tmp_path / "data")
+        for command in ("worker", "ws", "api", "redis-server"):
+            victim = (_child(up, command) if command != "redis-server" else
+                      next(p for p in up.descendants() if "redis-server" in p.name()))
+            victim.send_signal(signal.SIGKILL)
+            _delivers(sdk, url)
+            assert up.proc.poll() is None, "".join(up.output)
+        out = "".join(up.output)
+        for name in ("worker", "ws", "api", "redis"):
+            assert re.search(rf"{name}\b.*restarting it in", out), out
+        assert up.stop(signal.SIGINT) == 0
+    finally:
+        up.kill()
+
+
+def test_up_gives_up_on_a_component_that_keeps_dying(tmp_path):
+    """The node is killed and its port taken by another program: each restart fails at once.
+    After five deaths in a minute `clarion up` stops everything and says which one."""
     up = Up(tmp_path / "data")
     try:
         up.wait_banner()
         family = up.descendants()
-        ws = next(p for p in psutil.Process(up.proc.pid).children() if "ws" in p.cmdline())
-        ws.send_signal(signal.SIGKILL)
-        assert up.proc.wait(40) == 1
-        assert "ws" in "".join(up.output) and "SIGKILL" in "".join(up.output)
+        squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _child(up, "ws").send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                squatter.bind(("127.0.0.1", up.ws_port))
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        squatter.listen()
+        try:
+            assert up.proc.wait(90) == 1
+        finally:
+            squatter.close()
+        out = "".join(up.output)
+        assert "ws died 5 times within 60 s" in out and "giving up" in out, out
         assert_gone(family)
     finally:
         up.kill()
