@@ -175,6 +175,8 @@ class Connection(WSListener):
         # Any frame proves the client is alive (WS pings are answered by picows itself).
         self.last_seen = time.monotonic()
         self.ping_sent = 0.0
+        if transport.is_close_frame_sent:
+            self._closed_by_picows()
         msg_type = frame.msg_type
         if msg_type is WSMsgType.TEXT and frame.fin:
             if not self.closing:
@@ -185,6 +187,16 @@ class Connection(WSListener):
             if not self.closing and frame.fin:
                 self._reject(InvalidMessage(
                     "Invalid message format: only unfragmented text frames are supported"))
+
+    def _closed_by_picows(self) -> None:
+        """picows closed the connection itself: a frame over ``max_frame_bytes`` got close
+        1009 as soon as its header was read. picows still parses that frame's payload and any
+        frame after it, and hands them over until it disconnects; none may be acted on, and
+        nothing may be written after its close frame."""
+        if not self.closing:
+            log.info("frame_too_large_closed", socket_id=self.socket_id)
+        self.closing = True
+        self._out = None
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closed = self.closing = True
@@ -214,6 +226,9 @@ class Connection(WSListener):
         self._out = None
         tr = self._tr
         if tr is None or tr.is_closing():
+            return
+        if self.transport is not None and self.transport.is_close_frame_sent:
+            self._closed_by_picows()
             return
         tr.write(out[0] if len(out) == 1 else b"".join(out))
         if not self.closing and tr.get_write_buffer_size() > self.ctx.max_write_buffer:
@@ -299,7 +314,9 @@ class Connection(WSListener):
             await pending
             while self._backlog:
                 msg = self._backlog.popleft()
-                if self.closed:
+                # A close has started: what is still parked is not acted on (a client event
+                # behind a subscribe must not reach others after a 4009 or a 1009).
+                if self.closing:
                     break
                 nxt = self._handle(msg)
                 if nxt is not None:

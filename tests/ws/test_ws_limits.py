@@ -1,0 +1,78 @@
+"""Limits a client cannot talk its way past: a frame over ``websocket.max_frame_bytes`` is
+never processed (close 1009, nothing after it)."""
+
+from __future__ import annotations
+
+import json
+
+from ws_harness import NodeThread, PusherClient, RawClient
+
+OP_TEXT, OP_CLOSE = 0x1, 0x8
+
+
+def events_of(frames: list[tuple[int, bytes]]) -> list[str]:
+    return [json.loads(p)["event"] for op, p in frames if op == OP_TEXT]
+
+
+def after_close(frames: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    ops = [op for op, _ in frames]
+    assert OP_CLOSE in ops, frames
+    return frames[ops.index(OP_CLOSE) + 1:]
+
+
+def close_code(frames: list[tuple[int, bytes]]) -> int:
+    payload = next(p for op, p in frames if op == OP_CLOSE)
+    return int.from_bytes(payload[:2], "big")
+
+
+# --------------------------------------------------------------------------- frame size
+
+
+def test_oversized_subscribe_is_closed_1009_and_never_processed(node: NodeThread) -> None:
+    limit = node.settings.websocket.max_frame_bytes
+    raw = RawClient(node.url)
+    big = {"event": "pusher:subscribe",
+           "data": {"channel": "news-big", "auth": "", "pad": "x" * (limit + 6000)}}
+    raw.send_json(big)
+    frames = raw.frames_until_eof()
+    raw.close()
+    assert close_code(frames) == 1009
+    assert "pusher_internal:subscription_succeeded" not in events_of(frames)
+    assert after_close(frames) == []
+    assert ("1", "news-big") not in node.node.hub.channels
+
+
+def test_frames_after_an_oversized_one_are_not_processed(node: NodeThread) -> None:
+    """Frames queued behind the oversized one in the same read are dropped too."""
+    limit = node.settings.websocket.max_frame_bytes
+    raw = RawClient(node.url)
+    raw.send_json({"event": "client-x", "channel": "private-a", "data": "x" * (limit + 1)})
+    for i in range(3):
+        raw.send_json({"event": "pusher:subscribe", "data": {"channel": f"after-{i}"}})
+        raw.send_json({"event": "pusher:ping", "data": {}})
+    frames = raw.frames_until_eof()
+    raw.close()
+    assert close_code(frames) == 1009
+    assert after_close(frames) == []
+    assert set(events_of(frames)) <= {"pusher:connection_established"}
+    assert not [k for k in node.node.hub.channels if k[1].startswith("after-")]
+
+
+def test_oversized_client_event_is_not_broadcast(start_node) -> None:
+    # An app whose event limit would let the event through: only the frame cap stops it.
+    node = start_node(apps=[{"id": "1", "key": "app-key", "secret": "app-secret",
+                             "max_event_bytes": 1_000_000}])
+    sender, receiver, other = (PusherClient(node.url) for _ in range(3))
+    for c in (sender, receiver, other):
+        c.established()
+        c.subscribe_private("private-room")
+    sender.send("client-huge", "x" * 200_000, channel="private-room")
+    assert sender.closed().code == 1009
+    other.send("client-small", "hi", channel="private-room")
+    # The first client event the receiver sees is the small one: the huge one never came.
+    seen = [receiver.recv()["event"]]
+    while seen[-1] != "client-small":
+        seen.append(receiver.recv()["event"])
+    assert "client-huge" not in seen, seen
+    receiver.close()
+    other.close()
