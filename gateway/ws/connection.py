@@ -39,6 +39,7 @@ from gateway.protocol.errors import (
     SubscriptionError,
     SubscriptionLimitReached,
     SubscriptionNameError,
+    TooManyChannels,
     Unauthorized,
     WatchlistLimit,
 )
@@ -348,6 +349,10 @@ class Connection(WSListener):
         if problem:
             self.send(frames.subscription_error(SubscriptionNameError(sub.channel, problem)))
             return None
+        limit = self.ctx.max_channels
+        if sub.channel not in self.subscriptions and self._channels_held() >= limit:
+            self.send(frames.subscription_error(TooManyChannels(sub.channel, limit)))
+            return None
         try:
             membership = channels.authorise(self.app, self.socket_id, sub, self.user)
         except SubscriptionError as exc:
@@ -357,6 +362,13 @@ class Connection(WSListener):
             self.send(frames.subscription_succeeded(sub.channel))  # idempotent, as soketi
             return None
         return self._join(membership)
+
+    def _channels_held(self) -> int:
+        """Subscriptions the client made: the server-to-user channel is the server's doing."""
+        held = len(self.subscriptions)
+        if self.user is not None and user_auth.channel_for(self.user.id) in self.subscriptions:
+            held -= 1
+        return held
 
     async def _join(self, membership: Membership) -> None:
         channel = membership.channel

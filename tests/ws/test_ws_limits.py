@@ -1,10 +1,12 @@
 """Limits a client cannot talk its way past: a frame over ``websocket.max_frame_bytes`` is
-never processed (close 1009, nothing after it)."""
+never processed (close 1009, nothing after it), and a connection holds at most
+``websocket.max_channels_per_connection`` subscriptions."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from ws_harness import NodeThread, PusherClient, RawClient
 
 OP_TEXT, OP_CLOSE = 0x1, 0x8
@@ -76,3 +78,67 @@ def test_oversized_client_event_is_not_broadcast(start_node) -> None:
     assert "client-huge" not in seen, seen
     receiver.close()
     other.close()
+
+
+# --------------------------------------------------------------------------- channels per conn.
+
+
+@pytest.fixture
+def capped(start_node) -> NodeThread:
+    return start_node(max_channels_per_connection=3)
+
+
+def test_channels_per_connection_cap(capped: NodeThread) -> None:
+    c = PusherClient(capped.url)
+    c.established()
+    for i in range(3):
+        c.subscribed(f"room-{i}")
+    c.subscribe("room-3")
+    err = c.expect("pusher:subscription_error", "room-3")
+    assert err["data"]["type"] == "LimitReached"
+    assert err["data"]["status"] == 4100
+    assert "3 channels" in err["data"]["error"]
+    assert ("1", "room-3") not in capped.node.hub.channels
+    # The connection stays open, a channel already held can be subscribed again, and an
+    # unsubscribe makes room.
+    c.subscribed("room-0")
+    c.send("pusher:unsubscribe", {"channel": "room-1"})
+    c.subscribed("room-3")
+    c.subscribe("private-4", auth="app-key:bad")  # full again, whatever the channel type
+    assert c.expect("pusher:subscription_error", "private-4")["data"]["type"] == "LimitReached"
+    c.send("pusher:ping", {})
+    c.expect("pusher:pong")
+    c.close()
+
+
+def test_channels_per_connection_cap_counts_private_and_presence(capped: NodeThread) -> None:
+    c = PusherClient(capped.url)
+    c.established()
+    c.subscribe_private("private-a")
+    c.subscribe_presence("presence-b", "u1")
+    c.subscribed("c")
+    c.subscribe("presence-d", auth="x", channel_data=json.dumps({"user_id": "u1"}))
+    assert c.expect("pusher:subscription_error", "presence-d")["data"]["type"] == "LimitReached"
+    c.close()
+
+
+def test_server_to_user_channel_does_not_count(capped: NodeThread) -> None:
+    c = PusherClient(capped.url)
+    c.established()
+    c.signin(json.dumps({"id": "u9"}))
+    c.expect("pusher:signin_success")
+    for i in range(3):
+        c.subscribed(f"room-{i}")
+    c.close()
+
+
+def test_default_cap_is_100_channels(node: NodeThread) -> None:
+    c = PusherClient(node.url)
+    c.established()
+    for i in range(100):
+        c.subscribe(f"many-{i}")
+    for i in range(100):
+        c.expect("pusher_internal:subscription_succeeded", f"many-{i}")
+    c.subscribe("many-100")
+    assert c.expect("pusher:subscription_error", "many-100")["data"]["status"] == 4100
+    c.close()
