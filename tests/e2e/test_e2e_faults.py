@@ -233,3 +233,37 @@ def test_redis_restarted_mid_burst(dedicated_redis, cluster_factory):
     assert burst.refused, "Redis was down for 1.5 s but no request was refused"
     assert burst.count > 60
     cluster.assert_alive()
+
+
+def ready_of(url: str) -> tuple[int, dict]:
+    import requests
+
+    r = requests.get(url, timeout=10)
+    return r.status_code, r.json()
+
+
+def test_ready_is_503_in_api_and_node_while_redis_is_down(dedicated_redis, cluster_factory):
+    """Both processes that answer HTTP: 503 with the reason while Redis is stopped, 200 again
+    once it is back; the processes themselves stay up."""
+    cluster = cluster_factory(redis_url=dedicated_redis.url, nodes=1, workers=0)
+    urls = [f"{cluster.api_url}/ready", cluster.node_ready_url(0)]
+    assert [ready_of(u)[0] for u in urls] == [200, 200]
+    dedicated_redis.stop()
+    try:
+        for url in urls:
+            deadline = time.monotonic() + 15
+            while (answer := ready_of(url))[0] != 503:
+                assert time.monotonic() < deadline, (url, answer)
+                time.sleep(0.2)
+            status, body = answer
+            assert body["status"] == "unavailable" and body["code"] == 503
+            assert body["error"].startswith("Redis"), body
+    finally:
+        dedicated_redis.start()
+    for url in urls:
+        deadline = time.monotonic() + 20
+        while (answer := ready_of(url))[0] != 200:
+            assert time.monotonic() < deadline, (url, answer)
+            time.sleep(0.2)
+        assert answer[1]["status"] == "ok"
+    cluster.assert_alive()
