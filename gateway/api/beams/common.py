@@ -54,13 +54,33 @@ def _unavailable(exc: Exception) -> Response:
     return beams_response(503, "Service Unavailable", "Redis cannot be reached; try again")
 
 
-def app_for(instance_id: str) -> AppSettings:
+def find_app(instance_id: str) -> AppSettings:
+    """The instance's app as the app resolver has it now (config overlaid by the store)."""
     from gateway.api.beams import beams_ctx
 
-    app = beams_ctx().settings.app_by_id(instance_id)
-    if app is None or not app.enabled:
+    app = beams_ctx().apps.by_id(instance_id)
+    if app is None:
         raise BeamsError(404, "Instance not found", f"Could not find the instance {instance_id!r}")
     return app
+
+
+def check_enabled(app: AppSettings) -> AppSettings:
+    if not app.enabled:
+        raise BeamsError(403, "Forbidden", f"The instance {app.id} is disabled")
+    return app
+
+
+def app_for(instance_id: str) -> AppSettings:
+    """For the device API (no secret): the instance's app, refused if absent or disabled."""
+    return check_enabled(find_app(instance_id))
+
+
+def authorised_app(instance_id: str) -> AppSettings:
+    """For the publish and customer APIs: the secret key is checked before anything is said
+    about the instance beyond its existence."""
+    app = find_app(instance_id)
+    require_secret(app)
+    return check_enabled(app)
 
 
 def secret_key(app: AppSettings) -> str:
