@@ -162,6 +162,12 @@ class BadRequest(ApiError):
     status, message = 400, "Bad request"
 
 
+class InvalidJson(BadRequest):
+    """A request body that is not JSON Clarion takes (gateway/api/jsonbody.py)."""
+
+    message = "The request body is not valid JSON."
+
+
 class AuthenticationFailed(ApiError):
     status, message = 401, "Authentication failed"
 

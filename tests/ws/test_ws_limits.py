@@ -142,3 +142,21 @@ def test_default_cap_is_100_channels(node: NodeThread) -> None:
     c.subscribe("many-100")
     assert c.expect("pusher:subscription_error", "many-100")["data"]["status"] == 4100
     c.close()
+
+
+# --------------------------------------------------------------------------- nested client data
+
+
+@pytest.mark.parametrize("depth", [33, 255, 300, 1000])
+def test_deeply_nested_client_event_is_refused_and_the_connection_kept(client, depth) -> None:
+    """Data orjson parses (up to 1024 levels) but cannot encode again (254): it used to raise
+    out of the frame handler, and picows closed the connection with 1011."""
+    sender, receiver = client(), client()
+    sender.subscribe_private("private-deep")
+    receiver.subscribe_private("private-deep")
+    sender.ws.send('{"event":"client-deep","channel":"private-deep","data":'
+                   + "[" * depth + "]" * depth + "}")
+    err = sender.expect("pusher:error")
+    assert err["data"]["code"] is None and "nested deeper than 32" in err["data"]["message"]
+    sender.send("client-flat", [[["ok"]]], channel="private-deep")
+    assert receiver.expect("client-flat", "private-deep")["data"] == [[["ok"]]]

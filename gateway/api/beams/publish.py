@@ -73,10 +73,7 @@ def _accept(instance_id: str, max_bytes: int) -> dict[str, Any]:
             f"At most {settings.push.publish_rate_limit} publishes per second per instance",
             {"Retry-After": "1"},
         )
-    body = json_body(max_bytes, strict_type=True)
-    if not isinstance(body, dict):
-        raise _schema("Request body must be a JSON object")
-    return body
+    return json_body(max_bytes, strict_type=True)
 
 
 @bp.post(PUBLISH_PREFIX + "/interests")
