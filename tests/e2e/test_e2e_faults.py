@@ -18,10 +18,12 @@ from _harness.client import data_of
 
 pytestmark = pytest.mark.slow
 
+# One client per node subscribes to every channel of a burst (a few hundred).
+MANY_CHANNELS = {"max_channels_per_connection": 2000}
 # Short broker timeouts so that a dead worker's tasks come back within seconds.
 FAST_REDELIVERY = {
     "worker": {"concurrency": 2, "visibility_timeout": 3, "restore_interval": 1},
-    "websocket": {"reconcile_interval": 1.0},
+    "websocket": {"reconcile_interval": 1.0, **MANY_CHANNELS},
 }
 
 
@@ -224,7 +226,8 @@ def test_every_worker_killed_then_one_started_again(cluster_factory):
 
 
 def test_redis_restarted_mid_burst(dedicated_redis, cluster_factory):
-    cluster = cluster_factory(redis_url=dedicated_redis.url, nodes=2, workers=1)
+    cluster = cluster_factory(redis_url=dedicated_redis.url, nodes=2, workers=1,
+                              websocket=MANY_CHANNELS)
     burst = run_burst_with_fault(
         cluster, lambda: restart_redis(dedicated_redis, downtime=1.5),
         total=240, senders=2, fault_at=60, pause=0.02, timeout=45,
