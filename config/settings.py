@@ -63,6 +63,9 @@ class WebSocketSettings(_Section):
     pong_timeout: float = Field(30.0, gt=0)
     # Largest client frame accepted; bigger frames close the connection with 1009.
     max_frame_bytes: int = Field(64 * 1024, ge=1024)
+    # Channels one connection may be subscribed to (the server-to-user channel a sign-in adds
+    # is not counted); past it pusher:subscription_error LimitReached (docs/channels.md).
+    max_channels_per_connection: int = Field(100, ge=1, le=100_000)
     # A subscriber whose unsent output exceeds this is cut off (4100) so it cannot slow the rest.
     max_write_buffer_bytes: int = Field(1024 * 1024, ge=16 * 1024)
     # Processes `clarion ws` / `clarion up` start on the port (SO_REUSEPORT).

@@ -33,6 +33,7 @@ from celery import Celery, Task
 from kombu import Exchange, Queue
 
 from config.settings import Settings
+from gateway.state.apps import AppResolver
 from gateway.state.keys import Keys
 from workers.kombu_fixes import closed_channel_is_a_connection_error
 
@@ -43,7 +44,8 @@ TASK_MODULES = ("workers.tasks.live", "workers.push.tasks", "workers.webhooks.ta
 
 
 class WorkerContext:
-    """What tasks need from the deployment: settings, keys, and a per-process Redis client."""
+    """What tasks need from the deployment: settings, keys, a per-process Redis client and the
+    apps (config overlaid by ``clarion apps``' Redis store)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -51,6 +53,7 @@ class WorkerContext:
         self._lock = threading.Lock()
         self._redis: redis.Redis | None = None
         self._pid: int | None = None
+        self._apps: AppResolver | None = None
 
     @property
     def redis(self) -> redis.Redis:
@@ -66,6 +69,16 @@ class WorkerContext:
                     )
                     self._pid = pid
         return self._redis
+
+    @property
+    def apps(self) -> AppResolver:
+        """The apps as the store has them (re-read at most every second), so a rotated or
+        disabled app, new push credentials or webhooks apply without restarting workers."""
+        client = self.redis
+        apps = self._apps
+        if apps is None or apps.store.redis is not client:
+            apps = self._apps = AppResolver(self.settings, client, self.keys)
+        return apps
 
     def close(self) -> None:
         if self._redis is not None and self._pid == os.getpid():

@@ -81,10 +81,11 @@ def create_app(settings: Settings) -> Flask:
         retry_on_timeout=False,
     )
     keys = Keys(settings.redis.key_prefix)
+    apps = AppResolver(settings, client, keys)
     metrics = ApiMetrics()
     metrics.add_push_collector(
         PublishStore(client, settings.redis.key_prefix, settings.push.status_ttl),
-        [a.id for a in settings.apps],
+        lambda: [a.id for a in apps.view().all()],
     )
     app.extensions["clarion"] = ApiContext(
         settings=settings,
@@ -93,7 +94,7 @@ def create_app(settings: Settings) -> Flask:
         history=History(client, keys, settings.history.max_events, settings.history.retention),
         celery=create_celery(settings),
         metrics=metrics,
-        apps=AppResolver(settings, client, keys),
+        apps=apps,
         deliver=DeliverMessage(settings.redis.key_prefix),
     )
 

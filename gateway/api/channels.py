@@ -15,13 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from config.settings import AppSettings
 from gateway.api.app import ApiContext, ctx
 from gateway.api.auth import authenticate_app_id, authenticate_by_key
+from gateway.api.jsonbody import parse_json
 from gateway.protocol.errors import BadRequest, PayloadTooLarge
 from gateway.protocol.names import (
     ChannelKind,
@@ -61,14 +61,7 @@ class Publish:
 
 
 def _json_body() -> dict[str, Any]:
-    raw = request.get_data(cache=True)
-    try:
-        body = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        raise BadRequest("The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    return body
+    return parse_json(request.get_data(cache=True))  # type: ignore[no-any-return]
 
 
 def _parse_info(raw: object, allowed: frozenset[str], where: str = "") -> frozenset[str]:

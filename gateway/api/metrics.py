@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -45,11 +45,12 @@ bp = Blueprint("metrics", __name__)
 
 
 class PushCollector:
-    """Push counters read from Redis at scrape time (one pipelined round trip for all apps)."""
+    """Push counters read from Redis at scrape time (one pipelined round trip for all apps).
+    ``app_ids()`` lists the apps at each scrape: those ``clarion apps`` added are included."""
 
-    def __init__(self, store: PublishStore, app_ids: Sequence[str]) -> None:
+    def __init__(self, store: PublishStore, app_ids: Callable[[], list[str]]) -> None:
         self.store = store
-        self.app_ids = list(app_ids)
+        self.app_ids = app_ids
 
     def _families(self) -> tuple[CounterMetricFamily, CounterMetricFamily, GaugeMetricFamily]:
         return (
@@ -78,13 +79,14 @@ class PushCollector:
     def collect(self) -> Iterator[Metric]:
         notifications, publishes, up = self._families()
         try:
-            totals = self.store.totals(self.app_ids)
+            app_ids = self.app_ids()
+            totals = self.store.totals(app_ids)
         except redis.exceptions.RedisError as exc:
             log.warning("push counters unavailable: %s", exc)
             up.add_metric([], 0)
             yield up
             return
-        for app_id in self.app_ids:
+        for app_id in app_ids:
             counts = totals.get(app_id, {})
             publishes.add_metric([app_id], counts.get("publishes", 0))
             for field, value in sorted(counts.items()):
@@ -127,7 +129,7 @@ class ApiMetrics:
             registry=self.registry,
         )
 
-    def add_push_collector(self, store: PublishStore, app_ids: Sequence[str]) -> None:
+    def add_push_collector(self, store: PublishStore, app_ids: Callable[[], list[str]]) -> None:
         self.registry.register(PushCollector(store, app_ids))
 
     def install(self, app: Flask) -> None:

@@ -130,6 +130,16 @@ class SubscriptionLimitReached(SubscriptionError):
     type, status, message = "LimitReached", 4100, "The channel has reached its member limit."
 
 
+class TooManyChannels(SubscriptionError):
+    # No Pusher code exists for this (Pusher sets no per-connection limit): soketi's type for
+    # its limits, and the status of Clarion's other "full" refusal (presence members).
+    type, status = "LimitReached", 4100
+
+    def __init__(self, channel: str, limit: int) -> None:
+        super().__init__(channel, f"A connection can be subscribed to at most {limit} channels: "
+                                  "unsubscribe from one first.")
+
+
 class UserInfoTooLarge(SubscriptionError):
     type, status, message = "LimitReached", 4301, "The user info is too large."
 
@@ -150,6 +160,12 @@ class ApiError(ClarionError):
 
 class BadRequest(ApiError):
     status, message = 400, "Bad request"
+
+
+class InvalidJson(BadRequest):
+    """A request body that is not JSON Clarion takes (gateway/api/jsonbody.py)."""
+
+    message = "The request body is not valid JSON."
 
 
 class AuthenticationFailed(ApiError):

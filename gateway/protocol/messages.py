@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from gateway.protocol.depth import MAX_JSON_DEPTH, deeper_than
 from gateway.protocol.errors import InvalidMessage
 
 
@@ -135,7 +136,12 @@ def _client_event(frame: dict[str, Any], event: str) -> ClientEvent:
     channel = frame.get("channel")
     if not isinstance(channel, str) or not channel:
         raise InvalidMessage("Invalid message format: a client event needs a channel")
-    return ClientEvent(event, channel, frame.get("data"))
+    data = frame.get("data")
+    # Relayed data is encoded again (size check, bus, webhooks): it must be encodable.
+    if isinstance(data, dict | list) and deeper_than(data):
+        raise InvalidMessage(f"Invalid message format: client event data is nested deeper "
+                             f"than {MAX_JSON_DEPTH} levels")
+    return ClientEvent(event, channel, data)
 
 
 _PARSERS = {

@@ -7,8 +7,9 @@ work on config apps too: they write an overriding copy); every other config app 
 
 Everything that looks apps up goes through one resolver:
 
-- the API (sync): :class:`AppResolver`, which re-reads ``P apps`` at most every
-  ``ttl`` seconds (one HGETALL);
+- the API and the workers (sync): :class:`AppResolver`, which re-reads ``P apps`` at most
+  every ``ttl`` seconds (one HGETALL): the Channels REST API, the Beams APIs, the push and
+  webhooks workers, the push metrics;
 - the WebSocket node (asyncio): :class:`AppDirectory`, a snapshot the node refreshes every
   second and at once on an ``apps`` bus message, which :meth:`AppStore.put` publishes. The
   node then closes the connections of an app that became disabled (4003).
@@ -126,15 +127,29 @@ class AppResolver:
             return self._view
         with self._lock:
             if now - self._loaded >= self.ttl:
-                try:
-                    self._view = Apps(self.settings.apps, self.store.stored())
-                except Exception as exc:  # Redis down: keep what we know
-                    log.warning("app_store_unreadable", error=str(exc))
-                self._loaded = now
+                self._reload(now)
         return self._view
+
+    def _reload(self, now: float) -> None:
+        try:
+            self._view = Apps(self.settings.apps, self.store.stored())
+        except Exception as exc:  # Redis down: keep what we know
+            log.warning("app_store_unreadable", error=str(exc))
+        self._loaded = now
 
     def by_id(self, app_id: str) -> AppSettings | None:
         return self.view().by_id(app_id)
+
+    def find(self, app_id: str) -> AppSettings | None:
+        """``by_id``, but a miss re-reads the store at once: for callers that only ask about
+        apps known to exist (a worker handling what the API accepted a moment ago, whose view
+        may predate the app). Never for ids a client picks: each miss costs a read."""
+        app = self.by_id(app_id)
+        if app is None:
+            with self._lock:
+                self._reload(time.monotonic())
+            app = self._view.by_id(app_id)
+        return app
 
     def by_key(self, key: str) -> AppSettings | None:
         return self.view().by_key(key)

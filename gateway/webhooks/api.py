@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from gateway.api.auth import authenticate_app_id
+from gateway.api.jsonbody import parse_json
 from gateway.protocol.errors import BadRequest, NotFound
 from gateway.webhooks.store import DEAD, FAILED, STATUSES, Store
 
@@ -81,9 +82,9 @@ def replay_delivery(app_id: str, delivery_id: str) -> Response:
 @bp.post("/apps/<app_id>/webhooks/replay")
 def replay_many(app_id: str) -> Response:
     _auth(app_id)
-    body = request.get_json(silent=True) or {}
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
+    # No body means the defaults; a body that is not a JSON object is refused, never read as
+    # "no filter" (which would replay every dead delivery).
+    body = parse_json(request.get_data(cache=True), empty={})
     status = body.get("status", DEAD)
     if status not in (DEAD, FAILED):
         raise BadRequest("status must be dead or failed")

@@ -39,6 +39,7 @@ from gateway.protocol.errors import (
     SubscriptionError,
     SubscriptionLimitReached,
     SubscriptionNameError,
+    TooManyChannels,
     Unauthorized,
     WatchlistLimit,
 )
@@ -175,6 +176,8 @@ class Connection(WSListener):
         # Any frame proves the client is alive (WS pings are answered by picows itself).
         self.last_seen = time.monotonic()
         self.ping_sent = 0.0
+        if transport.is_close_frame_sent:
+            self._closed_by_picows()
         msg_type = frame.msg_type
         if msg_type is WSMsgType.TEXT and frame.fin:
             if not self.closing:
@@ -185,6 +188,16 @@ class Connection(WSListener):
             if not self.closing and frame.fin:
                 self._reject(InvalidMessage(
                     "Invalid message format: only unfragmented text frames are supported"))
+
+    def _closed_by_picows(self) -> None:
+        """picows closed the connection itself: a frame over ``max_frame_bytes`` got close
+        1009 as soon as its header was read. picows still parses that frame's payload and any
+        frame after it, and hands them over until it disconnects; none may be acted on, and
+        nothing may be written after its close frame."""
+        if not self.closing:
+            log.info("frame_too_large_closed", socket_id=self.socket_id)
+        self.closing = True
+        self._out = None
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closed = self.closing = True
@@ -214,6 +227,9 @@ class Connection(WSListener):
         self._out = None
         tr = self._tr
         if tr is None or tr.is_closing():
+            return
+        if self.transport is not None and self.transport.is_close_frame_sent:
+            self._closed_by_picows()
             return
         tr.write(out[0] if len(out) == 1 else b"".join(out))
         if not self.closing and tr.get_write_buffer_size() > self.ctx.max_write_buffer:
@@ -299,7 +315,9 @@ class Connection(WSListener):
             await pending
             while self._backlog:
                 msg = self._backlog.popleft()
-                if self.closed:
+                # A close has started: what is still parked is not acted on (a client event
+                # behind a subscribe must not reach others after a 4009 or a 1009).
+                if self.closing:
                     break
                 nxt = self._handle(msg)
                 if nxt is not None:
@@ -331,6 +349,10 @@ class Connection(WSListener):
         if problem:
             self.send(frames.subscription_error(SubscriptionNameError(sub.channel, problem)))
             return None
+        limit = self.ctx.max_channels
+        if sub.channel not in self.subscriptions and self._channels_held() >= limit:
+            self.send(frames.subscription_error(TooManyChannels(sub.channel, limit)))
+            return None
         try:
             membership = channels.authorise(self.app, self.socket_id, sub, self.user)
         except SubscriptionError as exc:
@@ -340,6 +362,13 @@ class Connection(WSListener):
             self.send(frames.subscription_succeeded(sub.channel))  # idempotent, as soketi
             return None
         return self._join(membership)
+
+    def _channels_held(self) -> int:
+        """Subscriptions the client made: the server-to-user channel is the server's doing."""
+        held = len(self.subscriptions)
+        if self.user is not None and user_auth.channel_for(self.user.id) in self.subscriptions:
+            held -= 1
+        return held
 
     async def _join(self, membership: Membership) -> None:
         channel = membership.channel

@@ -62,6 +62,10 @@ class NodeContext:
         return self.settings.websocket.pong_timeout
 
     @property
+    def max_channels(self) -> int:
+        return self.settings.websocket.max_channels_per_connection
+
+    @property
     def max_write_buffer(self) -> int:
         return self.settings.websocket.max_write_buffer_bytes
 

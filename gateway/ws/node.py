@@ -44,6 +44,7 @@ from gateway.ws.context import CLOSE_TIMEOUT, NodeContext
 from gateway.ws.hub import Channel, Hub
 from gateway.ws.occupancy import OccupancyWriter
 from gateway.ws.quota import ConnectionQuota
+from gateway.ws.readiness import Readiness
 from gateway.ws.server import Router
 from gateway.ws.subcount import SubscriptionCounter
 
@@ -136,6 +137,8 @@ class Node:
             self.bus_redis, self.keys, self.sequencer, self._terminate, self._bus_connected,
             self._control,
         )
+        self.readiness = Readiness(settings.redis.url or DEFAULT_REDIS_URL,
+                                   self.listener.connected.is_set)
         self.shutting_down = False
         self.server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -165,7 +168,7 @@ class Node:
         except Exception as exc:  # Redis not up yet: config apps until the next refresh
             log.warning("apps_refresh_failed", error=str(exc))
         self.server = await ws_create_server(
-            Router(self.ctx, lambda: not self.shutting_down),
+            Router(self.ctx, lambda: not self.shutting_down, self.readiness.problem),
             ws.host, ws.port,
             max_frame_size=ws.max_frame_bytes,
             read_buffer_init_size=READ_BUFFER_INIT,
@@ -182,12 +185,14 @@ class Node:
         for job in (self.listener.run(), self.publisher.run(), self.occupancy.run(),
                     self._heartbeat_loop(), self._liveness_loop(), self._reconcile_loop(),
                     self.quota.run(),
-                    self.subscription_counter.run(), self._apps_loop()):
+                    self.subscription_counter.run(), self._apps_loop(),
+                    self.readiness.run(self._halted)):
             self._tasks.append(loop.create_task(job))
         try:
             await asyncio.wait_for(self.listener.connected.wait(), BUS_WAIT_ON_START)
         except TimeoutError:
             log.warning("bus_not_connected_yet", node=self.node_id)
+        await self.readiness.probe()
         log.info("node_started", node=self.node_id, host=ws.host, port=self.port)
 
     async def stop(self) -> None:
@@ -210,6 +215,7 @@ class Node:
             log.warning("deregister_failed", error=str(exc))
         await self.redis.aclose()
         await self.bus_redis.aclose()
+        await self.readiness.close()
         log.info("node_stopped", node=self.node_id)
 
     async def _stop_background(self) -> None:

@@ -1,6 +1,8 @@
 """The picows side: route each HTTP request on the port to a listener or a plain response.
 
-- ``GET /ready``: 200 JSON ``{"status": "ok", "node", "connections"}``, 503 while shutting down.
+- ``GET /ready``: 200 JSON ``{"status": "ok", "node", "connections"}``; 503 with
+  ``"status": "shutting_down"``, or ``"unavailable"`` and an ``"error"`` saying why while Redis
+  cannot be reached (gateway/ws/readiness.py).
 - ``/app/{key}?protocol=7&client=js&version=...``: a Pusher connection, or a refusal that is
   still upgraded so the client can read the Pusher error (4001, 4003, 4004, 4007, and 4009
   for an Origin the app does not allow).
@@ -72,9 +74,13 @@ class Refusal(WSListener):
 class Router:
     """The picows listener factory."""
 
-    def __init__(self, ctx: NodeContext, is_ready: Callable[[], bool]) -> None:
+    def __init__(self, ctx: NodeContext, is_ready: Callable[[], bool],
+                 not_ready: Callable[[], str | None] = lambda: None) -> None:
         self.ctx = ctx
+        # Whether new connections are taken (False once shutting down: 4200).
         self.is_ready = is_ready
+        # Why /ready should steer clients elsewhere (None: it should not).
+        self.not_ready = not_ready
 
     def __call__(self, request: WSUpgradeRequest) -> object:
         target = urlsplit(request.path.decode("latin-1"))
@@ -91,13 +97,17 @@ class Router:
         )
 
     def _ready(self) -> WSUpgradeResponseWithListener:
-        ready = self.is_ready()
-        body = orjson.dumps({
-            "status": "ok" if ready else "shutting_down",
-            "node": self.ctx.node_id,
-            "connections": len(self.ctx.hub.connections),
-        })
-        if ready:
+        if not self.is_ready():
+            problem: str | None = "shutting down"
+            info: dict[str, object] = {"status": "shutting_down"}
+        else:
+            problem = self.not_ready()
+            info = {"status": "ok" if problem is None else "unavailable"}
+        if problem is not None:
+            info.update(error=problem, code=503)
+        body = orjson.dumps({**info, "node": self.ctx.node_id,
+                             "connections": len(self.ctx.hub.connections)})
+        if problem is None:
             response = WSUpgradeResponse.create_ok_response(body, JSON_HEADERS)
         else:
             response = WSUpgradeResponse.create_error_response(503, body, JSON_HEADERS)

@@ -159,9 +159,8 @@ def test_invalid_events_400(client, body, fragment):
 
 def test_malformed_json_400(client):
     r = signed(client, "POST", "/apps/1/events", APP, raw=b"{not json")
-    assert r.status_code == 400 and r.get_json() == {
-        "error": "The request body is not valid JSON.", "code": 400,
-    }
+    assert r.status_code == 400 and r.get_json()["code"] == 400
+    assert r.get_json()["error"].startswith("The request body is not valid JSON: ")
 
 
 def test_laravel_style_event_names_and_unicode_data_round_trip(client, redis_client, key_prefix):

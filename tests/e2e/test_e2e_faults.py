@@ -18,10 +18,12 @@ from _harness.client import data_of
 
 pytestmark = pytest.mark.slow
 
+# One client per node subscribes to every channel of a burst (a few hundred).
+MANY_CHANNELS = {"max_channels_per_connection": 2000}
 # Short broker timeouts so that a dead worker's tasks come back within seconds.
 FAST_REDELIVERY = {
     "worker": {"concurrency": 2, "visibility_timeout": 3, "restore_interval": 1},
-    "websocket": {"reconcile_interval": 1.0},
+    "websocket": {"reconcile_interval": 1.0, **MANY_CHANNELS},
 }
 
 
@@ -224,7 +226,8 @@ def test_every_worker_killed_then_one_started_again(cluster_factory):
 
 
 def test_redis_restarted_mid_burst(dedicated_redis, cluster_factory):
-    cluster = cluster_factory(redis_url=dedicated_redis.url, nodes=2, workers=1)
+    cluster = cluster_factory(redis_url=dedicated_redis.url, nodes=2, workers=1,
+                              websocket=MANY_CHANNELS)
     burst = run_burst_with_fault(
         cluster, lambda: restart_redis(dedicated_redis, downtime=1.5),
         total=240, senders=2, fault_at=60, pause=0.02, timeout=45,
@@ -232,4 +235,38 @@ def test_redis_restarted_mid_burst(dedicated_redis, cluster_factory):
     # Requests that met the stopped Redis were refused (they do not count as accepted).
     assert burst.refused, "Redis was down for 1.5 s but no request was refused"
     assert burst.count > 60
+    cluster.assert_alive()
+
+
+def ready_of(url: str) -> tuple[int, dict]:
+    import requests
+
+    r = requests.get(url, timeout=10)
+    return r.status_code, r.json()
+
+
+def test_ready_is_503_in_api_and_node_while_redis_is_down(dedicated_redis, cluster_factory):
+    """Both processes that answer HTTP: 503 with the reason while Redis is stopped, 200 again
+    once it is back; the processes themselves stay up."""
+    cluster = cluster_factory(redis_url=dedicated_redis.url, nodes=1, workers=0)
+    urls = [f"{cluster.api_url}/ready", cluster.node_ready_url(0)]
+    assert [ready_of(u)[0] for u in urls] == [200, 200]
+    dedicated_redis.stop()
+    try:
+        for url in urls:
+            deadline = time.monotonic() + 15
+            while (answer := ready_of(url))[0] != 503:
+                assert time.monotonic() < deadline, (url, answer)
+                time.sleep(0.2)
+            status, body = answer
+            assert body["status"] == "unavailable" and body["code"] == 503
+            assert body["error"].startswith("Redis"), body
+    finally:
+        dedicated_redis.start()
+    for url in urls:
+        deadline = time.monotonic() + 20
+        while (answer := ready_of(url))[0] != 200:
+            assert time.monotonic() < deadline, (url, answer)
+            time.sleep(0.2)
+        assert answer[1]["status"] == "ok"
     cluster.assert_alive()

@@ -110,3 +110,31 @@ def test_cache_miss_webhook(cluster, receiver):
     client.wait_for(lambda f: f.get("event") == "pusher:cache_miss")
     wait_names(cluster, receiver, "cache-quotes", ["channel_occupied", "cache_miss"])
     client.close()
+
+
+def test_webhooks_set_with_clarion_apps_on_a_running_cluster(cluster_factory, receiver):
+    """`clarion apps set ID webhooks=[...]` and `rotate-secret` apply without a restart: the
+    node reports for the new endpoint, the worker signs with the app's current secret."""
+    import pusher
+    from click.testing import CliRunner
+
+    from config import settings_to_env
+    from gateway.cli import main
+
+    cluster = cluster_factory(nodes=1, workers=1, webhooks=WEBHOOKS)
+    env = settings_to_env(cluster.settings)
+    endpoint = json.dumps([{"url": receiver.url("/set"), "events": ["channel_occupied"]}])
+    for args in (["set", "1", f"webhooks={endpoint}"],
+                 ["rotate-secret", "1", "--secret", "rotated-secret"]):
+        result = CliRunner().invoke(main, ["apps", *args], env=env)
+        assert result.exit_code == 0, result.output
+    time.sleep(1.2)  # workers re-read the store at most every second
+    client = cluster.client(0)
+    client.subscribe("hooked")
+    assert receiver.wait_for(lambda r: len(r.delivered()) == 1, 15)
+    req = receiver.delivered()[0]
+    sdk = pusher.Pusher(app_id="1", key=cluster.settings.apps[0].key, secret="rotated-secret")
+    body = sdk.validate_webhook(req.headers["x-pusher-key"], req.headers["x-pusher-signature"],
+                                req.body.decode())
+    assert [(e["name"], e["channel"]) for e in body["events"]] == [("channel_occupied", "hooked")]
+    client.close()

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -165,3 +166,32 @@ def test_resync_after_being_swept(node: NodeThread, client, redis_url: str, key_
     assert json.loads(removed["data"]) == {"user_id": "ghost"}
     wait_until(lambda: redis_client.hget(occ, "busy") == b"1")
     assert redis_client.hkeys(keys.presence_members(APP_ID, "presence-r")) == [b"u1"]
+
+
+def ready_status(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=3) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_ready_is_503_while_redis_is_down(own_redis: EmbeddedRedis, key_prefix: str) -> None:
+    node = NodeThread(make_settings(own_redis.url, key_prefix)).start()
+    port = node.settings.websocket.port
+    try:
+        status, body = ready_status(port)
+        assert status == 200 and body["status"] == "ok"
+        own_redis.stop()
+        wait_until(lambda: ready_status(port)[0] == 503, timeout=10)
+        status, body = ready_status(port)
+        assert body["status"] == "unavailable"
+        assert body["error"].startswith("Redis"), body
+        assert body["node"] == node.node.node_id
+        # A client still connects (the node itself is up); /ready tells balancers to prefer
+        # a node that can reach Redis.
+        own_redis.start()
+        wait_until(lambda: ready_status(port)[0] == 200, timeout=15)
+        assert ready_status(port)[1]["status"] == "ok"
+    finally:
+        node.stop()

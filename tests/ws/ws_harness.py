@@ -244,3 +244,85 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5, interval: float
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+class RawClient:
+    """A WebSocket client over a bare socket that records every frame the server writes,
+    including any written after the server's own close frame (which a conforming client
+    library stops reading at, hiding exactly what these tests look for)."""
+
+    def __init__(self, base_url: str, key: str = KEY, query: str = PUSHER_JS_QUERY) -> None:
+        import base64
+        import os
+        import socket
+        from urllib.parse import urlsplit
+
+        url = urlsplit(base_url)
+        self.sock = socket.create_connection((url.hostname, url.port), timeout=5)
+        nonce = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((
+            f"GET /app/{key}?{query} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode())
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            assert chunk, "connection closed during the handshake"
+            self.buffer += chunk
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def send_text(self, payload: bytes | str) -> None:
+        import os
+
+        data = payload.encode() if isinstance(payload, str) else payload
+        n = len(data)
+        if n < 126:
+            header = bytes((0x81, 0x80 | n))
+        elif n < 65536:
+            header = bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
+        else:
+            header = bytes((0x81, 0x80 | 127)) + n.to_bytes(8, "big")
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        self.sock.sendall(header + mask + masked)
+
+    def send_json(self, msg: dict[str, Any]) -> None:
+        self.send_text(json.dumps(msg))
+
+    def frames_until_eof(self, timeout: float = 5) -> list[tuple[int, bytes]]:
+        """(opcode, payload) of every frame the server sends until it hangs up."""
+        deadline = time.monotonic() + timeout
+        data = self.buffer
+        self.sock.settimeout(0.2)
+        while time.monotonic() < deadline:
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        else:
+            raise AssertionError("the server did not hang up")
+        return _parse_frames(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _parse_frames(data: bytes) -> list[tuple[int, bytes]]:
+    frames, i = [], 0
+    while i + 2 <= len(data):
+        opcode, n = data[i] & 0x0F, data[i + 1] & 0x7F
+        i += 2
+        if n == 126:
+            n, i = int.from_bytes(data[i:i + 2], "big"), i + 2
+        elif n == 127:
+            n, i = int.from_bytes(data[i:i + 8], "big"), i + 8
+        frames.append((opcode, data[i:i + n]))
+        i += n
+    return frames

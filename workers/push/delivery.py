@@ -281,8 +281,11 @@ def run_publish(
     publish_id: str,
     step: int,
     enqueue: Enqueue,
+    apps: Any = None,
 ) -> str:
-    """One task run for a publish; returns what it did (for logs and tests)."""
+    """One task run for a publish; returns what it did (for logs and tests). ``apps`` is the
+    worker's app resolver (gateway/state/apps.py), so credentials changed with ``clarion
+    apps`` apply to the next run; without one, the settings' own apps."""
     store = PublishStore(client, settings.redis.key_prefix, settings.push.status_ttl)
     publish = store.load(app_id, publish_id)
     if publish is None:
@@ -291,9 +294,12 @@ def run_publish(
         return "done"
     if publish.step > step:
         return "stale"
-    app = settings.app_by_id(app_id)
-    if app is None:
-        store.set_error(app_id, publish_id, "app", "the app no longer exists")
+    app = apps.find(app_id) if apps is not None else settings.app_by_id(app_id)
+    if app is None or not app.enabled:
+        # Disabling an app stops its pushes, those already accepted included: what it had
+        # not sent is closed with the reason in its status.
+        reason = "the app no longer exists" if app is None else "the app is disabled"
+        store.set_error(app_id, publish_id, "app", reason)
         store.finish(app_id, publish_id)
         return "done"
     push = settings.push

@@ -26,6 +26,7 @@ def register(app: Celery) -> Task:
                 (app_id, publish_id, next_step), countdown=countdown or None, queue=QUEUE
             )
 
-        return run_publish(ctx.settings, ctx.redis, app_id, publish_id, step, enqueue)
+        return run_publish(ctx.settings, ctx.redis, app_id, publish_id, step, enqueue,
+                           apps=ctx.apps)
 
     return publish

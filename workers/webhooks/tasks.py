@@ -30,12 +30,7 @@ _worker: dict[str, Any] = {"app": None, "leader": None, "deliverer": None}
 
 def app_resolver(app: Celery) -> AppResolver:
     """Config apps overlaid by the Redis app store (``clarion apps``), re-read each second."""
-    ctx = context(app)
-    r = _worker.get("apps")
-    if r is None or r.store.redis is not ctx.redis:
-        r = AppResolver(ctx.settings, ctx.redis, ctx.keys)
-        _worker["apps"] = r
-    return r
+    return context(app).apps
 
 
 def deliverer(app: Celery) -> Deliverer:

@@ -14,8 +14,12 @@ Paths (``{id}`` is the Beams instance id, which is the app id):
   ``GET /publish_api/v1/instances/{id}/publishes/{publishId}`` (status, Clarion's addition)
 - ``/customer_api/v1/instances/{id}/users/{user}`` (``DELETE``, ``Bearer`` secret key)
 
-The secret key is ``apps[].push.beams_secret_key``, else the app secret. Every refusal is
-``{"error": title, "description": text}`` with the status Beams uses.
+The secret key is ``apps[].push.beams_secret_key``, else the app secret. Instances are the
+apps of the app resolver (config overlaid by ``clarion apps``' Redis store,
+gateway/state/apps.py), the one the Channels REST API uses: an app added, a secret rotated,
+credentials changed or an app disabled apply within a second; a disabled app's instance
+answers 403. Every refusal is ``{"error": title, "description": text}`` with the status
+Beams uses.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from flask import Flask, current_app
 
 from config.settings import Settings
 from gateway.api.beams.common import BeamsError, bp
+from gateway.state.apps import AppResolver
 from gateway.state.devices import DeviceStore
+from gateway.state.keys import Keys
 from gateway.state.publishes import PublishStore
 
 __all__ = ["BeamsContext", "BeamsError", "bp", "register", "beams_ctx"]
@@ -40,6 +46,7 @@ class BeamsContext:
     devices: DeviceStore
     publishes: PublishStore
     celery: object  # celery.Celery: only send_task is used
+    apps: AppResolver
 
 
 def register(app: Flask, settings: Settings) -> None:
@@ -47,6 +54,7 @@ def register(app: Flask, settings: Settings) -> None:
     shared = app.extensions.get("clarion")
     client = getattr(shared, "redis", None)
     celery = getattr(shared, "celery", None)
+    apps = getattr(shared, "apps", None)
     if client is None:
         if not settings.redis.url:
             raise ValueError("settings.redis.url is not set: the Beams API needs Redis")
@@ -58,12 +66,15 @@ def register(app: Flask, settings: Settings) -> None:
 
         celery = create_celery(settings)
     prefix = settings.redis.key_prefix
+    if apps is None:
+        apps = AppResolver(settings, client, Keys(prefix))
     app.extensions["clarion_beams"] = BeamsContext(
         settings=settings,
         redis=client,
         devices=DeviceStore(client, prefix),
         publishes=PublishStore(client, prefix, settings.push.status_ttl),
         celery=celery,
+        apps=apps,
     )
     # Importing the route modules attaches their views to the blueprint.
     from gateway.api.beams import devices, publish  # noqa: F401

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import Any
 
@@ -12,6 +11,8 @@ from flask import Blueprint, Response, jsonify, request
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from config.settings import AppSettings
+from gateway.api.jsonbody import parse_json
+from gateway.protocol.errors import InvalidJson
 
 log = logging.getLogger("clarion.beams")
 
@@ -54,13 +55,33 @@ def _unavailable(exc: Exception) -> Response:
     return beams_response(503, "Service Unavailable", "Redis cannot be reached; try again")
 
 
-def app_for(instance_id: str) -> AppSettings:
+def find_app(instance_id: str) -> AppSettings:
+    """The instance's app as the app resolver has it now (config overlaid by the store)."""
     from gateway.api.beams import beams_ctx
 
-    app = beams_ctx().settings.app_by_id(instance_id)
-    if app is None or not app.enabled:
+    app = beams_ctx().apps.by_id(instance_id)
+    if app is None:
         raise BeamsError(404, "Instance not found", f"Could not find the instance {instance_id!r}")
     return app
+
+
+def check_enabled(app: AppSettings) -> AppSettings:
+    if not app.enabled:
+        raise BeamsError(403, "Forbidden", f"The instance {app.id} is disabled")
+    return app
+
+
+def app_for(instance_id: str) -> AppSettings:
+    """For the device API (no secret): the instance's app, refused if absent or disabled."""
+    return check_enabled(find_app(instance_id))
+
+
+def authorised_app(instance_id: str) -> AppSettings:
+    """For the publish and customer APIs: the secret key is checked before anything is said
+    about the instance beyond its existence."""
+    app = find_app(instance_id)
+    require_secret(app)
+    return check_enabled(app)
 
 
 def secret_key(app: AppSettings) -> str:
@@ -83,8 +104,9 @@ def require_secret(app: AppSettings) -> None:
         raise BeamsError(401, "Unauthorized", "Incorrect API Key")
 
 
-def json_body(max_bytes: int, *, strict_type: bool = False) -> Any:
-    """The request's JSON, refused with 413 over ``max_bytes`` and 400 if not JSON."""
+def json_body(max_bytes: int, *, strict_type: bool = False) -> dict[str, Any]:
+    """The request's JSON object, refused with 413 over ``max_bytes`` and 400 if it is not a
+    JSON object the shared parser takes (gateway/api/jsonbody.py)."""
     if strict_type and request.mimetype != "application/json":
         raise BeamsError(400, "Bad Request", "Content-Type must be application/json")
     length = request.content_length
@@ -98,9 +120,9 @@ def json_body(max_bytes: int, *, strict_type: bool = False) -> Any:
             413, "Payload Too Large", f"Request body must be at most {max_bytes} bytes"
         )
     try:
-        return json.loads(raw)
-    except ValueError:
-        raise BeamsError(400, "Bad Request", "Request body is not valid JSON") from None
+        return parse_json(raw)  # type: ignore[no-any-return]
+    except InvalidJson as exc:
+        raise BeamsError(400, "Bad Request", exc.message) from None
 
 
 def ok(body: dict[str, Any] | None = None) -> Response:

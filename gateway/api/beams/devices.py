@@ -42,12 +42,6 @@ def _device(instance_id: str, platform: str, device_id: str) -> Device:
     return device
 
 
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise BeamsError(400, "Bad Request", "Request body must be a JSON object")
-    return body
-
-
 def _token(body: dict[str, Any]) -> str:
     token = body.get("token")
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
@@ -80,7 +74,7 @@ def check_interest(name: Any) -> str:
 def register_device(instance_id: str, platform: str) -> Response:
     app_for(instance_id)
     platform = _platform(platform)
-    body = _object(json_body(MAX_DEVICE_BODY))
+    body = json_body(MAX_DEVICE_BODY)
     token = _token(body)
     metadata = _metadata(body)
     previous = body.get("knownPreviousClientIds") or []
@@ -116,8 +110,6 @@ def put_metadata(instance_id: str, platform: str, device_id: str) -> Response:
     app_for(instance_id)
     _device(instance_id, platform, device_id)
     metadata = json_body(MAX_DEVICE_BODY)
-    if not isinstance(metadata, dict):
-        raise BeamsError(400, "Bad Request", "metadata must be an object")
     beams_ctx().devices.set_metadata(instance_id, device_id, metadata)
     return ok()
 
@@ -126,7 +118,7 @@ def put_metadata(instance_id: str, platform: str, device_id: str) -> Response:
 def put_token(instance_id: str, device_id: str) -> Response:
     app_for(instance_id)
     _device(instance_id, "fcm", device_id)
-    token = _token(_object(json_body(MAX_DEVICE_BODY)))
+    token = _token(json_body(MAX_DEVICE_BODY))
     beams_ctx().devices.update_token(instance_id, device_id, token)
     return ok()
 
@@ -200,7 +192,7 @@ def get_interests(instance_id: str, platform: str, device_id: str) -> Response:
 def put_interests(instance_id: str, platform: str, device_id: str) -> Response:
     app_for(instance_id)
     _device(instance_id, platform, device_id)
-    body = _object(json_body(2 * 1024 * 1024))
+    body = json_body(2 * 1024 * 1024)
     interests = body.get("interests")
     if not isinstance(interests, list):
         raise BeamsError(400, "Bad Request", "interests must be an array")

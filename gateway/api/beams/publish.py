@@ -9,7 +9,7 @@ from typing import Any
 from flask import Response
 
 from gateway.api.beams import beams_ctx
-from gateway.api.beams.common import BeamsError, app_for, bp, json_body, ok, require_secret
+from gateway.api.beams.common import BeamsError, authorised_app, bp, json_body, ok
 from gateway.api.beams.devices import check_interest
 from gateway.state.devices import MAX_USER_ID_LENGTH
 from gateway.state.publishes import new_publish_id
@@ -64,8 +64,7 @@ def _start(instance_id: str, kind: str, targets: list[str], payload: dict[str, A
 
 
 def _accept(instance_id: str, max_bytes: int) -> dict[str, Any]:
-    app = app_for(instance_id)
-    require_secret(app)
+    authorised_app(instance_id)
     settings = beams_ctx().settings
     if beams_ctx().publishes.rate_limited(instance_id, settings.push.publish_rate_limit):
         raise BeamsError(
@@ -74,10 +73,7 @@ def _accept(instance_id: str, max_bytes: int) -> dict[str, Any]:
             f"At most {settings.push.publish_rate_limit} publishes per second per instance",
             {"Retry-After": "1"},
         )
-    body = json_body(max_bytes, strict_type=True)
-    if not isinstance(body, dict):
-        raise _schema("Request body must be a JSON object")
-    return body
+    return json_body(max_bytes, strict_type=True)
 
 
 @bp.post(PUBLISH_PREFIX + "/interests")
@@ -117,7 +113,7 @@ def publish_to_users(instance_id: str) -> Response:
 
 @bp.get(PUBLISH_PREFIX + "/<publish_id>")
 def publish_status(instance_id: str, publish_id: str) -> Response:
-    require_secret(app_for(instance_id))
+    authorised_app(instance_id)
     status = beams_ctx().publishes.status(instance_id, publish_id)
     if status is None:
         raise BeamsError(404, "Publish not found", f"No publish {publish_id!r} (or it has expired)")
@@ -126,7 +122,7 @@ def publish_status(instance_id: str, publish_id: str) -> Response:
 
 @bp.delete("/customer_api/v1/instances/<instance_id>/users/<path:user_id>")
 def delete_user(instance_id: str, user_id: str) -> Response:
-    require_secret(app_for(instance_id))
+    authorised_app(instance_id)
     if not 1 <= len(user_id) <= MAX_USER_ID_LENGTH:
         raise BeamsError(400, "Invalid user id", "User ids are strings of 1 to 164 characters")
     beams_ctx().devices.delete_user(instance_id, user_id)
