@@ -106,12 +106,21 @@ class Router:
         if problem is not None:
             info.update(error=problem, code=503)
         body = orjson.dumps({**info, "node": self.ctx.node_id,
-                             "connections": len(self.ctx.hub.connections)})
+                             "connections": len(self.ctx.hub.connections),
+                             "delivery": self._delivery_counts()})
         if problem is None:
             response = WSUpgradeResponse.create_ok_response(body, JSON_HEADERS)
         else:
             response = WSUpgradeResponse.create_error_response(503, body, JSON_HEADERS)
         return WSUpgradeResponseWithListener(response, None)
+
+    def _delivery_counts(self) -> dict[str, int]:
+        """Since the node started: doorbells rung twice, events filled from the logs, and
+        gaps the logs could not fill (docs/reliability.md)."""
+        seq = self.ctx.hub.sequencer
+        if seq is None:
+            return {}
+        return {"duplicates": seq.duplicates, "filled_from_log": seq.filled, "gaps": seq.gaps}
 
     def _app_by_key(self, key: str) -> AppSettings | None:
         apps = self.ctx.apps

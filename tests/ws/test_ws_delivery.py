@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import urllib.request
 
 import pytest
 from ws_harness import APP_ID, KEY, Bus, PusherClient, wait_until
@@ -141,7 +142,9 @@ def test_a_lost_log_is_detected_not_mistaken_for_nothing_missed(node, client, bu
     assert s2 > s1 and bus.prev("wiped", s2) == 0
     bus.publish("wiped", "after", "2", s2)
     assert c.recv()["event"] == "after"
-    wait_until(lambda: node.node.sequencer.gaps == 1)
+    ready = json.loads(urllib.request.urlopen(
+        f"http://127.0.0.1:{node.settings.websocket.port}/ready", timeout=5).read())
+    assert ready["delivery"]["gaps"] == 1
 
 
 def test_accepted_but_never_published_arrives_on_the_reconcile_tick(start_node, redis_client,
