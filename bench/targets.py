@@ -6,8 +6,8 @@ Without PIDs, the processes listening on the two ports are measured. Every PID i
 together with its descendants.
 
 Presets (started and stopped by the bench, one at a time):
-  soketi   ``bash /work/shared/peers/soketi.sh start PORT`` (install first; see README)
-  clarion  ``/work/main/.venv/bin/clarion up --config FILE`` with a generated config
+  soketi   installed on first use and started by bench/soketi.py
+  clarion  ``.venv/bin/clarion up --config FILE`` (this checkout's) with a generated config
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from bench import soketi
 from bench.procstats import ServerProcesses, pids_listening_on
 from bench.publisher import App, Publisher
 from bench.wsframes import Endpoint, require_local
 
 REPO = Path(__file__).resolve().parent.parent
-SOKETI_SCRIPT = Path(os.environ.get("BENCH_SOKETI_SCRIPT", "/work/shared/peers/soketi.sh"))
 CLARION_BIN = Path(os.environ.get("BENCH_CLARION_BIN", REPO / ".venv/bin/clarion"))
 
 
@@ -175,14 +175,13 @@ class SoketiLauncher(Launcher):
         self.port = port
 
     def command(self, log_dir: Path) -> list[str]:
-        if not SOKETI_SCRIPT.exists():
-            raise TargetUnavailable(f"{SOKETI_SCRIPT} not found")
-        return ["bash", str(SOKETI_SCRIPT), "start", str(self.port)]
+        try:
+            return soketi.command()
+        except RuntimeError as exc:
+            raise TargetUnavailable(str(exc)) from exc
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.setdefault("SOKETI_DEBUG", "0")
-        return env
+        return soketi.environment(self.port)
 
     def wait_ready(self, target: Target, deadline: float) -> None:
         _poll(lambda: _http_ok(f"http://127.0.0.1:{self.port}/"), deadline, self.check_alive)

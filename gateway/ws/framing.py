@@ -2,7 +2,7 @@
 
 Server frames are never masked, so one frame's bytes serve every subscriber: the hub builds a
 channel event's frame once per event and hands the same bytes object to each connection
-(the "picows-cork" pattern in /work/shared/reference/websocket-performance.md).
+(the "cork" pattern: one write per subscriber per loop turn).
 """
 
 from __future__ import annotations
