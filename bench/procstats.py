@@ -62,6 +62,16 @@ def cpu_delta(before: ProcSample, after: ProcSample) -> float:
     return sum(cpu - before.cpu_s.get(pid, 0.0) for pid, cpu in after.cpu_s.items())
 
 
+def cpu_by_name(before: ProcSample, after: ProcSample) -> dict[str, float]:
+    """CPU seconds spent between two samples, summed per process label (a server's several
+    processes of one kind, e.g. ``python3 gateway.cli api``, add up under one label)."""
+    out: dict[str, float] = {}
+    for pid, cpu in after.cpu_s.items():
+        name = after.names[pid]
+        out[name] = out.get(name, 0.0) + cpu - before.cpu_s.get(pid, 0.0)
+    return out
+
+
 def rss_breakdown(before: ProcSample, after: ProcSample) -> dict[str, int]:
     """Per-process RSS growth in bytes, keyed ``name[pid]``."""
     return {f"{after.names[pid]}[{pid}]": rss - before.rss.get(pid, 0)

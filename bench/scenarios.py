@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.clients import ClientPool, Deliveries, processes_for
-from bench.procstats import MachineCpu, cpu_delta, own_cpu_s, rss_breakdown
+from bench.procstats import MachineCpu, cpu_by_name, cpu_delta, own_cpu_s, rss_breakdown
 from bench.publisher import Lane
 from bench.targets import Target
 
@@ -58,6 +58,7 @@ class Usage:
     server_cpu_s: float
     publisher_cpu_s: float
     machine_busy_pct: float
+    server_cpu_by_name: dict[str, float] = field(default_factory=dict)
 
 
 class Meter:
@@ -78,7 +79,8 @@ class Meter:
         return Usage(seconds=time.monotonic() - self.t0,
                      server_cpu_s=cpu_delta(self.before, after),
                      publisher_cpu_s=own_cpu_s() - self.own,
-                     machine_busy_pct=self.machine.busy_pct())
+                     machine_busy_pct=self.machine.busy_pct(),
+                     server_cpu_by_name=cpu_by_name(self.before, after))
 
 
 @dataclass
@@ -573,6 +575,15 @@ class RestResult:
     publisher_cpu_pct: float
     sample_error: str
     events_per_request: int = 1
+    # Server CPU per request by process label (Clarion: API, worker, node, Redis).
+    server_cpu_us_by_process: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def api_cpu_us_per_request(self) -> float:
+        """Clarion's API processes alone (NaN for another server)."""
+        api = [us for name, us in self.server_cpu_us_by_process.items()
+               if name.endswith("gateway.cli api")]
+        return sum(api) if api else float("nan")
 
     def figures(self) -> dict[str, float]:
         return {
@@ -582,6 +593,7 @@ class RestResult:
             "response p99 (ms)": self.response_ms.get("p99", float("nan")),
             "failed requests": self.failed_requests,
             "server CPU us/request": self.server_cpu_us_per_request,
+            "of which the API process(es)": self.api_cpu_us_per_request,
             "server CPU %": self.server_cpu_pct,
             "publisher CPU %": self.publisher_cpu_pct,
         }
@@ -625,6 +637,8 @@ async def rest(target: Target, opts: Options) -> RestResult:
         server_cpu_pct=pct(usage.server_cpu_s, usage.seconds),
         publisher_cpu_pct=pct(usage.publisher_cpu_s, usage.seconds),
         sample_error=stats.sample_error,
+        server_cpu_us_by_process={name: 1e6 * s / max(1, stats.requests)
+                                  for name, s in usage.server_cpu_by_name.items()},
     )
 
 

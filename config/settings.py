@@ -87,10 +87,21 @@ class ApiSettings(_Section):
     # The HTTP server (gateway/api/server.py): granian spends less CPU per request.
     server: Literal["granian", "gunicorn"] = "granian"
     workers: int = Field(2, ge=1, le=64)
-    # Per worker: granian measured ~15 % less CPU per request with 1-2 than with 4 (GIL
-    # hand-offs); 2 keeps one slow request from holding up a worker.
+    # Per worker, for gunicorn and for granian with buffer_bodies off: 2 keeps one slow request
+    # from holding up a worker. With buffer_bodies on, granian runs the app on each worker's
+    # event loop thread (gateway/api/rsgi_bridge.py).
     threads: int = Field(2, ge=1, le=256)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # granian: read each request body whole, asynchronously, before the app runs, so a slow
+    # client holds no thread (docs/api-server.md). Off: granian's WSGI interface, 4-7 % less
+    # API CPU per request, for a deployment behind a proxy that buffers request bodies.
+    buffer_bodies: bool = True
+    # Seconds a client has to send a request's whole body (after its headers) when bodies are
+    # buffered; past it the request gets 408 and the connection is closed.
+    body_timeout: float = Field(10.0, gt=0, le=600)
+    # granian, per worker: connections served at once, idle and slow ones included (more wait
+    # in the listen backlog). Each costs a file descriptor and a few KB.
+    connections_per_worker: int = Field(4096, ge=16, le=1_000_000)
     # Serve HTTPS: a PEM certificate (chain) and its private key, both or neither. The official
     # Beams server SDK (pusher_push_notifications) only speaks HTTPS.
     tls_cert_file: str | None = None

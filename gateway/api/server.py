@@ -1,20 +1,25 @@
 """``clarion api``: the Flask app under granian (default) or gunicorn, started programmatically.
 
-granian (a Rust HTTP server calling the WSGI app from its own threads) is the default: on this
-project's publish benchmark it spends about 30 % less CPU per request than gunicorn's gthread
-workers serving the same Flask app (bench/results/SUMMARY.md), and CPU per request is what
-bounds how many events the API accepts on a small machine. ``api.server = "gunicorn"`` keeps
-gunicorn for deployments built around it.
+granian (a Rust HTTP server) is the default: on this project's publish benchmark it spends
+about 30 % less CPU per request than gunicorn's gthread workers serving the same Flask app
+(bench/results/SUMMARY.md), and CPU per request is what bounds how many events the API
+accepts on a small machine. With ``api.buffer_bodies`` (the default) it serves the app through
+its RSGI interface and gateway/api/rsgi_bridge.py, which reads each request body asynchronously
+under a size cap and a deadline (``api.body_timeout``) before the app runs, so slow clients
+hold no thread; without, through its WSGI interface on ``api.threads`` threads, which costs
+less CPU but leaves slow clients to a proxy in front (docs/api-server.md). ``api.server =
+"gunicorn"`` keeps gunicorn for deployments built around it; it is not protected either.
 
-Both: ``api.workers`` processes with ``api.threads`` threads each, SIGTERM and SIGINT stop
-gracefully. Each worker process builds its own app after the fork (no preload), hence its own
-Redis client: nothing opened before the fork is shared. With ``api.tls_cert_file`` and
-``api.tls_key_file`` set, the port serves HTTPS only; the official Beams server SDK needs that,
-as it always uses https.
+Both: ``api.workers`` processes, SIGTERM and SIGINT stop gracefully. Each worker process builds
+its own app after the fork (no preload), hence its own Redis client: nothing opened before the
+fork is shared. With ``api.tls_cert_file`` and ``api.tls_key_file`` set, the port serves HTTPS
+only; the official Beams server SDK needs that, as it always uses https.
 """
 
 from __future__ import annotations
 
+import contextlib
+import resource
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -74,8 +79,15 @@ def _load_app(settings: Settings, *_: Any) -> Any:
     return create_app(settings)
 
 
+def _load_bridge(settings: Settings, *_: Any) -> Any:
+    from gateway.api.rsgi_bridge import RsgiBridge
+
+    return RsgiBridge(_load_app(settings), max_body_bytes=settings.api.max_body_bytes,
+                      body_timeout=settings.api.body_timeout)
+
+
 def granian_server(settings: Settings) -> Any:
-    from granian.constants import Interfaces, SSLProtocols
+    from granian.constants import SSLProtocols
     from granian.server import Server
 
     api = settings.api
@@ -88,16 +100,32 @@ def granian_server(settings: Settings) -> Any:
         "clarion.api",  # a name for the logs: the app comes from the loader below
         address=api.host,
         port=api.port,
-        interface=Interfaces.WSGI,
         workers=api.workers,
-        blocking_threads=api.threads,
         runtime_threads=1,
+        # Connections a worker serves at once. granian's default (1,024 over the workers)
+        # counts idle and slow connections too, so a thousand of them would lock others out.
+        backpressure=api.connections_per_worker,
         log_level=_granian_level(settings.log_level),
         log_access=False,
         websockets=False,
         workers_kill_timeout=20,
+        **_granian_interface(settings),
         **tls,
     )
+
+
+def _granian_interface(settings: Settings) -> dict[str, Any]:
+    from granian.constants import Interfaces, TaskImpl
+
+    if not settings.api.buffer_bodies:
+        return {"interface": Interfaces.WSGI, "blocking_threads": settings.api.threads}
+    return {
+        "interface": Interfaces.RSGI,
+        # RSGI takes one; the app itself runs on the worker's event loop thread.
+        "blocking_threads": 1,
+        # asyncio tasks, not granian's Rust ones: the body deadline cancels a request's task.
+        "task_impl": TaskImpl.asyncio,
+    }
 
 
 def _granian_level(level: str) -> Any:
@@ -110,8 +138,18 @@ def _granian_level(level: str) -> Any:
 
 def run_api(settings: Settings) -> None:
     """Serve the API in the foreground until SIGTERM/SIGINT."""
+    _raise_open_files_limit()
     if settings.api.server == "gunicorn":
         ClarionGunicorn(settings).run()
         return
-    granian_server(settings).serve(target_loader=partial(_load_app, settings),
-                                   wrap_loader=False)
+    loader = _load_bridge if settings.api.buffer_bodies else _load_app
+    granian_server(settings).serve(target_loader=partial(loader, settings), wrap_loader=False)
+
+
+def _raise_open_files_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard one: each connection is a descriptor, and the usual
+    soft limit (1,024) is below ``api.connections_per_worker``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):  # e.g. an unlimited hard limit
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -194,3 +194,9 @@ class TooManyRequests(ApiError):
 
 class ServiceUnavailable(ApiError):
     status, message = 503, "Service unavailable"
+
+
+class RequestTimeout(ApiError):
+    # The connection is closed after it: the rest of the body may still be on its way.
+    status, message = 408, "Request timeout"
+    headers = {"Connection": "close"}

@@ -1,5 +1,6 @@
 """Fixtures for the REST API tests: a real Redis (tests/conftest.py), the Flask app, a real
-HTTP server for the official ``pusher`` SDK, a bus reader and node-side state."""
+HTTP server for the official ``pusher`` SDK, a bus reader and node-side state; and whole
+``clarion api`` processes (``cluster_factory``), whose logs a failing test's report shows."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 import pusher
 import pytest
 import redis
+from _harness.fixtures import cluster_factory, pytest_runtest_makereport  # noqa: F401
 from werkzeug.serving import make_server
 
 from config.settings import AppSettings, Settings

@@ -123,11 +123,14 @@ def test_metrics(client, settings):
 # --------------------------------------------------------------------------- HTTP servers
 
 
-@pytest.mark.parametrize("server", ["granian", "gunicorn"])
-def test_run_api_serves_and_stops_on_sigterm(settings, redis_client, key_prefix, server):
+@pytest.mark.parametrize(("server", "buffer_bodies"),
+                         [("granian", True), ("granian", False), ("gunicorn", True)])
+def test_run_api_serves_and_stops_on_sigterm(settings, redis_client, key_prefix, server,
+                                             buffer_bodies):
     port = free_port()
-    served = settings.with_overrides(
-        api={"port": port, "workers": 1, "threads": 2, "server": server})
+    served = settings.with_overrides(api={
+        "port": port, "workers": 1, "threads": 2, "server": server,
+        "buffer_bodies": buffer_bodies})
     code = "from config import load_settings; from gateway.api.server import run_api; " \
            "run_api(load_settings())"
     env = {**os.environ, **settings_to_env(served)}
