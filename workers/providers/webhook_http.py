@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import email.utils
 import http.client
-import os
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -31,11 +28,6 @@ from gateway.webhooks.ssrf import IPNetwork, Refused, vet
 from workers.providers import deadline
 
 _SSL_CONTEXT: ssl.SSLContext | None = None
-# getaddrinfo has no timeout, and a webhook's host names a DNS server its owner runs: lookups
-# run on these threads so that the attempt can give up on one at its deadline.
-RESOLVER_THREADS = 4
-_resolver: tuple[int, ThreadPoolExecutor] | None = None
-_resolver_lock = threading.Lock()
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -98,16 +90,30 @@ def resolve(host: str, port: int) -> list[str]:
 
 
 def _resolve_within(host: str, port: int) -> list[str]:
-    """:func:`resolve`, given up at the current deadline (``TimeoutError``)."""
-    global _resolver
-    with _resolver_lock:
-        if _resolver is None or _resolver[0] != os.getpid():  # threads do not survive a fork
-            _resolver = (os.getpid(), ThreadPoolExecutor(RESOLVER_THREADS, "webhook-dns"))
-        pool = _resolver[1]
-    try:
-        return pool.submit(resolve, host, port).result(deadline.cap(None))
-    except FutureTimeout:
-        raise TimeoutError("name lookup") from None
+    """:func:`resolve`, given up at the current deadline (``TimeoutError``).
+
+    getaddrinfo cannot be interrupted, and a webhook's host names a DNS server its owner
+    runs: the lookup gets a thread of its own (a daemon, so a worker never waits for it to
+    exit), and a stalled one holds nothing but that thread until the resolver gives up.
+    A shared pool of lookup threads would let one owner's stalled lookups hold up others'."""
+    outcome: list[list[str] | BaseException] = []
+    done = threading.Event()
+    lookup = resolve  # looked up now: tests replace the module's resolve
+
+    def run() -> None:
+        try:
+            outcome.append(lookup(host, port))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="webhook-dns", daemon=True).start()
+    if not done.wait(deadline.cap(None)):
+        raise TimeoutError("name lookup")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 def _left() -> float:
