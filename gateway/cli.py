@@ -155,11 +155,15 @@ def worker(
     """Run a Celery worker (live delivery is best kept apart from push and webhooks:
     `--queues live` in one worker, `--queues push,webhooks` in another)."""
     settings = cli_settings(ctx)
+    group = settings.worker.group_for(queues)
+    if group is not None:  # the queues of one of `clarion up`'s workers: run it as that one
+        worker = settings.worker
+        settings = settings.with_overrides(worker={"concurrency": worker.concurrency_of(group),
+                                                   "pool": worker.pool_of(group)})
     from workers.main import run_worker
 
-    group = settings.worker.group_for(queues)
-    run_worker(settings, queues, concurrency or settings.worker.concurrency_of(group),
-               pool or settings.worker.pool_of(group))
+    run_worker(settings, queues, concurrency or settings.worker.concurrency,
+               pool or settings.worker.pool)
 
 
 # --------------------------------------------------------------------------- webhooks
@@ -415,7 +419,7 @@ def banner(settings: Settings, app: Any, redis_url: str, embedded: bool) -> str:
 @click.pass_context
 def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None:
     """Run everything on this host: Redis (embedded unless configured), API, WebSocket node(s)
-    and the workers (one process per worker.groups entry: live apart from push and webhooks)."""
+    and a worker."""
     settings = cli_settings(ctx)
     # Absolute: redis-server changes into --dir before it opens its log file.
     data_dir = Path(settings.data_dir).resolve()

@@ -7,7 +7,8 @@ and stops everything at the end (SIGTERM, then SIGKILL of each process group). P
 the ones `clarion up` starts (``python -m gateway.cli ws|api|worker``), through
 gateway/processes.py; a set of workers is one process per ``worker.groups`` entry, as `clarion
 up` starts them (by default one for ``live``, one for ``push,webhooks``), in that order in
-``Cluster.workers``.
+``Cluster.workers``; ``add_worker`` starts the next one in that order (after whole sets: a
+live worker).
 
 Each process logs to ``<tmp>/logs/<name>.log``; ``Cluster.logs()`` returns the tails, which the
 fixtures print when a test fails.
@@ -101,8 +102,8 @@ class Cluster:
                     Child.cli(f"ws{i}", self.node_settings(i), "ws", "--processes", "1",
                               log_path=self._log(f"ws{i}")).start()
                 )
-            for i in range(self._worker_count):
-                self.workers += [child.start() for child in self._worker_set(i)]
+            for i in range(self._worker_count * len(worker_commands(self.settings))):
+                self.workers.append(self._worker(i).start())
             for i, node in enumerate(self.nodes):
                 wait_http_ready(self.node_ready_url(i), node, timeout)
             wait_http_ready(f"{self.api_url}/ready", self.api, timeout)
@@ -112,12 +113,11 @@ class Cluster:
             raise
         return self
 
-    def _worker_set(self, i: int) -> list[Child]:
-        return [self._worker(f"worker{i}-{n}", args)
-                for n, (_, args) in enumerate(worker_commands(self.settings))]
-
-    def _worker(self, name: str, args: list[str]) -> Child:
-        return Child.cli(name, self.settings, *args, log_path=self._log(name))
+    def _worker(self, i: int) -> Child:
+        """Worker process ``i``: each set is one process per ``worker.groups`` entry, in order."""
+        commands = worker_commands(self.settings)
+        _, args = commands[i % len(commands)]
+        return Child.cli(f"worker{i}", self.settings, *args, log_path=self._log(f"worker{i}"))
 
     def wait_workers(self, timeout: float = 60.0) -> None:
         alive = [w for w in self.workers if w.alive]
@@ -206,10 +206,8 @@ class Cluster:
         kids[0].send_signal(signal.SIGKILL)
         return kids[0].pid
 
-    def add_worker(self, group: int = 0) -> Child:
-        """Start one more worker process of ``worker.groups[group]`` (by default: live)."""
-        _, args = worker_commands(self.settings)[group]
-        child = self._worker(f"worker+{len(self.workers)}-{group}", args).start()
+    def add_worker(self) -> Child:
+        child = self._worker(len(self.workers)).start()
         self.workers.append(child)
         return child
 
