@@ -21,7 +21,7 @@ from _harness.client import data_of
 from _harness.cluster import APP_ID, APP_KEY, APP_SECRET
 from _harness.slow_peer import SlowPeer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
 RATE = 80  # events per second
 SECONDS = 10

@@ -16,6 +16,8 @@ from emulators.fcm import Fault as FcmFault
 from gateway.state.devices import DeviceStore
 from gateway.state.publishes import PublishStore
 
+pytestmark = pytest.mark.fault
+
 SEND_TIMEOUT = 1.0  # beams_harness.make_settings
 # Worker pick-up and Redis round trips on a loaded machine; without a total deadline a
 # trickled answer holds a send for minutes.

@@ -17,6 +17,8 @@ from gateway.webhooks.store import Store
 from tests.webhooks.conftest import Nodes
 from tests.webhooks.harness import make_settings, webhook
 
+pytestmark = pytest.mark.fault
+
 TIMEOUT = 2.0
 # A loaded 2-core machine schedules late now and then; without a total deadline a trickled
 # answer holds the worker for minutes.
