@@ -135,3 +135,31 @@ def test_pusher_js_without_the_extension_is_unchanged(cluster, fleet_factory):
     for client in resuming.report():
         # The same channels at the same time: a subscription that asked has them.
         assert client["raw_with_serial"] >= 60 + len(channels), client
+
+
+def test_events_excluding_the_previous_connection_are_not_replayed_to_it(
+        cluster, proxy_factory, fleet_factory):
+    # The app published them with socket_id = the client's connection of then (the client
+    # caused them and has applied them already): the resumed subscription names that
+    # connection, so they are left out of the replay, the others are not.
+    channel = "resume-exclude"
+    proxy = proxy_factory([cluster.node_ports[0]])
+    fleet = fleet_factory(proxy.port, 2, flavor="mixed")
+    fleet.subscribe([channel])
+    sdk = cluster.pusher()
+    sdk.trigger(channel, "seq", {"n": 0})
+    fleet.wait_received(1)
+    before = [client["socket_ids"][-1] for client in fleet.report()]
+
+    def publish_some_excluding() -> None:
+        sdk.trigger(channel, "seq", {"n": 1})
+        for i, socket_id in enumerate(before):  # 2 excludes client 0, 3 excludes client 1
+            sdk.trigger(channel, "seq", {"n": 2 + i}, socket_id=socket_id)
+        sdk.trigger(channel, "seq", {"n": 4})
+
+    away_while(proxy, fleet, publish_some_excluding)
+    sdk.trigger(channel, "seq", {"n": 5})
+    fleet.wait_received(5)
+    time.sleep(0.5)
+    got = [client["received"][channel] for client in fleet.report()]
+    assert got == [[0, 1, 3, 4, 5], [0, 1, 2, 4, 5]]
