@@ -49,15 +49,29 @@ def subscription_error(exc: SubscriptionError) -> bytes:
     return _frame("pusher:subscription_error", data, exc.channel)
 
 
-def subscription_succeeded(channel: str) -> bytes:
-    return _frame("pusher_internal:subscription_succeeded", "{}", channel)
+def _position(serial: int | None) -> dict[str, int]:
+    """The top-level ``serial`` of docs/resume.md, for subscriptions that asked for it."""
+    return {} if serial is None else {"serial": serial}
 
 
-def presence_subscription_succeeded(channel: str, members: dict[str, Any]) -> bytes:
+def subscription_succeeded(channel: str, serial: int | None = None) -> bytes:
+    return _frame("pusher_internal:subscription_succeeded", "{}", channel, **_position(serial))
+
+
+def presence_subscription_succeeded(channel: str, members: dict[str, Any],
+                                    serial: int | None = None) -> bytes:
     """``members`` maps user id (string) to user_info; it includes the joining user."""
     presence = {"ids": list(members), "hash": members, "count": len(members)}
     return _frame("pusher_internal:subscription_succeeded", _json_str({"presence": presence}),
-                  channel)
+                  channel, **_position(serial))
+
+
+RESUME_FAILED = "clarion:resume_failed"
+
+
+def resume_failed(channel: str, reason: str, serial: int) -> bytes:
+    """The missed events after ``serial`` cannot all be sent (docs/resume.md)."""
+    return _frame(RESUME_FAILED, _json_str({"reason": reason, "serial": serial}), channel)
 
 
 def member_added_data(user_id: str, user_info: Any) -> str:
@@ -80,12 +94,16 @@ def ping() -> bytes:
 
 
 def channel_event(
-    event: str, channel: str, data: Any, user_id: str | None = None
+    event: str, channel: str, data: Any, user_id: str | None = None,
+    serial: int | None = None,
 ) -> bytes:
-    """An event on a channel. ``data`` is relayed as given (a string from the HTTP API)."""
-    if user_id is None:
+    """An event on a channel. ``data`` is relayed as given (a string from the HTTP API);
+    ``serial`` only for subscriptions that asked for positions (docs/resume.md)."""
+    if user_id is None and serial is None:
         return _frame(event, data, channel)
-    return _frame(event, data, channel, user_id=user_id)
+    if serial is None:
+        return _frame(event, data, channel, user_id=user_id)
+    return _frame(event, data, channel, serial=serial)
 
 
 def signin_success(user_data: str) -> bytes:

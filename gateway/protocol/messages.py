@@ -14,6 +14,7 @@ import orjson
 
 from gateway.protocol.depth import MAX_JSON_DEPTH, deeper_than
 from gateway.protocol.errors import InvalidMessage
+from gateway.protocol.names import is_socket_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +28,20 @@ class Pong:
 
 
 @dataclass(frozen=True, slots=True)
+class ResumeRequest:
+    """``clarion`` in ``pusher:subscribe`` (docs/resume.md): positions wanted, and where to
+    resume from (``serial``) with the previous connection's socket id."""
+
+    serial: int | None = None
+    socket_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Subscribe:
     channel: str
     auth: str | None = None
     channel_data: str | None = None
+    resume: ResumeRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +127,27 @@ def _subscribe(frame: dict[str, Any]) -> Subscribe:
         # pusher-js always sends the string the auth endpoint returned; an object cannot be
         # verified (its serialisation is not the one that was signed).
         raise InvalidMessage("Invalid message format: channel_data must be a JSON string")
-    return Subscribe(_channel(data, "pusher:subscribe"), auth or None, channel_data)
+    return Subscribe(_channel(data, "pusher:subscribe"), auth or None, channel_data,
+                     _resume(data.get("clarion")))
+
+
+RESUME_VERSION = 1
+MAX_SERIAL = 2**53  # serials are exact JavaScript numbers
+
+
+def _resume(value: Any) -> ResumeRequest | None:
+    """``clarion`` of a subscribe: None (a plain subscription) unless it asks for version 1."""
+    if not isinstance(value, dict) or value.get("v") != RESUME_VERSION:
+        return None
+    serial = value.get("serial")
+    if serial is not None and (type(serial) is not int or not 0 <= serial < MAX_SERIAL):
+        raise InvalidMessage("Invalid message format: clarion.serial must be an integer "
+                             f"from 0 to 2^53 (a serial the server sent), not {serial!r:.40}")
+    socket_id = value.get("socket_id")
+    if socket_id is not None and not is_socket_id(socket_id):
+        raise InvalidMessage("Invalid message format: clarion.socket_id must be a socket id "
+                             f"like 123.456, not {socket_id!r:.40}")
+    return ResumeRequest(serial, socket_id)
 
 
 def _unsubscribe(frame: dict[str, Any]) -> Unsubscribe:

@@ -43,6 +43,7 @@ from gateway.protocol.errors import (
     Unauthorized,
     WatchlistLimit,
 )
+from gateway.protocol.messages import ResumeRequest
 from gateway.protocol.names import ChannelKind, channel_name_problem, event_name_problem
 from gateway.state.bus import BusEvent
 from gateway.state.cache import CachedEvent
@@ -220,6 +221,13 @@ class Connection(WSListener):
         else:
             self._out.append(data)
 
+    def room(self) -> int:
+        """Bytes it can be sent now and stay well below the slow-subscriber cut-off (what a
+        resume replays per step, gateway/ws/resume.py)."""
+        tr = self._tr
+        buffered = tr.get_write_buffer_size() if tr is not None else 0
+        return self.ctx.max_write_buffer // 4 - buffered
+
     def flush(self) -> None:
         out = self._out
         if out is None:
@@ -361,7 +369,7 @@ class Connection(WSListener):
         if membership.kind is not ChannelKind.PRESENCE and sub.channel in self.subscriptions:
             self.send(frames.subscription_succeeded(sub.channel))  # idempotent, as soketi
             return None
-        return self._join(membership)
+        return self._join(membership, sub.resume)
 
     def _channels_held(self) -> int:
         """Subscriptions the client made: the server-to-user channel is the server's doing."""
@@ -370,7 +378,7 @@ class Connection(WSListener):
             held -= 1
         return held
 
-    async def _join(self, membership: Membership) -> None:
+    async def _join(self, membership: Membership, resume: ResumeRequest | None = None) -> None:
         channel = membership.channel
         again = channel in self.subscriptions
         try:
@@ -379,9 +387,11 @@ class Connection(WSListener):
             if again:
                 self._answer(membership, members, cached)
                 return
-            added = await self.ctx.hub.subscribe(
-                self, channel, lambda: self._answer(membership, members, cached)
-            )
+
+            def answer(position: int | None, failure: str | None) -> None:
+                self._answer(membership, members, cached, position, failure, resume)
+
+            added = await self.ctx.hub.subscribe(self, channel, answer, resume)
         except SubscriptionError as exc:
             self.send(frames.subscription_error(exc))
             return
@@ -424,12 +434,21 @@ class Connection(WSListener):
             return False
 
     def _answer(self, membership: Membership, presence: Any,
-                cached: CachedEvent | None | bool = False) -> None:
+                cached: CachedEvent | None | bool = False, position: int | None = None,
+                failure: str | None = None, resume: ResumeRequest | None = None) -> None:
+        """subscription_succeeded (with the subscription's position when it asked for
+        positions), then what a failed resume owes the client, then the cache channel's last
+        event, unless the client resumed and has it (docs/resume.md)."""
+        channel = membership.channel
         if presence is None:
-            self.send(frames.subscription_succeeded(membership.channel))
+            self.send(frames.subscription_succeeded(channel, position))
         else:
-            self.send(frames.presence_subscription_succeeded(membership.channel, presence.members))
-        self._after_subscribed(membership, cached)
+            self.send(frames.presence_subscription_succeeded(channel, presence.members, position))
+        if failure is not None and resume is not None and resume.serial is not None:
+            self.send(frames.resume_failed(channel, failure, resume.serial))
+        resumed = resume is not None and resume.serial is not None and failure is None
+        if not resumed:
+            self._after_subscribed(membership, cached)
 
     def _after_subscribed(self, membership: Membership,
                           cached: CachedEvent | None | bool = False) -> None:

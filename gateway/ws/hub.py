@@ -16,14 +16,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.protocol import frames
+from gateway.protocol.messages import ResumeRequest
 from gateway.protocol.names import USER_CHANNEL_PREFIX
 from gateway.state.bus import BusEvent
 from gateway.state.history import History
 from gateway.ws import framing
+from gateway.ws.resume import Answer, replay
 
 if TYPE_CHECKING:
     from gateway.channels.membership import Membership
@@ -43,9 +44,14 @@ class Subscriber(Protocol):
 
     def flush(self) -> None: ...
 
+    def room(self) -> int:
+        """Bytes it can be sent now and stay well below its slow-subscriber cut-off."""
+        ...
+
 
 class Channel:
-    __slots__ = ("app_id", "name", "subscribers", "last", "held", "joining", "membership")
+    __slots__ = ("app_id", "name", "subscribers", "last", "held", "joining", "membership",
+                 "tracked")
 
     def __init__(self, app_id: str, name: str) -> None:
         self.app_id = app_id
@@ -56,9 +62,13 @@ class Channel:
         # Not None while the channel waits for its baseline or catches up from its log: bus
         # events are parked here, in arrival order, and delivered in serial order afterwards.
         self.held: list[BusEvent] | None = None
-        # True while the first subscriber waits for the baseline: keeps the entry alive even if
-        # every other subscriber leaves meanwhile.
-        self.joining = False
+        # Subscribers still on their way in (the first one waiting for the baseline, resuming
+        # ones being sent what they missed): keeps the entry alive even if every subscriber
+        # leaves meanwhile.
+        self.joining = 0
+        # Socket ids of the subscribers that asked for positions (docs/resume.md): they get
+        # each event's frame with its serial. None when there are none (the usual case).
+        self.tracked: set[str] | None = None
         # One Membership for all subscribers whose own is equal to it (on a public or private
         # channel, every subscriber): ~130 B less per subscription than one each, with its
         # copy of the channel name.
@@ -130,9 +140,15 @@ class Hub:
 
     # ----------------------------------------------------------------- subscriptions
 
-    async def subscribe(self, conn: Subscriber, name: str, on_added: Callable[[], None]) -> bool:
-        """Add ``conn`` to the channel; ``on_added`` runs right after, before any event can
-        reach it (it sends subscription_succeeded). False if the connection closed meanwhile.
+    async def subscribe(self, conn: Subscriber, name: str, on_added: Answer,
+                        resume: ResumeRequest | None = None) -> bool:
+        """Add ``conn`` to the channel; False if the connection closed meanwhile.
+
+        ``on_added(position, failure)`` runs right after, before any event can reach it (it
+        sends subscription_succeeded): ``position`` is the serial the subscription starts
+        after, for subscriptions that asked for positions (``resume``, docs/resume.md), else
+        None; ``failure`` says why a resume could not be honoured. A resuming subscriber is
+        first sent the events it missed (gateway/ws/resume.py).
 
         The first local subscriber reads the channel's current serial as the baseline before
         it is answered, so it gets exactly the events accepted after that point.
@@ -143,28 +159,47 @@ class Hub:
         if ch is None:
             ch = self.channels[key] = Channel(conn.app_id, name)
             ch.held = []
-            ch.joining = True
-            try:
+        ch.joining += 1
+        try:
+            if first:
                 ch.last = await self.history.current_serial(conn.app_id, name)
-            except BaseException:
+            if resume is not None and resume.serial is not None and ch.last is not None:
+                joined = await replay(self, conn, ch, resume, on_added)
+            else:
+                position = ch.last if resume is not None else None
+                joined = self.join(conn, ch, resume is not None, on_added, position)
+        except BaseException:
+            if first:
                 ch.last = None
-                self._settle(ch, first)
-                raise
-        if conn.closed:
+            raise
+        finally:
             self._settle(ch, first)
+        if joined:
+            self._counted(conn.app_id, name, +1)
+        return joined
+
+    def join(self, conn: Subscriber, ch: Channel, tracked: bool,
+             on_added: Answer | None = None, position: int | None = None,
+             failure: str | None = None) -> bool:
+        """Make ``conn`` a subscriber of ``ch`` and answer it, in one step: no event can come
+        between (False if it closed meanwhile)."""
+        if conn.closed:
             return False
         ch.subscribers[conn.socket_id] = conn
-        on_added()
-        self._settle(ch, first)
-        self._counted(conn.app_id, name, +1)
+        if tracked:
+            if ch.tracked is None:
+                ch.tracked = set()
+            ch.tracked.add(conn.socket_id)
+        if on_added is not None:
+            on_added(position, failure)
         return True
 
     def _settle(self, ch: Channel, first: bool) -> None:
-        if first:
-            ch.joining = False
-            if self.sequencer is not None:
-                self.sequencer.release(ch)
-        if not ch.subscribers and self.channels.get((ch.app_id, ch.name)) is ch:
+        ch.joining -= 1
+        if first and self.sequencer is not None:
+            self.sequencer.release(ch)
+        if (not ch.subscribers and not ch.joining
+                and self.channels.get((ch.app_id, ch.name)) is ch):
             del self.channels[(ch.app_id, ch.name)]
 
     def unsubscribe(self, conn: Subscriber, name: str) -> None:
@@ -172,6 +207,10 @@ class Hub:
         ch = self.channels.get(key)
         if ch is None or ch.subscribers.pop(conn.socket_id, None) is None:
             return
+        if ch.tracked is not None:
+            ch.tracked.discard(conn.socket_id)
+            if not ch.tracked:
+                ch.tracked = None
         if not ch.subscribers and not ch.joining:
             del self.channels[key]
         self._counted(conn.app_id, name, -1)
@@ -198,16 +237,29 @@ class Hub:
     # ----------------------------------------------------------------- fan-out
 
     def deliver(self, ch: Channel, event: str, data: Any, user_id: str | None = None,
-                exclude: str | None = None) -> None:
+                exclude: str | None = None, serial: int | None = None) -> None:
         if not ch.subscribers:
             return
         data_frame = framing.text(frames.channel_event(event, ch.name, data, user_id))
+        tracked = ch.tracked
+        if tracked is not None and serial is not None:
+            self._deliver_tracked(ch, data_frame, event, data, exclude, serial, tracked)
+            return
         for socket_id, conn in ch.subscribers.items():
             if socket_id != exclude:
                 conn.enqueue(data_frame)
 
+    def _deliver_tracked(self, ch: Channel, data_frame: bytes, event: str, data: Any,
+                         exclude: str | None, serial: int, tracked: set[str]) -> None:
+        """The channel has subscribers that asked for positions: they get the frame with the
+        event's serial, the others the plain one (both built once)."""
+        serial_frame = framing.text(frames.channel_event(event, ch.name, data, serial=serial))
+        for socket_id, conn in ch.subscribers.items():
+            if socket_id != exclude:
+                conn.enqueue(serial_frame if socket_id in tracked else data_frame)
+
     def deliver_event(self, ch: Channel, ev: BusEvent) -> None:
-        self.deliver(ch, ev.event, ev.data, ev.user_id, ev.exclude)
+        self.deliver(ch, ev.event, ev.data, ev.user_id, ev.exclude, ev.serial)
 
     def schedule_flush(self, conn: Subscriber) -> None:
         """Called by a connection whose pending list just became non-empty.

@@ -170,10 +170,14 @@ class PusherClient:
             msg["channel"] = channel
         self.ws.send(json.dumps(msg))
 
-    def subscribe(self, channel: str, auth: str = "", channel_data: str | None = None) -> None:
+    def subscribe(self, channel: str, auth: str = "", channel_data: str | None = None,
+                  clarion: dict[str, Any] | None = None) -> None:
+        """``clarion``: the resume request of docs/resume.md (``{"v": 1, "serial": ...}``)."""
         data: dict[str, Any] = {"auth": auth, "channel": channel}
         if channel_data is not None:
             data["channel_data"] = channel_data
+        if clarion is not None:
+            data["clarion"] = clarion
         self.send("pusher:subscribe", data)
 
     def subscribed(self, channel: str, **kw: Any) -> dict[str, Any]:
