@@ -20,9 +20,12 @@ export interface PusherLike {
 
 /** The payload of the `clarion:resume_failed` event bound with `channel.bind`. */
 export interface ResumeFailed {
-  /** "expired": the missed events are older than the server keeps; "reset": its log was lost. */
-  reason: "expired" | "reset";
-  /** The last serial the client had on the channel. */
+  /**
+   * "expired": the missed events are older than the server keeps; "reset": its log was lost;
+   * "unavailable": the server could not read its log in the middle of a long replay.
+   */
+  reason: "expired" | "reset" | "unavailable";
+  /** The last serial the client had on the channel (after a partial replay: the last sent). */
   serial: number;
 }
 

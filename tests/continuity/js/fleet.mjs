@@ -55,7 +55,8 @@ class Client {
     this.received = {}; // channel -> numbers of the "seq" events, in arrival order
     this.failed = {}; // channel -> clarion:resume_failed payloads
     this.subscribed = {}; // channel -> subscription_succeeded count
-    this.members = {}; // channel -> member ids at the last subscription_succeeded
+    this.joined = {}; // channel -> member ids at the last subscription_succeeded
+    this.members = {}; // channel -> member ids now (joined, then member events)
     this.rawFrames = 0;
     this.rawWithSerial = 0; // frames carrying a top-level serial, as the wire had them
     this.pusher.connection.bind("state_change", ({ current }) => {
@@ -77,13 +78,18 @@ class Client {
     const onFailed = (data) => this.failed[name].push(data);
     const onMembers = (ids) => {
       this.subscribed[name] += 1;
-      if (ids) this.members[name] = ids.sort();
+      if (ids) this.joined[name] = ids.sort();
+      if (ids) this.members[name] = new Set(ids);
     };
+    const onJoin = (id) => this.members[name].add(id);
+    const onLeave = (id) => this.members[name].delete(id);
     if (this.flavor === "echo") {
       let channel;
       if (name.startsWith("presence-")) {
         channel = this.echo.join(name.slice("presence-".length))
-          .here((members) => onMembers(members.map((m) => m.name)));
+          .here((members) => onMembers(members.map((m) => m.name)))
+          .joining((m) => onJoin(m.name))
+          .leaving((m) => onLeave(m.name));
       } else {
         channel = name.startsWith("private-") ? this.echo.private(name.slice("private-".length))
           : this.echo.channel(name);
@@ -95,6 +101,8 @@ class Client {
       const channel = this.pusher.subscribe(name);
       channel.bind("seq", onSeq);
       channel.bind("clarion:resume_failed", onFailed);
+      channel.bind("pusher:member_added", (m) => onJoin(m.id));
+      channel.bind("pusher:member_removed", (m) => onLeave(m.id));
       channel.bind("pusher:subscription_succeeded", (members) => {
         const ids = [];
         if (members && members.each) members.each((m) => ids.push(m.id));
@@ -113,7 +121,9 @@ class Client {
     for (const name of Object.keys(this.received)) serials[name] = lastSerial(this.pusher, name);
     return { user: this.userId, flavor: this.flavor, state: this.pusher.connection.state,
              socket_ids: this.socketIds, received: this.received, failed: this.failed,
-             subscribed: this.subscribed, members: this.members, serials,
+             subscribed: this.subscribed, joined: this.joined, serials,
+             members: Object.fromEntries(Object.entries(this.members)
+               .map(([name, ids]) => [name, [...ids].sort()])),
              raw_frames: this.rawFrames, raw_with_serial: this.rawWithSerial };
   }
 }
