@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.continuity.continuity_harness import Publisher, fleet_problems, sequence_problems
+from tests.continuity.continuity_harness import Publisher, fleet_problems
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def test_cut_connections_resume_with_every_event(cluster, proxy_factory, fleet_f
 
     started = time.monotonic()
     publisher, dropped, missed = cut_during_stream(cluster, proxy, channel)
-    assert dropped == CLIENTS and missed > 50, (dropped, missed)
+    assert dropped == CLIENTS and missed >= 20, (dropped, missed)
     fleet.wait_received(TOTAL, timeout=30)
     took = time.monotonic() - started
     time.sleep(0.5)  # anything extra (a duplicate) would arrive meanwhile
@@ -56,7 +56,7 @@ def test_cut_connections_resume_with_every_event(cluster, proxy_factory, fleet_f
         assert client["subscribed"][channel] == 2
         assert client["failed"][channel] == []
     print(f"\n{CLIENTS} clients, {dropped} connections cut, {missed} events published during "
-          f"the {1.0:.1f} s outage; all {TOTAL} at every client {took:.1f} s after the first")
+          f"the 1 s outage; all {TOTAL} at every client {took:.1f} s after the first was published")
 
 
 def test_without_the_extension_the_cut_loses_events(cluster, proxy_factory, fleet_factory):
@@ -73,9 +73,8 @@ def test_without_the_extension_the_cut_loses_events(cluster, proxy_factory, flee
     lost = []
     for client in fleet.report():
         got = client["received"][channel]
-        problems = sequence_problems(got, publisher.accepted[channel])
-        assert problems and problems[0].endswith(tuple("0123456789]")), problems
-        assert got == sorted(set(got)), "order and uniqueness hold; only events are missing"
+        assert got == sorted(set(got)), "order and uniqueness hold; events are missing"
+        assert set(got) < set(publisher.accepted[channel])
         lost.append(TOTAL - len(got))
     assert min(lost) >= missed * 0.8, (lost, missed)
     print(f"\nwithout the extension: each client lost {min(lost)}-{max(lost)} of {TOTAL} "
