@@ -167,3 +167,31 @@ def test_events_excluding_the_previous_connection_are_not_replayed_to_it(
     time.sleep(0.5)
     got = [client["received"][channel] for client in fleet.report()]
     assert got == [[0, 1, 3, 4, 5], [0, 1, 2, 4, 5]]
+
+
+# A server race, not the extension's: a resuming subscription that reaches a node while the
+# node is still reading the channel's position for another subscriber that just (re)created
+# the channel there (gateway/ws/hub.py, Hub.subscribe: ch.last is None until that read ends)
+# is served as a plain one: no position, no replay, no clarion:resume_failed. It loses the
+# missed events silently in about one run in three here.
+@pytest.mark.xfail(strict=False, reason="server race in Hub.subscribe: a resuming subscriber "
+                   "that arrives during another's baseline read is not replayed")
+def test_a_channel_whose_first_events_come_while_away(cluster, proxy_factory, fleet_factory):
+    # Nothing was ever published on the channel when the clients subscribed: the position
+    # they are given then (0) is all they have to resume from. Ten clients, reconnecting at
+    # the same moment, so that several subscribe while the node is still reading the
+    # channel's position for the first of them.
+    channel = "resume-quiet"
+    proxy = proxy_factory([cluster.node_ports[0]])
+    fleet = fleet_factory(proxy.port, 10, flavor="mixed")
+    fleet.subscribe([channel])
+    assert all(isinstance(s, int) for s in positions(fleet, channel)), positions(fleet, channel)
+    publisher = Publisher(cluster, [channel], rate=500)
+
+    away_while(proxy, fleet, lambda: publisher.publish(5))
+    publisher.publish(5)
+    fleet.wait_received(5)
+    time.sleep(1.0)
+    clients = fleet.report()
+    assert fleet_problems(clients, publisher.accepted) == []
+    assert all(client["failed"][channel] == [] for client in clients)
