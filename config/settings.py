@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -130,12 +130,42 @@ class ApiSettings(_Section):
         return self.tls_cert_file is not None
 
 
+QueueName = Literal["live", "push", "webhooks"]
+WORKER_QUEUES: tuple[QueueName, ...] = ("live", "push", "webhooks")
+PoolName = Literal["prefork", "threads", "solo"]
+
+
+class WorkerGroup(_Section):
+    """One worker process of `clarion up`: the queues it consumes and its pool; concurrency
+    and pool default to the ``worker`` section's."""
+
+    queues: list[QueueName] = Field(min_length=1)
+    concurrency: int | None = Field(None, ge=1, le=256)
+    pool: PoolName | None = None
+
+
+def _default_groups() -> list[WorkerGroup]:
+    return [
+        WorkerGroup(queues=["live"]),
+        # Webhook and push deliveries wait on other people's servers (up to webhooks.timeout
+        # / push.send_timeout each): threads, so that a few slow endpoints cannot take every
+        # slot (bench/results/slow-webhooks.md).
+        WorkerGroup(queues=["push", "webhooks"], concurrency=32, pool="threads"),
+    ]
+
+
 class WorkerSettings(_Section):
+    # `clarion worker` (and the groups that leave them unset): processes or threads, and pool.
     concurrency: int = Field(2, ge=1, le=256)
     # Celery pool. prefork (default): a task that kills its process loses nothing, the pool
     # replaces it. threads: no hand-off to a pool process, ~0.3 ms less per live delivery
     # (bench/results/SUMMARY.md); a killed worker's tasks come back after visibility_timeout.
-    pool: Literal["prefork", "threads", "solo"] = "prefork"
+    pool: PoolName = "prefork"
+    # The worker processes `clarion up` starts, one per group: live delivery has a process of
+    # its own, so no webhook receiver or push provider, however slow, ever delays it. Every
+    # queue must be consumed by some group. `clarion worker --queues Q` started on exactly a
+    # group's queues takes that group's concurrency and pool unless given.
+    groups: list[WorkerGroup] = Field(default_factory=_default_groups, min_length=1)
     # Seconds before the Redis broker hands an unacknowledged task to another worker.
     visibility_timeout: int = Field(300, ge=1)
     # How often workers look for tasks left unacknowledged by a dead worker.
@@ -146,6 +176,24 @@ class WorkerSettings(_Section):
     # the same pool get their turn. Requests that ride skip the Celery hop (~2 ms).
     live_linger: float = Field(0.05, ge=0, le=5)
     live_task_seconds: float = Field(5.0, gt=0, le=60)
+
+    @field_validator("groups")
+    @classmethod
+    def _every_queue_consumed(cls, v: list[WorkerGroup]) -> list[WorkerGroup]:
+        missing = [q for q in WORKER_QUEUES if not any(q in g.queues for g in v)]
+        if missing:
+            raise ValueError(f"no group consumes {', '.join(missing)}")
+        return v
+
+    def group_for(self, queues: Sequence[str]) -> WorkerGroup | None:
+        """The group consuming exactly ``queues`` (in any order), if there is one."""
+        return next((g for g in self.groups if set(g.queues) == set(queues)), None)
+
+    def concurrency_of(self, group: WorkerGroup | None) -> int:
+        return group.concurrency if group and group.concurrency else self.concurrency
+
+    def pool_of(self, group: WorkerGroup | None) -> PoolName:
+        return group.pool if group and group.pool else self.pool
 
 
 class HistorySettings(_Section):

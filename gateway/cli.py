@@ -2,7 +2,7 @@
 
     clarion [--config FILE] ws [--processes N]
     clarion [--config FILE] api
-    clarion [--config FILE] worker [--queues live,push,webhooks] [--concurrency N]
+    clarion [--config FILE] worker [--queues live,push,webhooks] [--concurrency N] [--pool P]
     clarion [--config FILE] up [--redis-port PORT]
     clarion [--config FILE] webhooks list|show|replay|endpoints|enable ...
     clarion version
@@ -30,6 +30,7 @@ from gateway import processes
 from gateway.cli_common import cli_settings, store_redis
 from gateway.embedded_redis import EmbeddedRedisError, free_port
 from gateway.processes import Child, ChildDied, SessionRedis, Supervisor, probe_host
+from workers.groups import worker_commands
 
 QUEUES = ("live", "push", "webhooks")
 DEMO_APP_FILE = "demo-app.json"
@@ -137,22 +138,29 @@ def _parse_queues(ctx: click.Context, param: click.Parameter, value: str) -> lis
     "--concurrency",
     type=click.IntRange(1, 256),
     default=None,
-    help="Pool processes or threads (default: worker.concurrency).",
+    help="Pool processes or threads (default: the worker.groups entry with exactly these "
+    "queues, else worker.concurrency).",
 )
 @click.option(
     "--pool",
     type=click.Choice(["prefork", "threads", "solo"]),
     default=None,
-    help="Celery execution pool (default: worker.pool, prefork). prefork survives a task "
-    "killing its process; threads saves the hand-off to a pool process (lower latency on "
-    "the live queue).",
+    help="Celery execution pool (default: the worker.groups entry with exactly these queues, "
+    "else worker.pool, prefork). prefork survives a task killing its process; threads suits "
+    "I/O-bound deliveries (webhooks, push) and saves the hand-off to a pool process.",
 )
 @click.pass_context
 def worker(
     ctx: click.Context, queues: list[str], concurrency: int | None, pool: str | None
 ) -> None:
-    """Run a Celery worker."""
+    """Run a Celery worker (live delivery is best kept apart from push and webhooks:
+    `--queues live` in one worker, `--queues push,webhooks` in another)."""
     settings = cli_settings(ctx)
+    group = settings.worker.group_for(queues)
+    if group is not None:  # the queues of one of `clarion up`'s workers: run it as that one
+        worker = settings.worker
+        settings = settings.with_overrides(worker={"concurrency": worker.concurrency_of(group),
+                                                   "pool": worker.pool_of(group)})
     from workers.main import run_worker
 
     ctx.exit(run_worker(settings, queues, concurrency or settings.worker.concurrency,
@@ -438,13 +446,16 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
         ws_child = supervisor.add(
             Child.cli("ws", settings, "ws", "--processes", str(settings.websocket.processes))
         )
-        worker_child = supervisor.add(Child.cli("worker", settings, "worker"))
+        worker_children = [
+            supervisor.add(Child.cli(name, settings, *args))
+            for name, args in worker_commands(settings)
+        ]
         ws_ready = f"http://{probe_host(settings.websocket.host)}:{settings.websocket.port}/ready"
         api_ready = f"http://{probe_host(settings.api.host)}:{settings.api.port}/ready"
         stopping = lambda: supervisor.stopping  # noqa: E731
         for url, child in ((api_ready, api_child), (ws_ready, ws_child)):
             processes.wait_http_ready(url, child, ready_timeout, cancelled=stopping)
-        processes.wait_workers_ready(settings, [worker_child], ready_timeout, cancelled=stopping)
+        processes.wait_workers_ready(settings, worker_children, ready_timeout, cancelled=stopping)
         if not supervisor.stopping:
             embedded = redis_server is not None
             click.echo(banner(settings, settings.apps[0], settings.redis.url or "", embedded))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gateway.protocol import frames
 from gateway.protocol.messages import ResumeRequest
 from gateway.protocol.names import USER_CHANNEL_PREFIX
+from gateway.protocol.resume import EXPIRED, failure
 from gateway.state.bus import BusEvent
 from gateway.state.history import History
 from gateway.ws import framing
@@ -257,6 +258,18 @@ class Hub:
         for socket_id, conn in ch.subscribers.items():
             if socket_id != exclude:
                 conn.enqueue(serial_frame if socket_id in tracked else data_frame)
+
+    def signal_gap(self, ch: Channel, last: int, ev: BusEvent) -> None:
+        """The node found events lost on ``ch`` between ``last`` and ``ev`` (the sequencer's
+        ``on_gap``): subscribers that follow positions are told, as after a failed resume."""
+        if not ch.tracked or ev.serial is None:
+            return
+        reason = failure(last, ev.serial, [ev]) or EXPIRED
+        frame = framing.text(frames.resume_failed(ch.name, reason, last))
+        for socket_id in ch.tracked:
+            conn = ch.subscribers.get(socket_id)
+            if conn is not None:
+                conn.enqueue(frame)
 
     def deliver_event(self, ch: Channel, ev: BusEvent) -> None:
         self.deliver(ch, ev.event, ev.data, ev.user_id, ev.exclude, ev.serial)

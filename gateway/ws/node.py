@@ -113,7 +113,7 @@ class Node:
         self.occupancy = OccupancyWriter(NodeOccupancy(self.redis, self.keys, self.node_id))
         self.hub = Hub(self.history, self.occupancy)
         self.occupancy.count = self.hub.local_count
-        self.sequencer = Sequencer(self.hub, self.history)
+        self.sequencer = Sequencer(self.hub, self.history, on_gap=self.hub.signal_gap)
         self.hub.sequencer = self.sequencer
         self.publisher = BusPublisher(self.redis, self.keys)
         self.apps = AppDirectory(settings, self.redis, self.keys)

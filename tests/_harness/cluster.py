@@ -1,10 +1,14 @@
 """A whole Clarion deployment made of real processes, for the compat and e2e suites.
 
 ``Cluster`` starts N WebSocket nodes (each on its own free port, so a test chooses which node a
-client talks to), M Celery worker processes and one API process against a real Redis, with a
-key prefix of its own; it waits for ``/ready`` (nodes, API) and a Celery ping (workers), and
-stops everything at the end (SIGTERM, then SIGKILL of each process group). Processes are the
-ones `clarion up` starts (``python -m gateway.cli ws|api|worker``), through gateway/processes.py.
+client talks to), M sets of Celery worker processes and one API process against a real Redis,
+with a key prefix of its own; it waits for ``/ready`` (nodes, API) and a Celery ping (workers),
+and stops everything at the end (SIGTERM, then SIGKILL of each process group). Processes are
+the ones `clarion up` starts (``python -m gateway.cli ws|api|worker``), through
+gateway/processes.py; a set of workers is one process per ``worker.groups`` entry, as `clarion
+up` starts them (by default one for ``live``, one for ``push,webhooks``), in that order in
+``Cluster.workers``; ``add_worker`` starts the next one in that order (after whole sets: a
+live worker).
 
 Each process logs to ``<tmp>/logs/<name>.log``; ``Cluster.logs()`` returns the tails, which the
 fixtures print when a test fails.
@@ -24,6 +28,7 @@ import pusher
 from config import Settings
 from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.processes import Child, ChildDied, wait_http_ready, wait_workers_ready
+from workers.groups import worker_commands
 
 APP_ID, APP_KEY, APP_SECRET = "1", "app-key", "app-secret"
 # 32 bytes, base64: the master key the SDK derives encrypted-channel secrets from.
@@ -96,7 +101,7 @@ class Cluster:
                     Child.cli(f"ws{i}", self.node_settings(i), "ws", "--processes", "1",
                               log_path=self._log(f"ws{i}")).start()
                 )
-            for i in range(self._worker_count):
+            for i in range(self._worker_count * len(worker_commands(self.settings))):
                 self.workers.append(self._worker(i).start())
             for i, node in enumerate(self.nodes):
                 wait_http_ready(self.node_ready_url(i), node, timeout)
@@ -108,11 +113,10 @@ class Cluster:
         return self
 
     def _worker(self, i: int) -> Child:
-        return Child.cli(
-            f"worker{i}", self.settings, "worker", "--queues", "live,push,webhooks",
-            "--concurrency", str(self.settings.worker.concurrency),
-            log_path=self._log(f"worker{i}"),
-        )
+        """Worker process ``i``: each set is one process per ``worker.groups`` entry, in order."""
+        commands = worker_commands(self.settings)
+        _, args = commands[i % len(commands)]
+        return Child.cli(f"worker{i}", self.settings, *args, log_path=self._log(f"worker{i}"))
 
     def wait_workers(self, timeout: float = 60.0) -> None:
         alive = [w for w in self.workers if w.alive]
@@ -180,7 +184,7 @@ class Cluster:
     # ------------------------------------------------------------------ faults
 
     def kill_worker(self, i: int = 0, sig: int = signal.SIGKILL) -> int:
-        """Signal worker ``i``'s main process; its pid."""
+        """Signal worker ``i``'s main process (0: the first set's live worker); its pid."""
         pid = self.workers[i].pid
         self.workers[i].send(sig)
         return pid

@@ -82,14 +82,16 @@ class ProcessRunner:
 
 
 class CeleryWorker(ProcessRunner):
-    """``run_worker(load_settings(), queues=..., concurrency=...)`` in its own process."""
+    """``run_worker(load_settings(), queues=..., concurrency=..., pool=...)`` in its own
+    process."""
 
     def __init__(self, settings: Settings, log_path: Path, queues: tuple[str, ...],
-                 concurrency: int = 2) -> None:
+                 concurrency: int = 2, pool: str = "prefork") -> None:
         code = (
             "from config import load_settings\n"
             "from workers.main import run_worker\n"
-            f"run_worker(load_settings(), queues={tuple(queues)!r}, concurrency={concurrency})\n"
+            f"run_worker(load_settings(), queues={tuple(queues)!r}, concurrency={concurrency},"
+            f" pool={pool!r})\n"
         )
         super().__init__(settings, log_path, code)
 

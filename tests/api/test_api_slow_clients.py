@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import pytest
 from _harness.cluster import Cluster
 
+pytestmark = pytest.mark.fault
+
 BODY_SLOW = 200
 HEADER_SLOW = 50
 PROBES = 1000

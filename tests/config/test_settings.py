@@ -54,6 +54,9 @@ def test_round_trip_to_children() -> None:
         ("[[apps]]\nid='1'\nkey='a'\nsecret='s'\n[[apps]]\nid='1'\nkey='b'\nsecret='s'\n",
          "duplicate id"),
         ("[api\n", "not valid TOML"),
+        ("[[worker.groups]]\nqueues = ['live', 'webhooks']\n",
+         "worker.groups: no group consumes push"),
+        ("[[worker.groups]]\nqueues = ['live', 'mail']\n", "worker.groups.0.queues.1"),
     ],
 )
 def test_bad_configuration_names_the_key(tmp_path: Path, toml: str, message: str) -> None:
@@ -71,3 +74,19 @@ def test_missing_file() -> None:
 def test_unknown_environment_key_is_refused() -> None:
     with pytest.raises(ConfigError, match="websocket.nope"):
         load_settings(environ={"CLARION_WEBSOCKET__NOPE": "1"})
+
+
+def test_live_has_a_worker_of_its_own_by_default() -> None:
+    groups = load_settings(environ={}).worker.groups
+    assert [(g.queues, g.pool) for g in groups] == [(["live"], None),
+                                                    (["push", "webhooks"], "threads")]
+
+
+def test_worker_groups_from_the_environment() -> None:
+    env = {"CLARION_WORKER__GROUPS": '[{"queues": ["live", "push", "webhooks"]}]',
+           "CLARION_WORKER__CONCURRENCY": "3"}
+    worker = load_settings(environ=env).worker
+    (group,) = worker.groups
+    assert worker.group_for(["webhooks", "live", "push"]) is group
+    assert (worker.concurrency_of(group), worker.pool_of(group)) == (3, "prefork")
+    assert worker.group_for(["live"]) is None

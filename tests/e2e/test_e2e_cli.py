@@ -115,7 +115,11 @@ def test_up_serves_prints_its_addresses_and_stops_cleanly(tmp_path):
             assert data_of(client.wait_for("hello", "private-demo")) == {"from": "clarion up"}
 
         family = up.descendants()
-        assert len(family) >= 4  # redis, api, ws, worker (and their own children)
+        assert len(family) >= 5  # redis, api, ws, two workers (and their own children)
+        workers = [p.cmdline() for p in psutil.Process(up.proc.pid).children()
+                   if "worker" in p.cmdline()]
+        # Live delivery in a worker of its own, apart from push and webhooks.
+        assert sorted(c[c.index("--queues") + 1] for c in workers) == ["live", "push,webhooks"]
         assert up.stop(signal.SIGINT) == 0
         assert_gone(family)
     finally:

@@ -16,7 +16,7 @@ import redis
 from _harness import Cluster, PusherClient, restart_redis
 from _harness.client import data_of
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
 # One client per node subscribes to every channel of a burst (a few hundred).
 MANY_CHANNELS = {"max_channels_per_connection": 2000}

@@ -11,7 +11,11 @@ configures as its .p8 (``key_pem``), and accepts only tokens signed by it with t
 
 Control (thread-safe): ``unregistered`` (-> 410), ``wrong_topic`` (-> 400
 DeviceTokenNotForTopic) token sets, ``script(token, *faults)`` for the next sends to a token
-(status + reason, or ``hang=True``: never answer), and ``delivered`` (token -> [(headers, body)]).
+(status + reason, answered after ``delay`` seconds, a 200 being a delivery; ``hang=True``:
+never answer; ``trickle``: from this answer on, everything the connection sends goes out one
+byte every so many seconds, valid HTTP/2 all the same), and ``delivered`` (token ->
+[(headers, body)]). ``exchanges`` records, per hung or trickled answer, when its request
+arrived and when the client went away (reset the stream or closed the connection).
 """
 
 from __future__ import annotations
@@ -34,7 +38,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from h2.config import H2Configuration
 from h2.connection import H2Connection
-from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+)
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
@@ -57,6 +67,19 @@ class Fault:
     status: int = 503
     reason: str = "ServiceUnavailable"
     hang: bool = False
+    trickle: float = 0.0  # seconds between bytes, from this answer on
+    delay: float = 0.0  # seconds before the answer
+
+
+@dataclass
+class Exchange:
+    stream_id: int
+    arrived: float  # time.monotonic()
+    gone: float | None = None
+
+    @property
+    def held(self) -> float | None:
+        return None if self.gone is None else self.gone - self.arrived
 
 
 def make_p8() -> tuple[str, Any]:
@@ -89,6 +112,7 @@ class ApnsEmulator:
         self.faults: dict[str, list[Fault]] = defaultdict(list)
         self.delivered: dict[str, list[tuple[dict[str, str], dict[str, Any]]]] = defaultdict(list)
         self.requests = 0
+        self.exchanges: list[Exchange] = []
         # False: ``delivered`` keeps None per accepted message instead of it (benchmarks).
         self.record_messages = True
         self.loop = asyncio.new_event_loop()
@@ -189,7 +213,7 @@ class ApnsEmulator:
         with self.lock:
             self.requests += 1
             fault = self.faults[token].pop(0) if self.faults.get(token) else None
-            if fault is not None:
+            if fault is not None and fault.status != 200:
                 return fault.status, fault.reason, fault
             if token in self.unregistered:
                 return 410, "Unregistered", None
@@ -198,7 +222,7 @@ class ApnsEmulator:
             self.delivered[token].append(
                 (dict(headers), json.loads(body)) if self.record_messages else None
             )
-        return 200, None, None
+        return 200, None, fault  # a 200 fault: delivered, answered late
 
 
 class _H2Server(asyncio.Protocol):
@@ -208,12 +232,39 @@ class _H2Server(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, tuple[dict[str, str], bytearray]] = {}
         self.good_auth: str | None = None
+        self.open: dict[int, Exchange] = {}  # hung or trickled answers, by stream
+        self.trickle = 0.0
+        self.backlog = bytearray()  # what a trickling connection has yet to send
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.conn.initiate_connection()
         self.conn.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: 1000})
-        self.transport.write(self.conn.data_to_send())
+        self.write(self.conn.data_to_send())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for stream_id in list(self.open):
+            self.gone(stream_id)
+        self.trickle = 0.0
+
+    def gone(self, stream_id: int) -> None:
+        exchange = self.open.pop(stream_id, None)
+        if exchange is not None:
+            exchange.gone = time.monotonic()
+
+    def write(self, data: bytes) -> None:
+        if not self.trickle:
+            self.transport.write(data)
+            return
+        self.backlog.extend(data)
+
+    def trickle_one(self) -> None:
+        if not self.trickle or self.transport.is_closing():
+            return
+        if self.backlog:
+            self.transport.write(bytes(self.backlog[:1]))
+            del self.backlog[:1]
+        self.emu.loop.call_later(self.trickle, self.trickle_one)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -229,10 +280,12 @@ class _H2Server(asyncio.Protocol):
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, StreamEnded):
                 self.handle(event.stream_id)
+            elif isinstance(event, StreamReset):
+                self.gone(event.stream_id)
             elif isinstance(event, ConnectionTerminated):
                 self.transport.close()
                 return
-        self.transport.write(self.conn.data_to_send())
+        self.write(self.conn.data_to_send())
 
     def handle(self, stream_id: int) -> None:
         headers, body = self.streams.pop(stream_id)
@@ -242,8 +295,31 @@ class _H2Server(asyncio.Protocol):
         )
         if status != 403 and auth:
             self.good_auth = auth
+        if fault is not None and (fault.hang or fault.trickle):
+            exchange = Exchange(stream_id, time.monotonic())
+            self.open[stream_id] = exchange
+            with self.emu.lock:
+                self.emu.exchanges.append(exchange)
         if fault is not None and fault.hang:
             return  # never answer
+        if fault is not None and fault.trickle and not self.trickle:
+            self.write(self.conn.data_to_send())  # what came before goes out at once
+            self.trickle = fault.trickle
+            self.emu.loop.call_later(self.trickle, self.trickle_one)
+        if fault is not None and fault.delay:
+            self.emu.loop.call_later(fault.delay, self.answer_late, stream_id, headers, status,
+                                     reason)
+            return
+        self.answer(stream_id, headers, status, reason)
+
+    def answer_late(self, stream_id: int, headers: dict[str, str], status: int,
+                    reason: str | None) -> None:
+        if not self.transport.is_closing():
+            self.answer(stream_id, headers, status, reason)
+            self.write(self.conn.data_to_send())
+
+    def answer(self, stream_id: int, headers: dict[str, str], status: int,
+               reason: str | None) -> None:
         apns_id = headers.get("apns-id") or str(uuid.uuid4()).upper()
         try:
             if status == 200:

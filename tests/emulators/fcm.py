@@ -11,7 +11,11 @@ Speaks what pyfcm and google-auth send (reference: push-beams-fcm-apns.md sectio
 
 Control (thread-safe, from the test): ``unregistered`` / ``invalid`` / ``foreign`` token sets,
 ``script(token, *faults)`` to answer the next sends to a token with faults (status, errorCode,
-Retry-After, or ``hang`` seconds), and ``delivered`` (token -> messages accepted).
+Retry-After, ``hang`` seconds, or ``trickle``: the answer written one byte every so many
+seconds, status line and headers included), ``token_fault`` to answer every OAuth token
+request that way while it is set, and ``delivered`` (token -> messages accepted).
+``exchanges`` records, per faulty answer, when its request arrived and when the client went
+away (closed or reset the connection), so a test can tell how long a client held on.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import select
 import threading
 import time
 import uuid
@@ -42,6 +47,18 @@ class Fault:
     code: str | None = None  # FcmError errorCode
     retry_after: str | None = None
     hang: float = 0.0  # seconds to wait before answering (and the answer is then a 503)
+    trickle: float = 0.0  # seconds between the bytes of the answer
+
+
+@dataclass
+class Exchange:
+    path: str
+    arrived: float  # time.monotonic()
+    gone: float | None = None  # when the client closed or reset the connection
+
+    @property
+    def held(self) -> float | None:
+        return None if self.gone is None else self.gone - self.arrived
 
 
 def _rsa_pem() -> tuple[str, Any]:
@@ -66,6 +83,8 @@ class FcmEmulator:
         self.delivered: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.requests: list[dict[str, Any]] = []
         self.oauth_grants = 0
+        self.token_fault: Fault | None = None
+        self.exchanges: list[Exchange] = []
         self.delay = 0.0  # seconds every send waits before it is answered (slow provider)
         # False: ``delivered`` keeps None per accepted message instead of the message (benchmarks).
         self.record_messages = True
@@ -128,8 +147,14 @@ class FcmEmulator:
                 pass
 
             def do_POST(self) -> None:  # noqa: N802
+                self.arrived = time.monotonic()
+                self.trickle = 0.0
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path == "/token":
+                    fault = emu.token_fault
+                    if fault is not None and fault.hang and self._hang(fault.hang):
+                        return None
+                    self.trickle = fault.trickle if fault is not None else 0.0
                     return self._oauth(raw)
                 match = SEND_RE.match(self.path)
                 if not match:
@@ -222,8 +247,9 @@ class FcmEmulator:
                         else "ok"
                     )
                 if fault is not None:
-                    if fault.hang:
-                        time.sleep(fault.hang)
+                    if fault.hang and self._hang(fault.hang):
+                        return None
+                    self.trickle = fault.trickle
                     statuses = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
                     headers = [("Retry-After", fault.retry_after)] if fault.retry_after else []
                     return self._error(
@@ -290,8 +316,49 @@ class FcmEmulator:
                     error["details"] = details
                 self._reply(status, {"error": error}, headers)
 
+            def _hang(self, seconds: float) -> bool:
+                """No answer for ``seconds``; True if the client went away meanwhile."""
+                exchange = self._exchange()
+                if not self._client_gone(seconds):
+                    return False
+                exchange.gone = time.monotonic()
+                self.close_connection = True
+                return True
+
+            def _exchange(self) -> Exchange:
+                exchange = Exchange(self.path, self.arrived)
+                with emu.lock:
+                    emu.exchanges.append(exchange)
+                return exchange
+
+            def _client_gone(self, wait: float) -> bool:
+                readable, _, _ = select.select([self.connection], [], [], wait)
+                try:
+                    return bool(readable) and self.connection.recv(1024) == b""
+                except ConnectionError:
+                    return True
+
+            def _trickle(self, status: int, data: bytes, headers: Any) -> None:
+                exchange = self._exchange()
+                head = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}",
+                        "Content-Type: application/json; charset=UTF-8",
+                        f"Content-Length: {len(data)}",
+                        *(f"{name}: {value}" for name, value in headers)]
+                answer = ("\r\n".join(head) + "\r\n\r\n").encode() + data
+                for i in range(len(answer)):
+                    try:
+                        self.connection.sendall(answer[i : i + 1])
+                    except OSError:
+                        break
+                    if self._client_gone(self.trickle):
+                        break
+                exchange.gone = time.monotonic()
+                self.close_connection = True
+
             def _reply(self, status: int, obj: Any, headers: Any = ()) -> None:
                 data = json.dumps(obj).encode()
+                if self.trickle:
+                    return self._trickle(status, data, headers)
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json; charset=UTF-8")

@@ -123,8 +123,9 @@ class PushWorker(CeleryWorker):
     term_group = True
     stop_timeout = 10.0
 
-    def __init__(self, settings: Settings, log_path: Path, concurrency: int = 2) -> None:
-        super().__init__(settings, log_path, ("push",), concurrency)
+    def __init__(self, settings: Settings, log_path: Path, concurrency: int = 2,
+                 pool: str = "prefork") -> None:
+        super().__init__(settings, log_path, ("push",), concurrency, pool)
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,12 @@ FlowControlError and sleeping a second per refusal (real aioapns against the APN
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 
 from beams_harness import hex_token
+from emulators.apns import Fault as ApnsFault
 
 from config.settings import PushSettings
 from workers.providers.apns import ApnsSender, build_request
@@ -62,3 +64,36 @@ def test_connections_forget_finished_streams(apns_emu):
     (connection,) = sender.client.pool.connections
     assert connection.request_streams == {} and connection.requests == {}
     sender.close()
+
+
+def test_a_timed_out_batch_leaves_another_batch_s_connection_alone(apns_emu):
+    """Under the threads pool two tasks share a sender: the connections are recycled after a
+    batch with a timeout, but not under a send of another batch still in flight (closing it
+    would fail a notification APNs may be delivering, and its retry would send it twice)."""
+    settings = PushSettings(
+        apns_host="localhost",
+        apns_port=apns_emu.port,
+        apns_ca_file=apns_emu.ca_file,
+        apns_max_connections=1,
+        send_timeout=2.0,
+    )
+    sender = ApnsSender(
+        apns_emu.key_pem, apns_emu.key_id, apns_emu.team_id, apns_emu.topic, False, settings
+    )
+    hung, slow = hex_token(), hex_token()
+    apns_emu.script(hung, ApnsFault(hang=True))  # times out at 2.0 s
+    apns_emu.script(slow, ApnsFault(status=200, reason=None, delay=1.5))  # answered at 2.5 s
+    outcomes: dict[str, str] = {}
+
+    def send(token: str) -> None:
+        items = [(token, token, build_request({"aps": {"alert": "t"}}, "pubid-t", token))]
+        outcomes.update((k, r.outcome) for k, r in (x for x in sender.send(items) if x))
+
+    first = threading.Thread(target=send, args=(hung,))
+    first.start()
+    time.sleep(1.0)
+    send(slow)
+    first.join()
+    sender.close()
+    assert outcomes == {hung: "retry", slow: "delivered"}
+    assert len(apns_emu.messages(slow)) == 1  # not failed by the recycle, so not sent again

@@ -29,7 +29,8 @@ def kill_settings(redis_server, fcm_emu, apns_emu):
     return settings.with_overrides(worker={"visibility_timeout": 2, "restore_interval": 1})
 
 
-def test_worker_killed_mid_publish(kill_settings, fcm_emu, tmp_path):
+@pytest.mark.parametrize("pool", ["prefork", "threads"])  # threads: what `clarion up` runs
+def test_worker_killed_mid_publish(pool, kill_settings, fcm_emu, tmp_path):
     import redis
 
     r = redis.Redis.from_url(kill_settings.redis.url, decode_responses=True)
@@ -41,7 +42,7 @@ def test_worker_killed_mid_publish(kill_settings, fcm_emu, tmp_path):
         device_id, _ = devices.register(APP_ID, "fcm", tok)
         devices.set_interests(APP_ID, device_id, [topic])
 
-    first = PushWorker(kill_settings, tmp_path / "w1.log")
+    first = PushWorker(kill_settings, tmp_path / "w1.log", pool=pool)
     second = None
     fcm_emu.delay = 0.02  # 300 sends / 4 threads: about 1.5 s
     try:
@@ -58,7 +59,7 @@ def test_worker_killed_mid_publish(kill_settings, fcm_emu, tmp_path):
         at_kill = publishes.status(APP_ID, pid)
         assert at_kill["status"] != "done"
 
-        second = PushWorker(kill_settings, tmp_path / "w2.log")
+        second = PushWorker(kill_settings, tmp_path / "w2.log", pool=pool)
         second.wait_ready()
         done = wait_for(
             lambda: (s := publishes.status(APP_ID, pid))["status"] == "done" and s, timeout=40

@@ -28,8 +28,9 @@ def receiver() -> Iterator[Receiver]:
 def start_worker(tmp_path: Path) -> Iterator:
     started: list[WebhookWorker] = []
 
-    def start(settings: Settings, concurrency: int = 2, wait: bool = True) -> WebhookWorker:
-        w = WebhookWorker(settings, tmp_path / f"worker{len(started)}.log", concurrency)
+    def start(settings: Settings, concurrency: int = 2, wait: bool = True,
+              pool: str = "prefork") -> WebhookWorker:
+        w = WebhookWorker(settings, tmp_path / f"worker{len(started)}.log", concurrency, pool)
         started.append(w)
         if wait:
             w.wait_ready()

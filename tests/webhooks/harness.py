@@ -125,8 +125,9 @@ class Receiver:
 class WebhookWorker(CeleryWorker):
     """``run_worker(settings, queues=("webhooks",))`` in its own process group."""
 
-    def __init__(self, settings: Settings, log_path: Path, concurrency: int = 2) -> None:
-        super().__init__(settings, log_path, ("webhooks",), concurrency)
+    def __init__(self, settings: Settings, log_path: Path, concurrency: int = 2,
+                 pool: str = "prefork") -> None:
+        super().__init__(settings, log_path, ("webhooks",), concurrency, pool)
 
 
 def webhook(url: str, *events: str, **extra: Any) -> dict[str, Any]:

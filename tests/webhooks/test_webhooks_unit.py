@@ -8,6 +8,8 @@ import hashlib
 import hmac
 import random
 import socket
+import threading
+import time
 
 import pusher
 import pytest
@@ -87,6 +89,19 @@ def test_post_dials_the_vetted_address_keeping_the_host_header(monkeypatch, rece
     assert r.status == 200 and r.ip == "127.0.0.1"
     assert receiver.requests[0].headers["host"] == f"hooks.example.test:{receiver.port}"
     assert receiver.requests[0].path == "/in?x=1"
+
+
+def test_a_stalled_name_lookup_ends_at_the_deadline(monkeypatch):
+    """getaddrinfo has no timeout, and a webhook host's DNS server is run by its owner: the
+    attempt gives up at its deadline (the lookup stands for a resolver that never answers)."""
+    answer = threading.Event()
+    monkeypatch.setattr(webhook_http, "resolve",
+                        lambda host, port: answer.wait(30) and ["203.0.113.9"])
+    started = time.monotonic()
+    r = webhook_http.post("http://slow-dns.example/x", b"{}", {}, timeout=1)
+    answer.set()
+    assert r.error == "timeout" and "DNS" in r.detail, r
+    assert time.monotonic() - started < 1.5
 
 
 def test_retry_schedule_jitter_and_retry_after():

@@ -1,10 +1,12 @@
-"""``clarion worker`` options: the pool is prefork unless asked otherwise."""
+"""``clarion worker`` options: the pool is prefork unless asked otherwise; the worker processes
+`clarion up` starts, one per ``worker.groups`` entry."""
 
 from __future__ import annotations
 
 import pytest
 
 from config.settings import Settings
+from workers.groups import worker_commands
 from workers.main import worker_argv
 
 
@@ -24,3 +26,16 @@ def test_threads_pool_on_request():
 def test_unknown_pool_refused():
     with pytest.raises(ValueError, match="pool"):
         worker_argv(_settings(), ("live",), pool="gevent")
+
+
+def test_up_starts_one_worker_per_group():
+    settings = _settings().with_overrides(worker={"concurrency": 3, "groups": [
+        {"queues": ["live"]},
+        {"queues": ["webhooks", "push"], "concurrency": 12, "pool": "threads"},
+    ]})
+    assert worker_commands(settings) == [
+        ("worker[live]",
+         ["worker", "--queues", "live", "--concurrency", "3", "--pool", "prefork"]),
+        ("worker[webhooks,push]",
+         ["worker", "--queues", "webhooks,push", "--concurrency", "12", "--pool", "threads"]),
+    ]

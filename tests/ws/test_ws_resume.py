@@ -201,3 +201,21 @@ def test_resume_of_a_channel_that_never_had_an_event(client) -> None:
     c.ws.ping()  # nothing else was sent: no resume_failed
     c.send("pusher:ping", {})
     assert c.recv()["event"] == "pusher:pong"
+
+
+def test_subscribers_following_positions_are_told_of_a_gap_the_node_finds(client, bus: Bus,
+                                                                          redis_client) -> None:
+    """The node itself finds events lost on a live channel (Redis lost the log): subscribers
+    that follow positions get clarion:resume_failed before the next event; plain ones only
+    the event."""
+    tracked, plain = client(), client()
+    tracked.subscribed("wiped", clarion=V1)
+    plain.subscribed("wiped")
+    (s1,) = _publish_all(bus, "wiped", ["e1"])
+    assert tracked.recv()["serial"] == s1 and plain.recv()["event"] == "e1"
+    redis_client.delete(bus.keys.serial(APP_ID, "wiped"), bus.keys.history(APP_ID, "wiped"))
+    (s2,) = _publish_all(bus, "wiped", ["e2"])
+    failed = tracked.expect("clarion:resume_failed", "wiped")
+    assert json.loads(failed["data"]) == {"reason": "reset", "serial": s1}
+    assert tracked.recv()["serial"] == s2
+    assert plain.recv() == {"event": "e2", "channel": "wiped", "data": "e2"}

@@ -11,7 +11,9 @@ and what is done about each here:
   the whole batch in a second bound;
 - a cancelled send strands the connection's other requests and raises ``InvalidStateError``
   when the connection closes: after a batch with a timeout, the finished futures are dropped
-  from each connection and the connections are closed, so the next batch starts clean;
+  from each connection and the connections are closed, so the next batch starts clean (once
+  no other batch is in flight: under the threads pool, tasks share the sender, and closing a
+  connection would fail the other batch's sends, which APNs may already have delivered);
 - it never returns HTTP/2 flow-control credit for error bodies (about 1,200 error answers
   exhaust a connection): connections are recycled after ``RECYCLE_AFTER_ERRORS`` error answers;
 - it writes a request body whatever the connection's send window, and when the window is short
@@ -283,7 +285,10 @@ class ApnsSender:
             return client
 
         self.client: APNs = asyncio.run_coroutine_threadsafe(make(), self.loop).result(10)
+        # Touched on the loop only.
         self._errors_since_recycle = 0
+        self._batches_in_flight = 0
+        self._recycle_due = False
 
     def send(
         self, items: Sequence[tuple[Any, str, NotificationRequest]]
@@ -330,13 +335,20 @@ class ApnsSender:
                     self._errors_since_recycle += 1
                 out.put((key, result))
 
-        await asyncio.gather(*(one(key, request) for key, _token, request in items))
+        self._batches_in_flight += 1
+        try:
+            await asyncio.gather(*(one(key, request) for key, _token, request in items))
+        finally:
+            self._batches_in_flight -= 1
         if timed_out or self._errors_since_recycle >= RECYCLE_AFTER_ERRORS:
+            self._recycle_due = True
+        if self._recycle_due and not self._batches_in_flight:
             self._recycle()
 
     def _recycle(self) -> None:
         """Close every connection, forgetting finished (e.g. cancelled) requests first."""
         self._errors_since_recycle = 0
+        self._recycle_due = False
         for connection in list(self.client.pool.connections):
             connection.requests = {k: f for k, f in connection.requests.items() if not f.done()}
             try:

@@ -11,6 +11,11 @@ is done about each here:
 - every thread refreshes the OAuth token on first use and google-auth's token request has a
   120 s default timeout: the access token is shared behind a lock, refreshed only when expired
   (or refused), with ``send_timeout`` as the token request's timeout;
+- requests' ``timeout`` bounds each socket read, so a server trickling its answer (or the
+  token endpoint's) a byte at a time held a send for minutes: every send, token refresh
+  included, runs under a total deadline of ``send_timeout`` (workers/providers/deadline.py,
+  its adapter in deadline_adapter.py), and a send waits for another thread's token refresh
+  only until then;
 - the first concurrent use of a fresh client fails with ``TypeError``: ``fcm_end_point`` is
   computed once before any thread uses it;
 - its exceptions drop the response body: responses are classified from the raw
@@ -25,6 +30,7 @@ import functools
 import json
 import queue
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -35,9 +41,9 @@ import requests
 from google.oauth2 import service_account
 from pyfcm import FCMNotification
 from pyfcm.errors import FCMError
-from requests.adapters import HTTPAdapter
 
 from config.settings import PushSettings
+from workers.providers import deadline
 from workers.providers.base import (
     AUTH,
     DEAD,
@@ -49,6 +55,7 @@ from workers.providers.base import (
     parse_retry_after,
     read_secret,
 )
+from workers.providers.deadline_adapter import DeadlineAdapter
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -141,16 +148,20 @@ def build_message(fcm: dict[str, Any], instance_id: str, publish_id: str) -> dic
 
 
 class _TimedRequest(google.auth.transport.requests.Request):
-    """google-auth's transport with our timeout instead of its 120 s default."""
+    """google-auth's transport with our timeout, a total deadline, instead of its 120 s
+    default per read."""
 
     def __init__(self, timeout: float) -> None:
-        super().__init__()
+        session = requests.Session()
+        session.mount("https://", DeadlineAdapter(max_retries=0))
+        session.mount("http://", DeadlineAdapter(max_retries=0))
+        super().__init__(session)
         self._timeout = timeout
 
     def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):  # type: ignore[no-untyped-def,override]
-        return super().__call__(
-            url, method, body, headers, timeout=timeout or self._timeout, **kwargs
-        )
+        timeout = timeout or self._timeout
+        with deadline.within(timeout):
+            return super().__call__(url, method, body, headers, timeout=timeout, **kwargs)
 
 
 class ClarionFCM(FCMNotification):
@@ -164,11 +175,17 @@ class ClarionFCM(FCMNotification):
 
     def _get_access_token(self) -> str:
         creds = self.credentials
-        with self._token_lock:
+        # Another thread may be refreshing (for as long as the token endpoint takes): wait no
+        # longer than this send may take, rather than one refresh after another.
+        if not self._token_lock.acquire(timeout=deadline.cap(self._token_timeout)):
+            raise google.auth.exceptions.TransportError("timed out waiting for the OAuth token")
+        try:
             if not creds.valid:
                 # RefreshError (refused) and TransportError (unreachable) propagate unwrapped.
                 creds.refresh(_TimedRequest(self._token_timeout))
             return creds.token  # type: ignore[no-any-return]
+        finally:
+            self._token_lock.release()
 
     def invalidate_token(self) -> None:
         with self._token_lock:
@@ -176,11 +193,16 @@ class ClarionFCM(FCMNotification):
         self.thread_local.token_expiry = 0
 
     def send_request(self, payload=None, timeout=None):  # type: ignore[no-untyped-def]
-        response = self.requests_session.post(self.fcm_end_point, data=payload, timeout=timeout)
-        if self._is_access_token_expired(response):
-            self.invalidate_token()
-            response = self.requests_session.post(self.fcm_end_point, data=payload, timeout=timeout)
-        return response
+        # One deadline for the token (``requests_session`` refreshes it) and the POST(s).
+        with deadline.within(timeout):
+            session = self.requests_session
+            response = session.post(self.fcm_end_point, data=payload, timeout=timeout)
+            if self._is_access_token_expired(response):
+                self.invalidate_token()
+                response = self.requests_session.post(
+                    self.fcm_end_point, data=payload, timeout=timeout
+                )
+            return response
 
 
 def classify(response: requests.Response) -> SendResult:
@@ -246,7 +268,7 @@ class FcmSender:
             settings.fcm_base_url,
             settings.send_timeout,
             credentials=credentials,
-            adapter=HTTPAdapter(
+            adapter=DeadlineAdapter(
                 max_retries=0, pool_connections=1, pool_maxsize=settings.fcm_concurrency
             ),
         )
@@ -254,6 +276,7 @@ class FcmSender:
         self.pool = ThreadPoolExecutor(settings.fcm_concurrency, thread_name_prefix="fcm")
 
     def send_one(self, token: str, message: dict[str, Any]) -> SendResult:
+        started = time.monotonic()
         try:
             payload = self.client.parse_payload(fcm_token=token, **message)
             response = self.client.send_request(payload, self.timeout)
@@ -261,11 +284,17 @@ class FcmSender:
             return SendResult(AUTH, f"FCM OAuth token refused: {exc}")
         except google.auth.exceptions.TransportError as exc:
             return SendResult(RETRY, f"FCM OAuth endpoint unreachable: {exc}")
-        except requests.exceptions.RequestException as exc:
-            return SendResult(RETRY, f"{type(exc).__name__}: {exc}")
+        except (requests.exceptions.RequestException, TimeoutError) as exc:
+            return SendResult(RETRY, self._transport_detail(exc, started))
         except FCMError as exc:  # pyfcm refused to build the message
             return SendResult(FAILED, f"invalid FCM message: {exc}")
         return classify(response)
+
+    def _transport_detail(self, exc: Exception, started: float) -> str:
+        took = time.monotonic() - started
+        if took >= self.timeout:
+            return f"no complete answer from FCM within {self.timeout:g} s ({type(exc).__name__})"
+        return f"{type(exc).__name__}: {exc}"
 
     def send(
         self, items: Sequence[tuple[Any, str, dict[str, Any]]]

@@ -3,8 +3,9 @@
 Registered by ``create_celery`` through ``TASK_MODULES``. A worker that consumes the
 ``webhooks`` queue (seen at ``worker_init``, after ``-Q`` was applied) starts one
 :class:`~workers.webhooks.leader.Leader` thread in each pool process
-(``worker_process_init``: after the fork, so no thread is ever forked); one of them, cluster
-wide, holds the lead at a time.
+(``worker_process_init``: after the fork, so no thread is ever forked), or, with a pool that
+has no processes of its own (threads), one in the worker's process once it is ready; one of
+them, cluster wide, holds the lead at a time.
 """
 
 from __future__ import annotations
@@ -80,7 +81,19 @@ def _on_process_init(**_: Any) -> None:
         start_leader(app)
 
 
+@signals.worker_ready.connect
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    # The threads pool never sends worker_process_init; prefork's children each start theirs.
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    app = _worker.get("app")
+    pool = getattr(sender, "pool", None)
+    if app is not None and _worker.get("leader") is None and not isinstance(pool, PreforkPool):
+        start_leader(app)
+
+
 @signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
 def _on_process_shutdown(**_: Any) -> None:
     leader = _worker.get("leader")
     if leader is not None:
