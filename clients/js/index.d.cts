@@ -25,7 +25,8 @@ export interface ResumeFailed {
    * "unavailable": the server could not read its log in the middle of a long replay.
    */
   reason: "expired" | "reset" | "unavailable";
-  /** The last serial the client had on the channel (after a partial replay: the last sent). */
+  /** The last serial the client had on the channel (after a partial replay: the last sent;
+   *  while connected: the last it received). */
   serial: number;
 }
 
