@@ -169,14 +169,9 @@ def test_events_excluding_the_previous_connection_are_not_replayed_to_it(
     assert got == [[0, 1, 3, 4, 5], [0, 1, 2, 4, 5]]
 
 
-# A server race, not the extension's (gateway/ws/hub.py, Hub.subscribe): while the first
-# subscriber of a channel on a node reads the channel's position, the Channel's `last` is 0
-# (its initial value). A resuming subscriber with serial 0 arriving then is judged to have
-# missed nothing (0 == 0): subscription_succeeded at 0, no replay, no clarion:resume_failed;
-# here about one run in three, several of the ten clients lose the five events silently. (A
-# serial above 0 is safe: the node "catches up" to it first.)
-@pytest.mark.xfail(strict=False, reason="server race in Hub.subscribe: a subscriber resuming "
-                   "from 0 during another's baseline read is told it missed nothing")
+# Several subscribers resuming on a channel new to the node at the same moment: the ones
+# that arrive while the first reads the channel's position wait for it (gateway/ws/hub.py);
+# before, they took the new channel's initial 0 for it and silently lost the events.
 def test_a_channel_whose_first_events_come_while_away(cluster, proxy_factory, fleet_factory):
     # Nothing was ever published on the channel when the clients subscribed: the position
     # they are given then (0) is all they have to resume from. Ten clients, reconnecting at
