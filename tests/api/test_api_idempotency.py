@@ -104,6 +104,10 @@ def test_keys_are_per_app(client, redis_client, keys):
     assert _post(client, _event("pa"), key="shared").status_code == 200
     r = _post(client, _event("pa"), key="shared", path="/apps/3/events", app=SMALL)
     assert r.status_code == 200 and REPLAYED_HEADER not in r.headers
+    # Each app's repeat is its own app's replay.
+    assert _post(client, _event("pa"), key="shared").headers.get(REPLAYED_HEADER) == "true"
+    r = _post(client, _event("pa"), key="shared", path="/apps/3/events", app=SMALL)
+    assert r.headers.get(REPLAYED_HEADER) == "true"
     assert _logged(redis_client, keys, "pa", "1") == _logged(redis_client, keys, "pa", "3") == 1
 
 

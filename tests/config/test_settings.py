@@ -111,14 +111,17 @@ def test_apps_may_set_their_own_log_limits_and_idempotency_window(tmp_path: Path
     assert load_settings(environ={}).api.idempotency_window == 300
 
 
+GE1, LE = "Input should be greater than or equal to 1", "Input should be less than or equal to"
+
+
 @pytest.mark.parametrize(("app", "message"), [
-    ({"history": {"retention": 0}}, "apps.0.history.retention"),
-    ({"history": {"retention": 7 * 86400 + 1}}, "apps.0.history.retention"),
-    ({"history": {"max_events": 0}}, "apps.0.history.max_events"),
-    ({"history": {"max_events": 1_000_001}}, "apps.0.history.max_events"),
-    ({"history": {"size": 5}}, "apps.0.history.size"),
-    ({"idempotency_window": 0}, "apps.0.idempotency_window"),
-    ({"idempotency_window": 86401}, "apps.0.idempotency_window"),
+    ({"history": {"retention": 0}}, f"apps.0.history.retention: {GE1}"),
+    ({"history": {"retention": 7 * 86400 + 1}}, f"apps.0.history.retention: {LE} 604800"),
+    ({"history": {"max_events": 0}}, f"apps.0.history.max_events: {GE1}"),
+    ({"history": {"max_events": 1_000_001}}, f"apps.0.history.max_events: {LE} 1000000"),
+    ({"history": {"size": 5}}, "apps.0.history.size: Extra inputs"),
+    ({"idempotency_window": 0}, f"apps.0.idempotency_window: {GE1}"),
+    ({"idempotency_window": 86401}, f"apps.0.idempotency_window: {LE} 86400"),
 ])
 def test_app_limits_are_bounded(app: dict[str, object], message: str) -> None:
     env = {"CLARION_APPS": json.dumps([_app(**app)])}
@@ -127,6 +130,8 @@ def test_app_limits_are_bounded(app: dict[str, object], message: str) -> None:
 
 
 def test_deployment_idempotency_window_is_bounded() -> None:
-    for bad in ("0", "86401"):
-        with pytest.raises(ConfigError, match="api.idempotency_window"):
+    assert load_settings(environ={"CLARION_API__IDEMPOTENCY_WINDOW": "86400"}
+                         ).api.idempotency_window == 86400
+    for bad, message in (("0", GE1), ("86401", f"{LE} 86400")):
+        with pytest.raises(ConfigError, match=f"api.idempotency_window: {message}"):
             load_settings(environ={"CLARION_API__IDEMPOTENCY_WINDOW": bad})
