@@ -38,9 +38,11 @@ MAX_KEY = 255  # Stripe's limit
 _KEY = re.compile(rf"[A-Za-z0-9_.:~+/=@-]{{1,{MAX_KEY}}}")
 KEY_RULE = f"1 to {MAX_KEY} characters among letters, digits and _.:~+/=@-"
 # How long a repeat waits for the response of a first request that was accepted but has not
-# answered yet (only publishes with ``info`` have such a moment): past it, the first one is
-# taken for dead and the repeat answers for it.
-IN_FLIGHT_SECONDS = 2.0
+# answered yet (only publishes with ``info`` have such a moment, a few ms of Redis reads):
+# past it, the repeat answers for the first one. Short, because the wait holds the API
+# worker's event loop (gateway/api/rsgi_bridge.py), and safe to be short: whichever answer is
+# saved first is every request's answer.
+IN_FLIGHT_SECONDS = 0.5
 
 
 class PublishLike(Protocol):

@@ -5,7 +5,7 @@ A publish with a key is accepted and its key recorded in ONE step, the accept sc
 window, accepts nothing and returns what it found (:class:`SeenRequest`). So two API
 processes racing with one key cannot both accept: Redis runs one script after the other.
 
-The record (``P idem:{app}:{key}``, a hash) holds the request's fingerprint ``f`` and the
+The record (``P idem:{app}/{key}``, a hash) holds the request's fingerprint ``f`` and the
 response ``r`` the first request answered. When that response is known before accepting (a
 publish without ``info`` answers ``{}``), the script writes it with the fingerprint, so no
 request ever finds the key "in flight". Otherwise (``info`` counts are read after accepting)

@@ -88,6 +88,12 @@ def test_a_response_not_known_yet_is_in_flight_until_saved(redis_client, key_pre
     assert set(redis_client.hgetall(claim.key)) == {b"f", b"r"}
 
 
+def test_keys_of_apps_never_collide() -> None:
+    """App ids may hold ":" and keys may too: the separator is one app ids cannot hold."""
+    keys = Keys("p:")
+    assert keys.idempotency("1:a", "b") != keys.idempotency("1", "a:b")
+
+
 def test_saving_into_an_expired_record_writes_nothing(redis_client, key_prefix):
     _, keys = _history(redis_client, key_prefix)
     records = IdempotencyRecords(redis_client, keys)
