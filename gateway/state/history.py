@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from config.settings import HistorySettings
+from gateway.protocol.resume import failure
 from gateway.state.idempotency import SEEN, IdempotencyClaim, SeenRequest
 from gateway.state.keys import Keys
 
@@ -157,13 +158,13 @@ class LogEntry:
 class HistoryPage:
     """Logged events after a serial, oldest first, as the History API serves them.
 
-    ``gap`` says whether the events right after ``after`` are all still there: None when the
-    first event of the page follows ``after`` directly (its ``prev`` is ``after``), or, on an
-    empty page, when nothing followed ``after`` at all (the channel's serial is ``after``);
-    ``"expired"`` when the chain went past ``after`` but its next events are gone from the
-    log (retention or max_events); ``"reset"`` when the chain does not go through ``after``
-    at all (the log was lost, replaced or rolled back, or ``after`` was never a serial of
-    this channel)."""
+    ``gap`` says whether the events right after ``after`` are all still there, decided as a
+    resuming subscription's (gateway/protocol/resume.py): None when the first event of the
+    page follows ``after`` directly (its ``prev`` is ``after``), or, on an empty page, when
+    nothing followed ``after`` at all (the channel's serial is ``after``); ``"expired"`` when
+    the chain went past ``after`` but its next events are gone from the log (retention or
+    max_events); ``"reset"`` when the chain does not go through ``after`` at all (the log was
+    lost, replaced or rolled back, or ``after`` was never a serial of this channel)."""
 
     events: list[LogEntry]
     serial: int  # the channel's position: its last event's serial (0: none known)
@@ -174,14 +175,6 @@ class HistoryPage:
     def next(self) -> int:
         """The ``after`` of the following page: where a reader of this page stands."""
         return self.events[-1].serial if self.events else self.serial
-
-
-def chain_gap(after: int, link: int) -> str | None:
-    """``link``: the ``prev`` of the first event after ``after``, or the channel's serial if
-    none is logged. See :class:`HistoryPage`."""
-    if link == after:
-        return None
-    return "expired" if link > after else "reset"
 
 
 def entry_json(event: str, data: Any, exclude: str | None) -> bytes:
@@ -284,8 +277,7 @@ class History:
         current, members = pipe.execute()
         events = [parse_member(m) for m in members[:limit]]
         serial = _serial(current)
-        link = events[0].prev if events else serial
-        return HistoryPage(events, serial, len(members) > limit, chain_gap(after, link))
+        return HistoryPage(events, serial, len(members) > limit, failure(after, serial, events))
 
     async def current_serial(self, app_id: str, channel: str) -> int:
         """The serial of the channel's last event (0: none, or its counter expired)."""
