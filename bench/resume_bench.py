@@ -95,6 +95,8 @@ class _ClientProcess:
             cmd = await loop.run_in_executor(None, self.conn.recv)
             if cmd[0] == "report":
                 self.conn.send(("report", self._report(*cmd[1:])))
+            elif cmd[0] == "count":
+                self.conn.send(("count", sum(c.subscribed for c in self.clients)))
             elif cmd[0] == "stop":
                 return
 
@@ -240,6 +242,21 @@ async def _publish(target, channels: int, rate: float, until: float,
     http.close()
 
 
+async def _all_subscribed(links: list, clients: int, timeout: float = 120.0) -> float | None:
+    """When every client was subscribed again (unix time), polling the client processes."""
+    deadline = time.monotonic() + timeout
+    loop = asyncio.get_running_loop()
+    while time.monotonic() < deadline:
+        counts = []
+        for parent, _ in links:
+            parent.send(("count",))
+            counts.append((await loop.run_in_executor(None, parent.recv))[1])
+        if sum(counts) >= clients:
+            return time.time()
+        await asyncio.sleep(0.5)
+    return None
+
+
 def _node_pid(root_pid: int) -> int:
     for proc in psutil.Process(root_pid).children(recursive=True):
         if "ws" in proc.cmdline()[3:4]:
@@ -269,15 +286,20 @@ async def run(opts: Options, target) -> dict:
         before = server.sample()
         killed_at = time.time()
         psutil.Process(_node_pid(target.pids[0])).send_signal(signal.SIGKILL)
+        await asyncio.sleep(0.5)  # the clients notice
+        resubscribed = await _all_subscribed(links, opts.clients // opts.procs * opts.procs)
         await publishing
-        await asyncio.sleep(5)  # the last events settle
+        await asyncio.sleep(3)  # the last events settle
         after = server.sample()
         reports = []
         for parent, _ in links:
             parent.send(("report", published, killed_at))
             reports.append(parent.recv()[1])
-        return _summary(opts, subscribed, published, reports, killed_at,
-                        cpu_delta(before, after))
+        summary = _summary(opts, subscribed, published, reports, killed_at,
+                           cpu_delta(before, after))
+        summary["every client subscribed again (s after the kill)"] = (
+            round(resubscribed - killed_at, 2) if resubscribed else "not within 120 s")
+        return summary
     finally:
         for parent, proc in links:
             try:

@@ -25,7 +25,7 @@ from gateway.protocol.resume import EXPIRED, failure
 from gateway.state.bus import BusEvent
 from gateway.state.history import History
 from gateway.ws import framing
-from gateway.ws.resume import Answer, replay
+from gateway.ws.resume import Answer, SharedReads, replay, retrying
 
 if TYPE_CHECKING:
     from gateway.channels.membership import Membership
@@ -97,6 +97,7 @@ MAX_FLUSH_DELAY = 0.01
 class Hub:
     def __init__(self, history: History, occupancy: OccupancyWriter) -> None:
         self.history = history
+        self.log_reads = SharedReads(history)
         self.occupancy = occupancy
         self.sequencer: Sequencer | None = None  # set by the node (the two refer to each other)
         self.webhooks: Reporter | None = None  # set by the node
@@ -205,7 +206,7 @@ class Hub:
         """The channel's position, for its first local subscriber; then the subscribers that
         wait for it go on (even if the read failed: they find ``last`` unknown)."""
         try:
-            ch.last = await self.history.current_serial(ch.app_id, ch.name)
+            ch.last = await retrying(lambda: self.history.current_serial(ch.app_id, ch.name))
         finally:
             if ch.baseline is not None:
                 ch.baseline.set()

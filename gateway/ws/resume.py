@@ -9,20 +9,25 @@ live events like any subscriber, so nothing falls between the replay and the fan
 nothing comes twice. When the log does not continue from its serial (the chain of serials says
 so, gateway/protocol/resume.py), it gets ``clarion:resume_failed`` instead and joins at the
 channel's current position.
+
+Clients come back together (a node restarted under thousands of them): the ones resuming on
+one channel mostly ask for the same page of its log at the same moment, so those reads are
+shared (``SharedReads``), and a read that fails while Redis is swamped is tried again before
+the subscription is given up on.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
 from gateway.protocol import frames
 from gateway.protocol.messages import ResumeRequest
 from gateway.protocol.resume import UNAVAILABLE, failure
-from gateway.state.history import LogEntry
+from gateway.state.history import History, LogEntry
 from gateway.ws import framing
 
 if TYPE_CHECKING:
@@ -37,8 +42,11 @@ PAGE = 500
 REACH_WAIT = 3.0
 # How long a replay waits for a subscriber to read what it was sent before the next page.
 DRAIN_WAIT = 10.0
+# A log read that fails is tried again after these delays (seconds) before giving up.
+READ_RETRIES = (0.1, 0.4, 1.0)
 
 Answer = Callable[[int | None, str | None], None]
+T = TypeVar("T")
 
 
 async def replay(hub: Hub, conn: Subscriber, ch: Channel, resume: ResumeRequest,
@@ -95,7 +103,38 @@ async def _page(hub: Hub, ch: Channel, after: int) -> list[LogEntry]:
     upto = ch.last or 0
     if upto <= after:
         return []
-    return await hub.history.since(ch.app_id, ch.name, after, upto, PAGE)
+    return await retrying(lambda: hub.log_reads.since(ch.app_id, ch.name, after, upto))
+
+
+async def retrying(read: Callable[[], Awaitable[T]]) -> T:
+    """``read()``, tried again after each of READ_RETRIES if it fails (Redis swamped by a
+    crowd reconnecting at once), then its error."""
+    for delay in READ_RETRIES:
+        try:
+            return await read()
+        except Exception as exc:
+            log.info("read_retry", error=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+    return await read()
+
+
+class SharedReads:
+    """Log pages read for replays, one Redis read for everyone who asks for the same page at
+    the same time (the result is shared and must not be changed)."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+        self._reads: dict[tuple[str, str, int, int], asyncio.Future[list[LogEntry]]] = {}
+
+    async def since(self, app_id: str, channel: str, after: int, upto: int) -> list[LogEntry]:
+        key = (app_id, channel, after, upto)
+        read = self._reads.get(key)
+        if read is None:
+            read = asyncio.ensure_future(
+                self.history.since(app_id, channel, after, upto, PAGE))
+            self._reads[key] = read
+            read.add_done_callback(lambda _: self._reads.pop(key, None))
+        return await asyncio.shield(read)
 
 
 def _send(conn: Subscriber, ch: Channel, page: list[LogEntry], excluded: str | None,
