@@ -42,7 +42,7 @@ from gateway.ws.connection import Connection
 from gateway.ws.context import CLOSE_TIMEOUT, NodeContext
 from gateway.ws.hub import Channel, Hub
 from gateway.ws.occupancy import OccupancyWriter
-from gateway.ws.portswitch import PortSwitch, picows_factory
+from gateway.ws.portswitch import PortSwitch, Waiting, picows_factory
 from gateway.ws.quota import ConnectionQuota
 from gateway.ws.readiness import Readiness
 from gateway.ws.server import Router
@@ -136,6 +136,7 @@ class Node:
         # pusher-js's HTTP transports, on the same port (gateway/ws/portswitch.py).
         self.http_sessions = HttpSessions(self.ctx, self.router)
         self.router.http_sessions = self.http_sessions.__len__
+        self.waiting = Waiting()
         self.shutting_down = False
         self.server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -174,14 +175,14 @@ class Node:
             handshake_timeout=5,
         )
         self.server = await loop.create_server(
-            lambda: PortSwitch(websockets, self.http_sessions.connection),
+            lambda: PortSwitch(websockets, self.http_sessions.connection, self.waiting),
             ws.host, ws.port, reuse_port=self.reuse_port or None, backlog=1024,
         )
         for job in (self.listener.run(), self.publisher.run(), self.occupancy.run(),
                     self._heartbeat_loop(), self._liveness_loop(), self._reconcile_loop(),
                     self.quota.run(),
                     self.subscription_counter.run(), self._apps_loop(),
-                    self.http_sessions.run(self._halted),
+                    self.http_sessions.run(self._halted), self.waiting.run(self._halted),
                     self.readiness.run(self._halted)):
             self._tasks.append(loop.create_task(job))
         try:
