@@ -7,6 +7,7 @@ tests/compat does); the tests are skipped, with the reason, on a machine without
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import queue
@@ -144,3 +145,64 @@ def restart_node(cluster: Cluster, i: int, sig: int = signal.SIGKILL,
                       log_path=log).start()
     cluster.nodes[i] = child
     wait_http_ready(cluster.node_ready_url(i), child, 30)
+
+
+# --------------------------------------------------------------------------- by hand
+
+QUERY = "protocol=7&client=js&version=8.6.0"
+
+
+class Session:
+    """What pusher-js's HTTP socket does, by hand: a session id, receive and send requests."""
+
+    def __init__(self, port: int, sid: str, key: str = APP_KEY) -> None:
+        self.port = port
+        self.base = f"/pusher/app/{key}/{sid}"
+
+    def conn(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def poll(self) -> tuple[int, bytes]:
+        c = self.conn()
+        c.request("POST", f"{self.base}/xhr?{QUERY}", body=b"")
+        answer = c.getresponse()
+        body = answer.read()
+        c.close()
+        return answer.status, body
+
+    def send(self, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        c = self.conn()
+        c.request("POST", f"{self.base}/xhr_send?t=1&n=1", body=body,
+                  headers={"Content-Type": "application/json", **(headers or {})})
+        answer = c.getresponse()
+        raw = answer.read()
+        c.close()
+        return answer.status, json.loads(raw) if raw else None
+
+    def message(self, event: str, data: Any) -> tuple[int, Any]:
+        return self.send(json.dumps([json.dumps({"event": event, "data": data})]).encode())
+
+    def stream(self) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        c = self.conn()
+        c.request("POST", f"{self.base}/xhr_streaming?{QUERY}", body=b"")
+        return c, c.getresponse()
+
+
+def messages(body: bytes) -> list[dict[str, Any]]:
+    """The Pusher messages of a receive answer's ``a`` lines."""
+    found = []
+    for line in body.split(b"\n"):
+        if line.startswith(b"a"):
+            found += [json.loads(m) for m in json.loads(line[1:])]
+    return found
+
+
+def open_polling(port: int, sid: str) -> tuple[Session, str]:
+    s = Session(port, sid)
+    status, body = s.poll()
+    assert status == 200 and body.startswith(b"o\n")
+    seen = messages(body)
+    while not seen:
+        seen = messages(s.poll()[1])
+    assert seen[0]["event"] == "pusher:connection_established"
+    return s, json.loads(seen[0]["data"])["socket_id"]
