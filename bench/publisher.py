@@ -122,19 +122,22 @@ class Lane:
         return await self.publisher.post("batch_events", {"batch": events}, self.http)
 
     async def batch_to(self, channels: list[str], padding: int = 0,
-                       name: str = EVENT_NAME) -> Response:
+                       name: str = EVENT_NAME, extra: dict | None = None) -> Response:
         """One batch_events request: one event to each of ``channels`` (the lane's next
-        sequence numbers, in that order; other names are warm-ups without one)."""
+        sequence numbers, in that order; other names are warm-ups without one). ``extra``:
+        more top-level body fields (an ``idempotency_key``)."""
         datas = (self._datas(len(channels), padding) if name == EVENT_NAME
                  else ["warmup"] * len(channels))
         events = [{"channel": ch, "name": name, "data": d}
                   for ch, d in zip(channels, datas, strict=True)]
-        return await self.publisher.post("batch_events", {"batch": events}, self.http)
+        return await self.publisher.post("batch_events", {"batch": events, **(extra or {})},
+                                         self.http)
 
-    async def event(self, channel: str, padding: int = 0, name: str = EVENT_NAME) -> Response:
+    async def event(self, channel: str, padding: int = 0, name: str = EVENT_NAME,
+                    extra: dict | None = None) -> Response:
         data = self._datas(1, padding)[0] if name == EVENT_NAME else "warmup"
         return await self.publisher.post("events", {"name": name, "channels": [channel],
-                                                    "data": data}, self.http)
+                                                    "data": data, **(extra or {})}, self.http)
 
 
 class Publisher:

@@ -38,7 +38,7 @@ RELEVANT = {
                  "warmup", "padding", "signin", "read_pause_ms"],
     "latency": ["rate", "latency_subscribers", "seconds", "client_procs", "padding", "signin"],
     "memory": ["connections", "client_procs", "signin"],
-    "rest": ["requests", "inflight", "padding", "rest_batch", "rest_channels"],
+    "rest": ["requests", "inflight", "padding", "rest_batch", "rest_channels", "rest_keys"],
 }
 
 
@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="rest: events per request (> 1: batch_events, at most 10)")
     ap.add_argument("--rest-channels", type=int, default=d.rest_channels,
                     help="rest: channels the events are spread over, round robin")
+    ap.add_argument("--rest-keys", action="store_true",
+                    help="rest: give each request its own idempotency_key (body field)")
     ap.add_argument("--client-procs", type=int, default=None,
                     help="client processes (default: 1 per 5,000 subscribers, at most 2)")
     ap.add_argument("--warmup", type=int, default=d.warmup)

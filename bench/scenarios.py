@@ -34,6 +34,7 @@ class Options:
     requests: int = 2000             # rest: requests
     rest_batch: int = 1              # rest: events per request (> 1: batch_events)
     rest_channels: int = 1           # rest: channels the events go to, round robin
+    rest_keys: bool = False          # rest: each request has its own idempotency_key
     client_procs: int | None = None  # None: one per 5,000 subscribers, at most 2
     warmup: int = 20                 # events published (and ignored) before measuring
     padding: int = 0                 # extra bytes in each event's data
@@ -612,12 +613,14 @@ async def rest(target: Target, opts: Options) -> RestResult:
         nonlocal remaining, turn
         while remaining > 0:
             remaining -= 1
+            extra = {"idempotency_key": f"{channel}-{remaining}"} if opts.rest_keys else None
             if opts.rest_batch > 1:
                 names = [channels[(turn + i) % len(channels)] for i in range(opts.rest_batch)]
                 turn += opts.rest_batch
-                response = await lane.batch_to(names, opts.padding)
+                response = await lane.batch_to(names, opts.padding, extra=extra)
             else:
-                response = await lane.event(channels[turn % len(channels)], opts.padding)
+                response = await lane.event(channels[turn % len(channels)], opts.padding,
+                                            extra=extra)
                 turn += 1
             stats.record(response.status, response.seconds, 1, response.body)
 

@@ -29,6 +29,12 @@ from pydantic import (
 
 ENV_PREFIX = "CLARION_"
 
+# Upper bounds shared by the deployment's settings and the apps' own.
+RETENTION_MAX = 7 * 86400
+MAX_EVENTS_MAX = 1_000_000
+# Stripe keeps idempotency keys 24 hours: longer only grows Redis for retries nobody makes.
+IDEMPOTENCY_WINDOW_MAX = 86400
+
 
 class ConfigError(Exception):
     """Bad configuration, with a message that names the offending key."""
@@ -108,6 +114,10 @@ class ApiSettings(_Section):
     # granian, per worker: connections served at once, idle and slow ones included (more wait
     # in the listen backlog). Each costs a file descriptor and a few KB.
     connections_per_worker: int = Field(4096, ge=16, le=1_000_000)
+    # Seconds a publish's idempotency key is remembered (docs/api.md): a request repeated with
+    # the same key within it is answered like the first and delivers nothing again. Each key
+    # costs Redis about 200 bytes for that long. Apps may set their own.
+    idempotency_window: int = Field(300, ge=1, le=IDEMPOTENCY_WINDOW_MAX)
     # Serve HTTPS: a PEM certificate (chain) and its private key, both or neither. The official
     # Beams server SDK (pusher_push_notifications) only speaks HTTPS.
     tls_cert_file: str | None = None
@@ -204,16 +214,25 @@ class WorkerSettings(_Section):
 
 class HistorySettings(_Section):
     """Each channel's log (gateway/state/history.py): every accepted event is kept so that nodes
-    catch up after a lost delivery and clients resume after a reconnect."""
+    catch up after a lost delivery and clients resume after a reconnect. Apps may set their
+    own (``[apps.history]``, :class:`AppHistorySettings`)."""
 
     # Seconds an event stays in its channel's log: covers a worker restart and a client's
     # reconnect. (Called ``ttl`` before the log was kept by time.)
-    retention: int = Field(300, ge=1, le=7 * 86400,
+    retention: int = Field(300, ge=1, le=RETENTION_MAX,
                            validation_alias=AliasChoices("retention", "ttl"))
-    # Events kept per channel at most, whatever their age: bounds the memory of busy channels.
-    # (Called ``size`` before.)
-    max_events: int = Field(2000, ge=1, le=1_000_000,
+    # Events kept per channel at most, whatever their age: bounds the memory of busy channels
+    # (about 280 bytes each with a 100-byte payload, docs/reliability.md). (Called ``size``
+    # before.)
+    max_events: int = Field(2000, ge=1, le=MAX_EVENTS_MAX,
                             validation_alias=AliasChoices("max_events", "size"))
+
+
+class AppHistorySettings(_Section):
+    """An app's own log limits; None: the deployment's (``[history]``). Same bounds."""
+
+    retention: int | None = Field(None, ge=1, le=RETENTION_MAX)
+    max_events: int | None = Field(None, ge=1, le=MAX_EVENTS_MAX)
 
 
 class CacheSettings(_Section):
@@ -436,6 +455,9 @@ class AppSettings(_Section):
     allowed_origins: list[str] = []
     push: PushCredentials = PushCredentials()
     webhooks: list[WebhookSettings] = []
+    # The app's own channel log limits and idempotency window (None: the deployment's).
+    history: AppHistorySettings = AppHistorySettings()
+    idempotency_window: int | None = Field(None, ge=1, le=IDEMPOTENCY_WINDOW_MAX)
 
     @field_validator("key", "secret", "id")
     @classmethod
@@ -478,6 +500,20 @@ class Settings(_Section):
 
     def app_by_key(self, key: str) -> AppSettings | None:
         return next((a for a in self.apps if a.key == key), None)
+
+    def history_of(self, app: AppSettings) -> HistorySettings:
+        """The log limits that apply to ``app``: its own where set, else the deployment's."""
+        own = app.history
+        if own.retention is None and own.max_events is None:
+            return self.history
+        # Both values are validated already: no need to pay for validation per request.
+        return HistorySettings.model_construct(
+            retention=own.retention or self.history.retention,
+            max_events=own.max_events or self.history.max_events,
+        )
+
+    def idempotency_window_of(self, app: AppSettings) -> int:
+        return app.idempotency_window or self.api.idempotency_window
 
     def with_overrides(self, **sections: Any) -> Settings:
         """A copy with top-level keys replaced (used by `clarion up` for the embedded Redis)."""

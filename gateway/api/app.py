@@ -27,6 +27,7 @@ from gateway.api.metrics import ApiMetrics
 from gateway.protocol.errors import ApiError
 from gateway.state.apps import AppResolver
 from gateway.state.history import History
+from gateway.state.idempotency import IdempotencyRecords
 from gateway.state.keys import Keys
 from gateway.state.publishes import PublishStore
 from workers.celery_app import create_celery
@@ -49,6 +50,8 @@ class ApiContext:
     history: History
     celery: Celery
     metrics: ApiMetrics
+    # Responses of publishes with an idempotency key (gateway/api/idempotency.py).
+    idempotency: IdempotencyRecords
     # Config apps overlaid by the Redis app store (gateway/state/apps.py); auth.py looks apps
     # up through it.
     apps: AppResolver | None = None
@@ -96,13 +99,15 @@ def create_app(settings: Settings) -> Flask:
         metrics=metrics,
         apps=apps,
         deliver=DeliverMessage(settings.redis.key_prefix),
+        idempotency=IdempotencyRecords(client, keys),
     )
 
-    from gateway.api import beams, channels, health
+    from gateway.api import beams, channels, health, history
     from gateway.api import metrics as metrics_bp
     from gateway.webhooks import api as webhooks_api
 
     app.register_blueprint(channels.bp)
+    app.register_blueprint(history.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics_bp.bp)
     app.register_blueprint(webhooks_api.bp)

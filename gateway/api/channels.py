@@ -7,22 +7,27 @@ Publishing (``/events``, ``/batch_events``) validates everything first, then giv
 its channel serial and appends it to history in one Redis script
 (``History.accept_and_enqueue``), which also enqueues one ``clarion.live.deliver`` task for
 the whole request (the task message is built by gateway/api/deliver_message.py): the events
-are accepted with their task or not at all, and a Redis failure answers 503.
+are accepted with their task or not at all, and a Redis failure answers 503. A publish with an
+idempotency key is accepted only once within the key's window (gateway/api/idempotency.py),
+decided by the same script.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from config.settings import AppSettings
+from gateway.api import idempotency
 from gateway.api.app import ApiContext, ctx
 from gateway.api.auth import authenticate_app_id, authenticate_by_key
 from gateway.api.jsonbody import parse_json
-from gateway.protocol.errors import BadRequest, PayloadTooLarge
+from gateway.protocol.errors import BadRequest, IdempotencyKeyReused, PayloadTooLarge
 from gateway.protocol.names import (
     ChannelKind,
     channel_kind,
@@ -34,6 +39,7 @@ from gateway.protocol.names import (
 from gateway.state import occupancy, presence
 from gateway.state.bus import Terminate
 from gateway.state.cache import ChannelCache
+from gateway.state.idempotency import IdempotencyClaim, SeenRequest
 
 bp = Blueprint("channels", __name__)
 
@@ -81,7 +87,7 @@ def _parse_info(raw: object, allowed: frozenset[str], where: str = "") -> frozen
     return attrs
 
 
-def _check_channel(name: object, where: str = "") -> str:
+def check_channel(name: object, where: str = "") -> str:
     problem = channel_name_problem(name)
     if problem:
         raise BadRequest(f"{where}{problem} ({str(name)[:60]!r})")
@@ -115,7 +121,7 @@ def _parse_publish(
             f"{where}Too many channels: at most {app.max_channels_per_event} per event, "
             f"{len(channels)} given."
         )
-    unique: list[str] = list(dict.fromkeys(_check_channel(c, where) for c in channels))
+    unique: list[str] = list(dict.fromkeys(check_channel(c, where) for c in channels))
 
     data = item.get("data")
     if not isinstance(data, str):
@@ -138,23 +144,40 @@ def _parse_publish(
 # --------------------------------------------------------------------------- publishing
 
 
-def _empty() -> Response:
-    """``{}``, the usual answer to a publish, without jsonify's serialisation."""
-    return Response(b"{}", content_type="application/json")
+EMPTY = b"{}"  # the usual answer to a publish
 
 
-def _accept_and_enqueue(c: ApiContext, app_id: str, publishes: list[Publish]) -> None:
+def _answer(body: bytes, replayed: bool = False) -> Response:
+    response = Response(body, content_type="application/json")
+    if replayed:
+        response.headers[idempotency.REPLAYED_HEADER] = "true"
+    return response
+
+
+def _accept_and_enqueue(
+    c: ApiContext, app: AppSettings, publishes: list[Publish],
+    claim: IdempotencyClaim | None = None,
+) -> SeenRequest | None:
+    """Accept ``publishes`` (with ``claim``: unless its key was used, then what it holds)."""
     events = [(ch, p.event, p.data, p.exclude) for p in publishes for ch in p.channels]
     if not events:
-        return
+        return None
+    app_id = app.id
+    limits = c.settings.history_of(app)
     deliver = c.deliver
     if deliver is not None:
         # Serials, history and the task message in one script (one round trip, atomic).
         message = deliver.pieces(app_id, events)
-        _serials, queued = c.history.accept_and_enqueue(
-            app_id, events, deliver.queue_key, message.head, message.body, message.tail)
+        result = c.history.accept_and_enqueue(
+            app_id, events, deliver.queue_key, message.head, message.body, message.tail,
+            limits, claim)
+        if isinstance(result, SeenRequest):
+            return result
+        _serials, queued = result
     else:
-        accepted = c.history.accept(app_id, events)
+        accepted = c.history.accept(app_id, events, limits, claim)
+        if isinstance(accepted, SeenRequest):
+            return accepted
         payload = [[a.channel, a.event, a.data, a.exclude, a.serial, a.prev] for a in accepted]
         c.celery.send_task(DELIVER_TASK, args=(app_id, payload), queue="live")
         queued = True
@@ -162,6 +185,36 @@ def _accept_and_enqueue(c: ApiContext, app_id: str, publishes: list[Publish]) ->
     metrics.child(metrics.events_accepted, app_id).inc(len(events))
     if queued:
         metrics.child(metrics.tasks_enqueued, DELIVER_TASK).inc()
+    return None
+
+
+def _publish(
+    c: ApiContext, app: AppSettings, endpoint: str, publishes: list[Publish], key: str | None,
+    respond: Callable[[], bytes],
+) -> Response:
+    """Accept ``publishes`` and answer ``respond()``. With an idempotency ``key``, only the
+    first request with it (within the window) is accepted, and each is answered the same."""
+    if key is None:
+        _accept_and_enqueue(c, app, publishes)
+        return _answer(respond())
+    records = c.idempotency
+    window = c.settings.idempotency_window_of(app)
+    known = None if any(p.info for p in publishes) else EMPTY
+    claim = idempotency.claim(records, app.id, key, window, endpoint, publishes, known)
+    seen = _accept_and_enqueue(c, app, publishes, claim)
+    if seen is None:
+        if known is not None:
+            return _answer(known)
+        return _answer(records.save_response(claim.key, respond()))
+    outcome = "replayed"
+    try:
+        return _answer(
+            idempotency.answer_again(records, claim, seen, key, window, respond), replayed=True)
+    except IdempotencyKeyReused:
+        outcome = "conflict"
+        raise
+    finally:
+        c.metrics.child(c.metrics.idempotent_repeats, app.id, outcome).inc()
 
 
 def _event_attributes(
@@ -184,20 +237,26 @@ def _event_attributes(
 def trigger(app_id: str) -> ResponseReturnValue:
     c = ctx()
     app = authenticate_app_id(c.settings, app_id)
-    publish = _parse_publish(app, _json_body(), batch=False)
-    _accept_and_enqueue(c, app.id, [publish])
-    if not publish.info:
-        return _empty()
-    return jsonify(
-        channels={ch: _event_attributes(c, app.id, ch, publish.info) for ch in publish.channels}
-    )
+    body = _json_body()
+    key = idempotency.key_of(request.headers, body)
+    publish = _parse_publish(app, body, batch=False)
+
+    def respond() -> bytes:
+        if not publish.info:
+            return EMPTY
+        return orjson.dumps({"channels": {
+            ch: _event_attributes(c, app.id, ch, publish.info) for ch in publish.channels}})
+
+    return _publish(c, app, "events", [publish], key, respond)
 
 
 @bp.post("/apps/<app_id>/batch_events")
 def trigger_batch(app_id: str) -> ResponseReturnValue:
     c = ctx()
     app = authenticate_app_id(c.settings, app_id)
-    batch = _json_body().get("batch")
+    body = _json_body()
+    key = idempotency.key_of(request.headers, body)
+    batch = body.get("batch")
     if not isinstance(batch, list):
         raise BadRequest("batch must be a list of events.")
     if len(batch) > app.max_batch_size:
@@ -207,16 +266,17 @@ def trigger_batch(app_id: str) -> ResponseReturnValue:
         where = f"batch[{i}]: "
         if not isinstance(item, dict):
             raise BadRequest(f"{where}each batch item must be a JSON object.")
+        idempotency.refuse_in_item(item, where)
         publishes.append(_parse_publish(app, item, batch=True, where=where))
-    _accept_and_enqueue(c, app.id, publishes)
-    if not any(p.info for p in publishes):
-        return _empty()
-    return jsonify(
-        batch=[
+
+    def respond() -> bytes:
+        if not any(p.info for p in publishes):
+            return EMPTY
+        return orjson.dumps({"batch": [
             _event_attributes(c, app.id, p.channels[0], p.info) if p.info else {}
-            for p in publishes
-        ]
-    )
+            for p in publishes]})
+
+    return _publish(c, app, "batch_events", publishes, key, respond)
 
 
 # --------------------------------------------------------------------------- queries
@@ -258,7 +318,7 @@ def channels_index(app_id: str) -> ResponseReturnValue:
 def channel_show(app_id: str, channel: str) -> ResponseReturnValue:
     c = ctx()
     app = authenticate_app_id(c.settings, app_id)
-    _check_channel(channel)
+    check_channel(channel)
     info = _parse_info(request.args.get("info"), CHANNEL_INFO)
     is_presence = channel_kind(channel) is ChannelKind.PRESENCE
     if USER_COUNT in info and not is_presence:
@@ -286,7 +346,7 @@ def channel_show(app_id: str, channel: str) -> ResponseReturnValue:
 def channel_users(app_id: str, channel: str) -> ResponseReturnValue:
     c = ctx()
     app = authenticate_app_id(c.settings, app_id)
-    _check_channel(channel)
+    check_channel(channel)
     if channel_kind(channel) is not ChannelKind.PRESENCE:
         raise BadRequest("Users can only be retrieved for presence channels.")
     ids = presence.user_ids(c.redis, c.keys, app.id, channel)

@@ -122,6 +122,14 @@ class ApiMetrics:
             ["app_id"],
             registry=self.registry,
         )
+        self.idempotent_repeats = Counter(
+            "clarion_api_idempotent_repeats",
+            "Publishes whose idempotency key was used within its window, by app and outcome "
+            "(replayed: answered like the first, nothing accepted; conflict: a different "
+            "request, refused with 422).",
+            ["app_id", "outcome"],
+            registry=self.registry,
+        )
         self.tasks_enqueued = Counter(
             "clarion_api_tasks_enqueued",
             "Celery tasks enqueued by the API, by task name.",

@@ -180,6 +180,12 @@ class NotFound(ApiError):
     status, message = 404, "Not found"
 
 
+class IdempotencyKeyReused(ApiError):
+    # The IETF draft "The Idempotency-Key HTTP Header Field": 422 for a key reused with a
+    # different request (409 is for one still in flight, which Clarion waits for instead).
+    status, message = 422, "The idempotency key was used for a different request"
+
+
 class PayloadTooLarge(ApiError):
     status, message = 413, "Payload too large"
 

@@ -137,7 +137,9 @@ MAX_SERIAL = 2**53  # serials are exact JavaScript numbers
 
 def _resume(value: Any) -> ResumeRequest | None:
     """``clarion`` of a subscribe: None (a plain subscription) unless it asks for version 1."""
-    if not isinstance(value, dict) or value.get("v") != RESUME_VERSION:
+    if not isinstance(value, dict) or type(value.get("v")) is not int:
+        return None
+    if value["v"] != RESUME_VERSION:
         return None
     serial = value.get("serial")
     if serial is not None and (type(serial) is not int or not 0 <= serial < MAX_SERIAL):

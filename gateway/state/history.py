@@ -17,8 +17,11 @@ epoch, checked at every event.
 The API accepts through ``accept_and_enqueue`` (one Lua script, atomic for the request): each
 event gets its serial and is appended to its channel's log, and the request's delivery task is
 queued (its message written by gateway/api/deliver_message.py, serials filled in by the
-script) or the request rides on a task already queued (gateway/state/riders.py). Events stay
-in the log for ``history.retention`` seconds, at most ``history.max_events`` per channel.
+script) or the request rides on a task already queued (gateway/state/riders.py). A request
+with an idempotency key is accepted only if the key was not used within its window, and the
+key is recorded by the same script (gateway/state/idempotency.py). Events stay in the log for
+``history.retention`` seconds, at most ``history.max_events`` per channel (the app's own
+when it sets them).
 
 Log members are ``"<serial> <prev> <entry JSON>"``; the entry is ``{"e": event, "d": data,
 "x": excluded socket id}``. Members written before chained serials (``"<serial> <entry>"``,
@@ -33,6 +36,9 @@ from typing import Any
 
 import orjson
 
+from config.settings import HistorySettings
+from gateway.protocol.resume import failure
+from gateway.state.idempotency import SEEN, IdempotencyClaim, SeenRequest
 from gateway.state.keys import Keys
 
 # How long a channel's serial counter outlives its last event (at least): long enough that a
@@ -41,11 +47,17 @@ from gateway.state.keys import Keys
 SERIAL_TTL = 86400
 
 # KEYS: serial key and log key of each event, in pairs; optionally then the queue key, the
-# armed key and the pending key (gateway/state/keys.py, lv:*).
-# ARGV: max events, retention seconds, serial ttl, n (events), armed ms, one entry JSON per
-# event, then (with the queue key) the task message's head, its n + 1 body pieces between
-# which the events' "serial,prev" go, and its tail (gateway/api/deliver_message.py).
-# Returns serial and prev of each event, then (with the queue key) 1 if a task was queued.
+# armed key and the pending key (gateway/state/keys.py, lv:*); optionally last the request's
+# idempotency key (idem:*).
+# ARGV: max events, retention seconds, serial ttl, n (events), armed ms, pending ttl, one entry
+# JSON per event, then (with the queue key) the task message's head, its n + 1 body pieces
+# between which the events' "serial,prev" go, and its tail (gateway/api/deliver_message.py),
+# then (with the idempotency key) the request's fingerprint, its response ("" if not known yet)
+# and the key's window in ms.
+# Returns serial and prev of each event, then (with the queue key) 1 if a task was queued. If
+# the idempotency key was used within its window, accepts nothing and returns SEEN (-1), the
+# first request's fingerprint, its response (nil if not saved yet) and how many us ago it was
+# accepted (-1 once its response is saved): gateway/state/idempotency.py.
 #
 # The task is queued only if no earlier one is waiting (SET NX on the armed key, which the
 # task deletes when it drains): otherwise the body joins the pending list that task drains. So
@@ -53,14 +65,25 @@ SERIAL_TTL = 86400
 # armed key expires after "armed ms" so that a task lost with a killed worker cannot keep
 # later requests from queueing theirs for long; nodes fill what such a task carried from the
 # log meanwhile.
+#
+# Max events and retention are the app's (apps may set their own); the pending list is shared
+# by every app, so it gets the deployment's retention.
 ARMED_MS = 5000
 
 ACCEPT_LUA = """
 local cap = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
 local n = tonumber(ARGV[4])
+local extra = #KEYS - 2 * n
+local idem = extra % 3 == 1 and KEYS[#KEYS]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if idem then
+  local seen = redis.call('HMGET', idem, 'f', 'r', 't')
+  if seen[1] then
+    return {-1, seen[1], seen[2], seen[3] and now - tonumber(seen[3]) or -1}
+  end
+end
 local expired = string.format('(%d', now - retention * 1000000)
 local out = {}
 local links = {}
@@ -72,7 +95,7 @@ for i = 1, 2 * n, 2 do
   if s < now then s = now end
   local ss, ps = string.format('%d', s), string.format('%d', prev)
   redis.call('SET', sk, ss, 'EX', ARGV[3])
-  redis.call('ZADD', hk, s, ss .. ' ' .. ps .. ' ' .. ARGV[5 + (i + 1) / 2])
+  redis.call('ZADD', hk, s, ss .. ' ' .. ps .. ' ' .. ARGV[6 + (i + 1) / 2])
   redis.call('ZREMRANGEBYSCORE', hk, '-inf', expired)
   redis.call('ZREMRANGEBYRANK', hk, 0, -(cap + 1))
   redis.call('EXPIRE', hk, retention)
@@ -80,9 +103,9 @@ for i = 1, 2 * n, 2 do
   out[#out + 1] = prev
   links[#links + 1] = ss .. ',' .. ps
 end
-if #KEYS > 2 * n then
+if extra >= 3 then
   local queue, armed, pending = KEYS[2 * n + 1], KEYS[2 * n + 2], KEYS[2 * n + 3]
-  local head = 6 + n
+  local head = 7 + n
   local body = {ARGV[head + 1]}
   for j = 1, n do
     body[2 * j] = links[j]
@@ -93,9 +116,18 @@ if #KEYS > 2 * n then
     out[#out + 1] = 1
   else
     redis.call('RPUSH', pending, table.concat(body))
-    redis.call('EXPIRE', pending, retention)
+    redis.call('EXPIRE', pending, ARGV[6])
     out[#out + 1] = 0
   end
+end
+if idem then
+  local a = #ARGV
+  if ARGV[a - 1] ~= '' then
+    redis.call('HSET', idem, 'f', ARGV[a - 2], 'r', ARGV[a - 1])
+  else
+    redis.call('HSET', idem, 'f', ARGV[a - 2], 't', string.format('%d', now))
+  end
+  redis.call('PEXPIRE', idem, ARGV[a])
 end
 return out
 """
@@ -120,6 +152,29 @@ class LogEntry:
     event: str
     data: Any
     exclude: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """Logged events after a serial, oldest first, as the History API serves them.
+
+    ``gap`` says whether the events right after ``after`` are all still there, decided as a
+    resuming subscription's (gateway/protocol/resume.py): None when the first event of the
+    page follows ``after`` directly (its ``prev`` is ``after``), or, on an empty page, when
+    nothing followed ``after`` at all (the channel's serial is ``after``); ``"expired"`` when
+    the chain went past ``after`` but its next events are gone from the log (retention or
+    max_events); ``"reset"`` when the chain does not go through ``after`` at all (the log was
+    lost, replaced or rolled back, or ``after`` was never a serial of this channel)."""
+
+    events: list[LogEntry]
+    serial: int  # the channel's position: its last event's serial (0: none known)
+    has_more: bool
+    gap: str | None
+
+    @property
+    def next(self) -> int:
+        """The ``after`` of the following page: where a reader of this page stands."""
+        return self.events[-1].serial if self.events else self.serial
 
 
 def entry_json(event: str, data: Any, exclude: str | None) -> bytes:
@@ -154,23 +209,39 @@ class History:
         self._accept = redis.register_script(ACCEPT_LUA)
 
     def accept_args(
-        self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]]
+        self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]],
+        limits: HistorySettings | None = None,
     ) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV for ``events`` given as (channel, event, data, exclude)."""
+        """KEYS and ARGV for ``events`` given as (channel, event, data, exclude), logged under
+        ``limits`` (the app's, default: this History's)."""
+        max_events, retention = (
+            (limits.max_events, limits.retention) if limits else (self.max_events, self.retention))
         keys: list[str] = []
-        args: list[Any] = [self.max_events, self.retention, max(SERIAL_TTL, self.retention),
-                           len(events), ARMED_MS]
+        args: list[Any] = [max_events, retention, max(SERIAL_TTL, retention), len(events),
+                           ARMED_MS, self.retention]
         for channel, event, data, exclude in events:
             keys += [self.keys.serial(app_id, channel), self.keys.history(app_id, channel)]
             args.append(entry_json(event, data, exclude))
         return keys, args
 
-    def accept(
-        self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]]
-    ) -> list[AcceptedEvent]:
-        """Give each event its serial and append it to its channel's log (sync clients)."""
-        keys, args = self.accept_args(app_id, events)
+    def _run(
+        self, keys: list[str], args: list[Any], claim: IdempotencyClaim | None
+    ) -> list[Any] | SeenRequest:
+        if claim is not None:
+            keys.append(claim.key)
+            args += claim.args()
         out = self._accept(keys=keys, args=args)
+        return SeenRequest.from_reply(out) if out and out[0] == SEEN else out
+
+    def accept(
+        self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]],
+        limits: HistorySettings | None = None, claim: IdempotencyClaim | None = None,
+    ) -> list[AcceptedEvent] | SeenRequest:
+        """Give each event its serial and append it to its channel's log (sync clients); with
+        ``claim``, only if its idempotency key is not taken (else what it holds)."""
+        out = self._run(*self.accept_args(app_id, events, limits), claim)
+        if isinstance(out, SeenRequest):
+            return out
         return [
             AcceptedEvent(channel, event, data, exclude, int(out[2 * i]), int(out[2 * i + 1]))
             for i, (channel, event, data, exclude) in enumerate(events)
@@ -179,18 +250,34 @@ class History:
     def accept_and_enqueue(
         self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]],
         queue_key: str, head: bytes, body: Sequence[bytes], tail: bytes,
-    ) -> tuple[list[int], bool]:
+        limits: HistorySettings | None = None, claim: IdempotencyClaim | None = None,
+    ) -> tuple[list[int], bool] | SeenRequest:
         """``accept``, and in the same script either LPUSH the task message (``head``, the
         ``body`` pieces with each event's "serial,prev" between them, ``tail``) onto
         ``queue_key`` or, while an earlier task waits, append the body to ``lv:pending``.
-        Returns the serials and whether a task was queued."""
-        keys, args = self.accept_args(app_id, events)
+        Returns the serials and whether a task was queued, or what ``claim``'s key holds."""
+        keys, args = self.accept_args(app_id, events, limits)
         keys += [queue_key, self.keys.live_armed, self.keys.live_pending]
         args.append(head)
         args += body
         args.append(tail)
-        *links, queued = self._accept(keys=keys, args=args)
+        out = self._run(keys, args, claim)
+        if isinstance(out, SeenRequest):
+            return out
+        *links, queued = out
         return [int(s) for s in links[::2]], queued == 1
+
+    def page(self, app_id: str, channel: str, after: int, limit: int) -> HistoryPage:
+        """At most ``limit`` logged events with a serial above ``after``, and the channel's
+        serial, read at one instant (MULTI): a sync client only (the API's)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(self.keys.serial(app_id, channel))
+        pipe.zrangebyscore(self.keys.history(app_id, channel), f"({after}", "+inf",
+                           start=0, num=limit + 1)
+        current, members = pipe.execute()
+        events = [parse_member(m) for m in members[:limit]]
+        serial = _serial(current)
+        return HistoryPage(events, serial, len(members) > limit, failure(after, serial, events))
 
     async def current_serial(self, app_id: str, channel: str) -> int:
         """The serial of the channel's last event (0: none, or its counter expired)."""

@@ -23,6 +23,11 @@ All keys start with ``settings.redis.key_prefix`` (default ``clarion:``), shown 
 |                               |        |                                               | while it runs         |
 | P lv:pending                  | list   | task bodies of requests that rode on the      | retention, renewed    |
 |                               |        | queued task instead of queueing their own     |                       |
+| P idem:{app}/{key}            | hash   | an idempotency key of a publish: f (request   | the idempotency       |
+|                               |        | fingerprint), r (the response body) or, until | window from the first |
+|                               |        | it is known, t (accepted at, Redis us). "/"   | request, not renewed  |
+|                               |        | because app ids have none and keys may have   |                       |
+|                               |        | ":" (app "1:a", key "b" != app "1", key "a:b")|                       |
 
 Webhooks (gateway/webhooks, workers/webhooks; "\\x1f" separates fields inside members):
 
@@ -96,6 +101,9 @@ class Keys:
 
     def history(self, app_id: str, channel: str) -> str:
         return f"{self.prefix}h:{app_id}:{channel}"
+
+    def idempotency(self, app_id: str, key: str) -> str:
+        return f"{self.prefix}idem:{app_id}/{key}"
 
     def occupancy(self, app_id: str, node_id: str) -> str:
         return f"{self.prefix}occ:{app_id}:{node_id}"

@@ -52,7 +52,7 @@ class Subscriber(Protocol):
 
 class Channel:
     __slots__ = ("app_id", "name", "subscribers", "last", "held", "joining", "membership",
-                 "tracked")
+                 "tracked", "baseline")
 
     def __init__(self, app_id: str, name: str) -> None:
         self.app_id = app_id
@@ -70,6 +70,9 @@ class Channel:
         # Socket ids of the subscribers that asked for positions (docs/resume.md): they get
         # each event's frame with its serial. None when there are none (the usual case).
         self.tracked: set[str] | None = None
+        # Set while the first subscriber reads the channel's position (``last`` is not known
+        # yet): subscribers that need the position wait for it.
+        self.baseline: asyncio.Event | None = None
         # One Membership for all subscribers whose own is equal to it (on a public or private
         # channel, every subscriber): ~130 B less per subscription than one each, with its
         # copy of the channel name.
@@ -160,10 +163,13 @@ class Hub:
         if ch is None:
             ch = self.channels[key] = Channel(conn.app_id, name)
             ch.held = []
+            ch.baseline = asyncio.Event()
         ch.joining += 1
         try:
             if first:
-                ch.last = await self.history.current_serial(conn.app_id, name)
+                await self._read_baseline(ch)
+            elif resume is not None and ch.baseline is not None:
+                await ch.baseline.wait()
             if resume is not None and resume.serial is not None and ch.last is not None:
                 joined = await replay(self, conn, ch, resume, on_added)
             else:
@@ -194,6 +200,16 @@ class Hub:
         if on_added is not None:
             on_added(position, failure)
         return True
+
+    async def _read_baseline(self, ch: Channel) -> None:
+        """The channel's position, for its first local subscriber; then the subscribers that
+        wait for it go on (even if the read failed: they find ``last`` unknown)."""
+        try:
+            ch.last = await self.history.current_serial(ch.app_id, ch.name)
+        finally:
+            if ch.baseline is not None:
+                ch.baseline.set()
+                ch.baseline = None
 
     def _settle(self, ch: Channel, first: bool) -> None:
         ch.joining -= 1

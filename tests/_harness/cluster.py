@@ -73,6 +73,8 @@ class Cluster:
         self.nodes: list[Child] = []
         self.workers: list[Child] = []
         self.api: Child | None = None
+        # More API processes on ports of their own (add_api), sharing everything else.
+        self.more_apis: list[Child] = []
         self._worker_count = workers
         self._started = False
 
@@ -84,7 +86,8 @@ class Cluster:
 
     @property
     def children(self) -> list[Child]:
-        return [c for c in (self.api, *self.nodes, *self.workers) if c is not None]
+        return [c for c in (self.api, *self.more_apis, *self.nodes, *self.workers)
+                if c is not None]
 
     def _log(self, name: str) -> Path:
         return self.tmp_dir / "logs" / f"{name}.log"
@@ -117,6 +120,16 @@ class Cluster:
         commands = worker_commands(self.settings)
         _, args = commands[i % len(commands)]
         return Child.cli(f"worker{i}", self.settings, *args, log_path=self._log(f"worker{i}"))
+
+    def add_api(self, timeout: float = 60.0) -> int:
+        """Start one more API process (same Redis, key prefix and apps); its port."""
+        port = free_port()
+        name = f"api{len(self.more_apis) + 1}"
+        child = Child.cli(name, self.settings.with_overrides(api={"port": port}), "api",
+                          log_path=self._log(name)).start()
+        self.more_apis.append(child)
+        wait_http_ready(f"http://127.0.0.1:{port}/ready", child, timeout)
+        return port
 
     def wait_workers(self, timeout: float = 60.0) -> None:
         alive = [w for w in self.workers if w.alive]

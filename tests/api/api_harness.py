@@ -26,6 +26,9 @@ from workers.tasks.live import TASK_NAME as DELIVER_TASK
 
 APP = {"id": "1", "key": "app-key", "secret": "app-secret"}
 DISABLED = {"id": "2", "key": "off-key", "secret": "off-secret", "enabled": False}
+# An app with its own log limits and idempotency window (tighter than the deployment's).
+SMALL = {"id": "3", "key": "small-key", "secret": "small-secret",
+         "history": {"max_events": 3, "retention": 60}, "idempotency_window": 1}
 
 
 def signed(
@@ -58,6 +61,13 @@ def sdk_raw(sdk: pusher.Pusher, method: str, path: str, params: dict[str, Any]) 
 
     client = sdk._pusher_client
     return client.http.send_request(Request(client, method, path, params))
+
+
+def sdk_history(sdk: pusher.Pusher, channel: str, **params: Any) -> Any:
+    """GET the channel's History API page the way an SDK's generic GET does it (the Python
+    SDK has no public one: its Request object, signed, as ``pusher.get`` in Node or PHP)."""
+    path = f"/apps/{sdk._pusher_client.app_id}/channels/{channel}/events"
+    return sdk_raw(sdk, "GET", path, {k: str(v) for k, v in params.items()})
 
 
 def queued_tasks(r: redis.Redis, prefix: str, queue: str = "live") -> list[tuple[str, list[Any]]]:

@@ -16,14 +16,14 @@ from werkzeug.serving import make_server
 from config.settings import AppSettings, Settings
 from gateway.api.app import create_app
 from gateway.state.keys import Keys
-from tests.api.api_harness import APP, DISABLED, BusReader, NodeState
+from tests.api.api_harness import APP, DISABLED, SMALL, BusReader, NodeState
 
 
 @pytest.fixture
 def settings(redis_url: str, key_prefix: str) -> Settings:
     return Settings(
         redis={"url": redis_url, "key_prefix": key_prefix},
-        apps=[APP, DISABLED],
+        apps=[APP, DISABLED, SMALL],
         api={"max_body_bytes": 64 * 1024},
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,47 @@ def test_worker_groups_from_the_environment() -> None:
     assert worker.group_for(["webhooks", "live", "push"]) is group
     assert (worker.concurrency_of(group), worker.pool_of(group)) == (3, "prefork")
     assert worker.group_for(["live"]) is None
+
+
+def _app(**extra: object) -> dict[str, object]:
+    return {"id": "1", "key": "k", "secret": "s", **extra}
+
+
+def test_apps_may_set_their_own_log_limits_and_idempotency_window(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[history]\nretention = 600\nmax_events = 5000\n[api]\nidempotency_window = 60\n"
+                 "[[apps]]\nid = 1\nkey = 'a'\nsecret = 's'\nidempotency_window = 900\n"
+                 "[apps.history]\nmax_events = 50\n"
+                 "[[apps]]\nid = 2\nkey = 'b'\nsecret = 's'\n")
+    s = load_settings(f, environ={})
+    own, default = s.apps
+    assert (s.history_of(own).max_events, s.history_of(own).retention) == (50, 600)
+    assert s.history_of(default) == s.history
+    assert (s.idempotency_window_of(own), s.idempotency_window_of(default)) == (900, 60)
+    assert load_settings(environ={}).api.idempotency_window == 300
+
+
+GE1, LE = "Input should be greater than or equal to 1", "Input should be less than or equal to"
+
+
+@pytest.mark.parametrize(("app", "message"), [
+    ({"history": {"retention": 0}}, f"apps.0.history.retention: {GE1}"),
+    ({"history": {"retention": 7 * 86400 + 1}}, f"apps.0.history.retention: {LE} 604800"),
+    ({"history": {"max_events": 0}}, f"apps.0.history.max_events: {GE1}"),
+    ({"history": {"max_events": 1_000_001}}, f"apps.0.history.max_events: {LE} 1000000"),
+    ({"history": {"size": 5}}, "apps.0.history.size: Extra inputs"),
+    ({"idempotency_window": 0}, f"apps.0.idempotency_window: {GE1}"),
+    ({"idempotency_window": 86401}, f"apps.0.idempotency_window: {LE} 86400"),
+])
+def test_app_limits_are_bounded(app: dict[str, object], message: str) -> None:
+    env = {"CLARION_APPS": json.dumps([_app(**app)])}
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ=env)
+
+
+def test_deployment_idempotency_window_is_bounded() -> None:
+    assert load_settings(environ={"CLARION_API__IDEMPOTENCY_WINDOW": "86400"}
+                         ).api.idempotency_window == 86400
+    for bad, message in (("0", GE1), ("86401", f"{LE} 86400")):
+        with pytest.raises(ConfigError, match=f"api.idempotency_window: {message}"):
+            load_settings(environ={"CLARION_API__IDEMPOTENCY_WINDOW": bad})

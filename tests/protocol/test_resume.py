@@ -37,7 +37,8 @@ def test_resume_request_parsed() -> None:
 
 
 @given(st.one_of(st.none(), st.integers(), st.text(), st.lists(st.integers()),
-                 st.fixed_dictionaries({"v": st.integers().filter(lambda v: v != 1)})))
+                 st.fixed_dictionaries({"v": st.integers().filter(lambda v: v != 1)}),
+                 st.fixed_dictionaries({"v": st.sampled_from([True, 1.0, "1"])})))
 def test_anything_but_version_1_is_a_plain_subscription(clarion: object) -> None:
     assert _subscribe(clarion).resume is None
 

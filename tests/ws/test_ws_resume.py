@@ -219,3 +219,26 @@ def test_subscribers_following_positions_are_told_of_a_gap_the_node_finds(client
     assert json.loads(failed["data"]) == {"reason": "reset", "serial": s1}
     assert tracked.recv()["serial"] == s2
     assert plain.recv() == {"event": "e2", "channel": "wiped", "data": "e2"}
+
+
+def test_subscribers_arriving_during_the_first_ones_baseline_read_wait_for_it(
+    start_node, redis_client, key_prefix: str
+) -> None:
+    """Ten clients resume from 0 on a channel new to the node at the same moment: the first
+    reads the channel's position; the others must not take the channel's initial 0 for it
+    (they would be told they missed nothing)."""
+    node = start_node()
+    bus = Bus(redis_client, key_prefix)
+    serials = bus.accept("quiet", [(f"e{i}", str(i)) for i in range(5)])
+    clients = []
+    for _ in range(10):
+        c = PusherClient(node.url)
+        c.established()
+        clients.append(c)
+    for c in clients:
+        c.subscribe("quiet", clarion=_resume(0))
+    for c in clients:
+        assert c.expect("pusher_internal:subscription_succeeded", "quiet")["serial"] == 0
+        assert [c.recv()["serial"] for _ in range(5)] == serials
+    for c in clients:
+        c.close()

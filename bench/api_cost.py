@@ -1,0 +1,105 @@
+"""CPU of one publish in the API's own code and in Redis, without an HTTP server or a load
+client: the Flask app in this process (its test client), a redis-server of its own.
+
+    .venv/bin/python -m bench.api_cost                    # 8,000 single-event POST /events
+    .venv/bin/python -m bench.api_cost --batch            # batch_events of 10 over 1,000 channels
+    .venv/bin/python -m bench.api_cost --keys             # each with its own idempotency_key
+
+Prints this process's CPU per request (the API's code plus the test client's, which is the
+same for every variant), Redis' (``INFO cpu`` before and after) and the wall time per request
+(both, and the round trips between them: requests are sent one at a time). Requests are signed
+before the clock starts; 500 warm-up requests are not counted; no worker runs, so the live
+queue is emptied every 1,000 requests. On a shared machine, run variants alternately and
+compare medians: ``bench.run rest`` measures the whole path, this isolates what a change to
+the publish path costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import redis
+
+from config.settings import Settings
+from gateway.api.app import create_app
+from gateway.embedded_redis import EmbeddedRedis
+from gateway.protocol.signatures import sign_rest_request
+
+WARMUP = 500
+PREFIX = "cost:"
+
+
+def _requests(count: int, batch: bool, keys: bool) -> list[tuple[str, dict[str, str], bytes]]:
+    out = []
+    now = int(time.time())
+    for i in range(count):
+        if batch:
+            path = "/apps/1/batch_events"
+            body: dict[str, object] = {"batch": [
+                {"name": "e", "channel": f"c{(i * 10 + j) % 1000}", "data": "x" * 20}
+                for j in range(10)]}
+        else:
+            path = "/apps/1/events"
+            body = {"name": "e", "channels": ["c"], "data": "x" * 20}
+        if keys:
+            body["idempotency_key"] = f"key-{i}"
+        raw = orjson.dumps(body)
+        out.append((path, sign_rest_request("k", "s", "POST", path, {}, raw, now), raw))
+    return out
+
+
+def _redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def _drain(client: redis.Redis) -> None:
+    client.delete(f"{PREFIX}live", f"{PREFIX}lv:pending", f"{PREFIX}lv:armed")
+
+
+def measure(url: str, count: int, batch: bool, keys: bool) -> dict[str, float]:
+    settings = Settings(redis={"url": url, "key_prefix": PREFIX},
+                        apps=[{"id": "1", "key": "k", "secret": "s"}])
+    app = create_app(settings)
+    client, r = app.test_client(), redis.Redis.from_url(url)
+    requests = _requests(count + WARMUP, batch, keys)
+    for path, query, raw in requests[:WARMUP]:
+        client.post(path, query_string=query, data=raw, content_type="application/json")
+    _drain(r)
+    cpu, redis_cpu, wall = time.process_time(), _redis_cpu(r), time.perf_counter()
+    for i, (path, query, raw) in enumerate(requests[WARMUP:]):
+        response = client.post(path, query_string=query, data=raw,
+                               content_type="application/json")
+        assert response.status_code == 200, response.data
+        if i % 1000 == 999:
+            _drain(r)
+    wall = time.perf_counter() - wall
+    cpu, redis_cpu = time.process_time() - cpu, _redis_cpu(r) - redis_cpu
+    app.extensions["clarion"].close()
+    r.close()
+    return {"api_us": round(cpu / count * 1e6, 1), "redis_us": round(redis_cpu / count * 1e6, 1),
+            "wall_us": round(wall / count * 1e6, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=8000)
+    parser.add_argument("--batch", action="store_true", help="batch_events of 10")
+    parser.add_argument("--keys", action="store_true", help="an idempotency_key each")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="clarion-cost-") as tmp:
+        server = EmbeddedRedis(Path(tmp)).start()
+        try:
+            result = measure(server.url, args.requests, args.batch, args.keys)
+        finally:
+            server.stop()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""(3) In a real browser: a page with pusher-js (its web build) and the resume extension (as
+an ES module), served on localhost, in Debian's headless Chromium driven by playwright-core.
+The test cuts the page's connection; the events published meanwhile are rendered on the page
+after it reconnects, each once, in order."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _harness.cluster import APP_KEY
+
+from tests.continuity.continuity_harness import EXTENSION, Publisher
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).parent
+CHROMIUM = os.environ.get("CLARION_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+class Site:
+    """The app's page and its scripts on a localhost port (a thread of its own)."""
+
+    def __init__(self, node_modules: Path, config: dict[str, Any]) -> None:
+        files = {
+            "/": (HERE / "browser" / "index.html", "text/html"),
+            "/pusher.min.js": (node_modules / "pusher-js" / "dist" / "web" / "pusher.min.js",
+                               "text/javascript"),
+            "/clarion-resume.mjs": (EXTENSION / "index.mjs", "text/javascript"),
+        }
+        body_of_config = json.dumps(config).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                if self.path == "/config.json":
+                    body, kind = body_of_config, "application/json"
+                elif self.path in files:
+                    path, kind = files[self.path]
+                    body = path.read_bytes()
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Browser:
+    """js/browser.mjs: headless Chromium through playwright-core."""
+
+    def __init__(self, node_modules: Path) -> None:
+        env = {**os.environ, "NODE_MODULES": str(node_modules), "CHROMIUM": CHROMIUM}
+        self.proc = subprocess.Popen(["node", str(HERE / "js" / "browser.mjs")], env=env,
+                                     text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.version = self._answer("ready", 60)["version"]
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(json.loads(line))
+
+    def _answer(self, kind: str, timeout: float = 30.0) -> dict[str, Any]:
+        try:
+            got = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"the browser did not answer ({kind}); "
+                                 f"exit code {self.proc.poll()}") from None
+        assert got["kind"] == kind, got
+        return got
+
+    def ask(self, op: str, **args: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
+        self.proc.stdin.flush()
+        return self._answer(op)
+
+    def look_until(self, check, what: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while not check(seen := self.ask("look")):
+            if time.monotonic() > deadline:
+                logs = self.ask("console")["lines"][-10:]
+                raise AssertionError(f"the page never showed {what}: {seen}; console: {logs}")
+            time.sleep(0.2)
+        return seen
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.ask("quit")
+            except (AssertionError, OSError):
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def browser(node_modules: Path) -> Iterator[Browser]:
+    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver "
+                    "(.ci/run installs it)")
+    b = Browser(node_modules)
+    yield b
+    b.close()
+
+
+def test_a_page_renders_the_events_it_missed_while_cut_off(
+        cluster, proxy_factory, node_modules, browser, tmp_path):
+    channel = "resume-browser"
+    proxy = proxy_factory([cluster.node_ports[0]])
+    site = Site(node_modules, {"key": APP_KEY, "wsPort": proxy.port, "channel": channel})
+    try:
+        browser.ask("open", url=site.url)
+        browser.look_until(lambda s: s["subscribed"] == 1, "the subscription")
+        publisher = Publisher(cluster, [channel], rate=100)
+        publisher.publish(10)
+        browser.look_until(lambda s: len(s["items"]) == 10, "the first 10 events")
+
+        proxy.cut()
+        browser.look_until(lambda s: s["state"] != "connected", "the connection lost")
+        publisher.publish(20)  # 10..29, while the page is cut off
+        time.sleep(0.5)
+        assert browser.ask("look")["items"] == list(range(10))
+        proxy.allow()
+        seen = browser.look_until(lambda s: s["subscribed"] == 2, "the resubscription")
+        publisher.publish(10)  # 30..39, live
+        seen = browser.look_until(lambda s: len(s["items"]) >= 40, "all 40 events")
+        time.sleep(0.5)
+        browser.ask("screenshot", path=str(tmp_path / "page.png"))
+        seen = browser.ask("look")
+    finally:
+        site.close()
+    assert seen["items"] == list(range(40))
+    assert seen["connects"] == 2 and seen["failed"] is None
+    print(f"\n{browser.version}: 40 events rendered in order, 20 of them missed while cut off")
