@@ -595,7 +595,8 @@ class Connection(WSListener):
         membership = Membership(channel, ChannelKind.USER, user.id, user.user_info)
         try:
             added = await self.ctx.hub.subscribe(
-                self, channel, lambda: self.send(frames.signin_success(user_data)))
+                self, channel, lambda _position, _failure: self.send(
+                    frames.signin_success(user_data)))
         except Exception as exc:
             log.warning("user_channel_join_failed", socket_id=self.socket_id, error=str(exc))
             self.send(frames.signin_success(user_data))

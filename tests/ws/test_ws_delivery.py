@@ -212,6 +212,18 @@ def test_server_to_user_delivery(client, bus: Bus) -> None:
     assert c.expect("notice", "#server-to-user-42")["data"] == '{"n":1}'
 
 
+def test_server_to_user_delivery_needs_no_subscription(node, client, bus: Bus) -> None:
+    """Signing in joins the user's channel: events sent to the user arrive without the client
+    subscribing to it (pusher-js does not), and the channel goes when the connection does."""
+    c = client()
+    c.signin('{"id":"43"}')
+    c.expect("pusher:signin_success")
+    bus.publish("#server-to-user-43", "notice", '{"n":2}')
+    assert c.expect("notice", "#server-to-user-43")["data"] == '{"n":2}'
+    c.close()
+    wait_until(lambda: (APP_ID, "#server-to-user-43") not in node.node.hub.channels)
+
+
 # --------------------------------------------------------------------------- client events
 
 
