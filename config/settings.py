@@ -84,6 +84,12 @@ class WebSocketSettings(_Section):
     # A node whose heartbeat is older than this is declared dead and its state cleaned up.
     node_timeout: float = Field(10.0, gt=0)
     shutdown_grace: float = Field(1.0, ge=0)
+    # pusher-js's HTTP fallback (xhr_streaming, xhr_polling; docs/http-fallback.md): a session
+    # with no request of its client open for this long is closed like a dropped socket.
+    http_session_timeout: float = Field(10.0, gt=0, le=3600)
+    # Sessions open at once from one peer address (429 past it). Behind a load balancer that
+    # address is the balancer's: raise it, or leave the limit to the balancer.
+    http_sessions_per_ip: int = Field(1000, ge=1)
 
 
 class ApiSettings(_Section):

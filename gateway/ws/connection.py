@@ -8,6 +8,10 @@ so that a client event sent right after its subscribe sees the subscription.
 
 Everything sent goes through ``enqueue`` (the hub's per-loop-turn coalescing), so replies and
 channel events leave in the order they were produced, and a close frame is always last.
+
+The transport is whatever ``attach`` was given: picows' for a WebSocket, an HTTP session for
+pusher-js's HTTP fallback (gateway/ws/xhr/session.py), which takes the same WebSocket frames and
+re-frames them for its client. Messages come in through ``on_ws_frame`` or ``receive``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -78,6 +82,28 @@ def release_handshake(transport: WSTransport) -> None:
     transport.response.headers = _NO_HEADERS
 
 
+class Hangup(Protocol):
+    """What the connection needs of its transport besides writing (picows' WSTransport)."""
+
+    @property
+    def is_close_frame_sent(self) -> bool: ...
+
+    def disconnect(self, graceful: bool = True) -> None: ...
+
+
+class Writer(Protocol):
+    """Where the connection's bytes (WebSocket frames) go: an asyncio transport's subset."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+    def is_closing(self) -> bool: ...
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        ...
+
+
 class SubscriptionUnavailable(SubscriptionError):
     """Shared state (Redis) is unreachable: the client may retry later."""
 
@@ -97,7 +123,7 @@ class Connection(WSListener):
         self._app = app
         self.app_id = app.id
         self.socket_id = socket_id
-        self.transport: WSTransport | None = None
+        self.transport: Hangup | None = None
         self._tr: Any = None
         self.subscriptions: dict[str, Membership] = {}
         self.user: SignedInUser | None = None
@@ -129,8 +155,12 @@ class Connection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         release_handshake(transport)
+        self.attach(transport, transport.underlying_transport)
+
+    def attach(self, transport: Hangup, tr: Writer) -> None:
+        """Start the Pusher session: ``tr`` takes what is sent, ``transport`` hangs up."""
         self.transport = transport
-        self._tr = transport.underlying_transport
+        self._tr = tr
         # Our cut-off (flush) acts at max_write_buffer; keep the transport's own flow control
         # (picows logs every pause) out of the way below that.
         self._tr.set_write_buffer_limits(high=2 * self.ctx.max_write_buffer)
@@ -200,7 +230,22 @@ class Connection(WSListener):
         self.closing = True
         self._out = None
 
+    def receive(self, payload: bytes) -> None:
+        """One text message from a transport that has no WebSocket frames (HTTP fallback)."""
+        self.alive()
+        if not self.closing:
+            self._on_text(payload)
+
+    def alive(self) -> None:
+        """The client showed signs of life (an HTTP transport's request, heartbeat included)."""
+        self.last_seen = time.monotonic()
+        self.ping_sent = 0.0
+
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.gone()
+
+    def gone(self) -> None:
+        """The transport is closed: leave everything the connection held."""
         self.closed = self.closing = True
         self._out = None
         if self._abort_handle is not None:

@@ -1,14 +1,14 @@
 """The WebSocket node: lifecycle, registry heartbeats, liveness sweeps, graceful shutdown.
 
 ``run_node(settings)`` is what ``clarion ws`` calls: one process, one event loop (uvloop when
-installed), one picows server on settings.websocket.host/port (SO_REUSEPORT when several
-processes share the port), one Redis bus subscription.
+installed), one server on settings.websocket.host/port (SO_REUSEPORT when several processes
+share the port) whose connections go to picows (WebSockets, /ready) or to pusher-js's HTTP
+transports (gateway/ws/portswitch.py), one Redis bus subscription.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import secrets
@@ -20,7 +20,6 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 import structlog
-from picows import ws_create_server
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 
@@ -43,10 +42,12 @@ from gateway.ws.connection import Connection
 from gateway.ws.context import CLOSE_TIMEOUT, NodeContext
 from gateway.ws.hub import Channel, Hub
 from gateway.ws.occupancy import OccupancyWriter
+from gateway.ws.portswitch import PortSwitch, Waiting, picows_factory
 from gateway.ws.quota import ConnectionQuota
 from gateway.ws.readiness import Readiness
 from gateway.ws.server import Router
 from gateway.ws.subcount import SubscriptionCounter
+from gateway.ws.xhr.sessions import HttpSessions
 
 log = structlog.get_logger("clarion.ws.node")
 
@@ -56,19 +57,11 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # with picows' defaults here (aiofastnet transport, 4096), 9.3 KB with uvloop's own transport
 # and 2048, about 8.6 KB with one logger for every connection as well (see start()).
 READ_BUFFER_INIT = 2048
-# picows uses aiofastnet's transports when that package is installed; uvloop's native ones
-# take ~5 KB less per connection and write at least as fast.
-USE_AIOFASTNET = False
+# The loop's own transports (uvloop's), not aiofastnet's (which picows' ws_create_server would
+# pick when installed): ~5 KB less per connection, and they write at least as fast.
 BUS_WAIT_ON_START = 5.0
 # How often the node re-reads the Redis app store (also at once on an ``apps`` bus message).
 APPS_REFRESH = 1.0
-
-
-def _transport_options() -> dict[str, Any]:
-    """``use_aiofastnet`` where this picows has it (2.x; older ones always use uvloop's)."""
-    if "use_aiofastnet" in inspect.signature(ws_create_server).parameters:
-        return {"use_aiofastnet": USE_AIOFASTNET}
-    return {}
 
 
 def make_node_id() -> str:
@@ -139,6 +132,11 @@ class Node:
         )
         self.readiness = Readiness(settings.redis.url or DEFAULT_REDIS_URL,
                                    self.listener.connected.is_set)
+        self.router = Router(self.ctx, lambda: not self.shutting_down, self.readiness.problem)
+        # pusher-js's HTTP transports, on the same port (gateway/ws/portswitch.py).
+        self.http_sessions = HttpSessions(self.ctx, self.router)
+        self.router.http_sessions = self.http_sessions.__len__
+        self.waiting = Waiting()
         self.shutting_down = False
         self.server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -167,25 +165,24 @@ class Node:
             await self.apps.refresh()
         except Exception as exc:  # Redis not up yet: config apps until the next refresh
             log.warning("apps_refresh_failed", error=str(exc))
-        self.server = await ws_create_server(
-            Router(self.ctx, lambda: not self.shutting_down, self.readiness.problem),
-            ws.host, ws.port,
-            max_frame_size=ws.max_frame_bytes,
+        loop = asyncio.get_running_loop()
+        websockets = picows_factory(
+            self.router, max_frame_size=ws.max_frame_bytes,
             read_buffer_init_size=READ_BUFFER_INIT,
             # A Logger makes picows create a child Logger per connection (~0.7 KB that lives
             # as long as the connection); an adapter is used as is.
-            logger_name=logging.LoggerAdapter(logging.getLogger("picows.server"), {}),
-            enable_auto_pong=True,
-            websocket_handshake_timeout=5,
-            reuse_port=self.reuse_port or None,
-            backlog=1024,
-            **_transport_options(),
+            logger=logging.LoggerAdapter(logging.getLogger("picows.server"), {}),
+            handshake_timeout=5,
         )
-        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: PortSwitch(websockets, self.http_sessions.connection, self.waiting),
+            ws.host, ws.port, reuse_port=self.reuse_port or None, backlog=1024,
+        )
         for job in (self.listener.run(), self.publisher.run(), self.occupancy.run(),
                     self._heartbeat_loop(), self._liveness_loop(), self._reconcile_loop(),
                     self.quota.run(),
                     self.subscription_counter.run(), self._apps_loop(),
+                    self.http_sessions.run(self._halted), self.waiting.run(self._halted),
                     self.readiness.run(self._halted)):
             self._tasks.append(loop.create_task(job))
         try:

@@ -7,6 +7,10 @@
   still upgraded so the client can read the Pusher error (4001, 4003, 4004, 4007, and 4009
   for an Origin the app does not allow).
 - any other WebSocket path: refused with 4005; any other plain request: 404.
+
+Requests under ``/pusher/`` (pusher-js's HTTP transports) never reach picows: the port switch
+(gateway/ws/portswitch.py) hands them to gateway/ws/xhr, which asks ``Router.refusal`` the same
+questions before it opens a session.
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ class Router:
         self.is_ready = is_ready
         # Why /ready should steer clients elsewhere (None: it should not).
         self.not_ready = not_ready
+        # HTTP fallback sessions held (open or just closed), shown on /ready (set by the node).
+        self.http_sessions: Callable[[], int] | None = None
 
     def __call__(self, request: WSUpgradeRequest) -> object:
         target = urlsplit(request.path.decode("latin-1"))
@@ -105,9 +111,10 @@ class Router:
             info = {"status": "ok" if problem is None else "unavailable"}
         if problem is not None:
             info.update(error=problem, code=503)
-        body = orjson.dumps({**info, "node": self.ctx.node_id,
-                             "connections": len(self.ctx.hub.connections),
-                             "delivery": self._delivery_counts()})
+        info.update(node=self.ctx.node_id, connections=len(self.ctx.hub.connections))
+        if self.http_sessions is not None:
+            info["http_sessions"] = self.http_sessions()
+        body = orjson.dumps({**info, "delivery": self._delivery_counts()})
         if problem is None:
             response = WSUpgradeResponse.create_ok_response(body, JSON_HEADERS)
         else:
@@ -122,29 +129,29 @@ class Router:
             return {}
         return {"duplicates": seq.duplicates, "filled_from_log": seq.filled, "gaps": seq.gaps}
 
-    def _app_by_key(self, key: str) -> AppSettings | None:
+    def app_by_key(self, key: str) -> AppSettings | None:
         apps = self.ctx.apps
         return apps.by_key(key) if apps is not None else self.ctx.settings.app_by_key(key)
 
     def _pusher(self, key: str, query: str, request: WSUpgradeRequest) -> WSListener:
-        error = self._refusal(key, parse_qs(query), request)
+        error = self.refusal(key, parse_qs(query), request.headers.get("Origin"))
         if error is not None:
             return Refusal(error)
-        app = self._app_by_key(key)
+        app = self.app_by_key(key)
         assert app is not None
         return Connection(self.ctx, app, self.ctx.new_socket_id())
 
-    def _refusal(self, key: str, params: dict[str, list[str]],
-                 request: WSUpgradeRequest) -> ConnectionError_ | None:
+    def refusal(self, key: str, params: dict[str, list[str]],
+                origin: str | None) -> ConnectionError_ | None:
+        """Why a new connection to app ``key`` is refused (None: it is not)."""
         if not self.is_ready():
             return ReconnectNow()
-        app = self._app_by_key(key)
+        app = self.app_by_key(key)
         if app is None:
             return AppNotFound(f"Application does not exist: no app with key {key[:64]!r}")
         if not app.enabled:
             return AppDisabled()
         if app.allowed_origins:
-            origin = request.headers.get("Origin")
             if not origin_allowed(origin, app.allowed_origins):
                 return Unauthorized(f"Origin not allowed: {str(origin)[:100]}")
         if not _protocol_supported(params.get("protocol")):

@@ -1,0 +1,167 @@
+"""In a real browser whose WebSockets are blocked: Debian's headless Chromium (playwright-core)
+opens a page with pusher-js's web build at its default transports; pusher-js falls back by
+itself to xhr_streaming on the node's port, and the page renders the events it receives."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _harness.cluster import APP_KEY
+
+from tests.xhr.xhr_harness import CACHE
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).parent
+CHROMIUM = os.environ.get("CLARION_TEST_CHROMIUM", "/usr/bin/chromium")
+NPM_PACKAGES = ["pusher-js@8", "playwright-core@1"]
+
+
+@pytest.fixture(scope="module")
+def browser_modules() -> Path:
+    if not (shutil.which("node") and shutil.which("npm")):
+        pytest.skip("node and npm are needed to drive Chromium")
+    target = CACHE / "xhr-browser"
+    modules = target / "node_modules"
+    if not all((modules / p.rsplit("@", 1)[0]).is_dir() for p in NPM_PACKAGES):
+        target.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix",
+             str(target), *NPM_PACKAGES], capture_output=True, text=True, timeout=600,
+            check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"npm could not install {NPM_PACKAGES}: {done.stderr[-800:]}")
+    return modules
+
+
+class Site:
+    """The app's page and pusher-js on a localhost port of their own (another origin than
+    the node's: every request to the node is cross-origin, preflighted)."""
+
+    def __init__(self, node_modules: Path, config: dict[str, Any]) -> None:
+        files = {
+            "/": (HERE / "browser" / "index.html", "text/html"),
+            "/pusher.min.js": (node_modules / "pusher-js" / "dist" / "web" / "pusher.min.js",
+                               "text/javascript"),
+        }
+        config_body = json.dumps(config).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                if self.path == "/config.json":
+                    body, kind = config_body, "application/json"
+                elif self.path in files:
+                    path, kind = files[self.path]
+                    body = path.read_bytes()
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Browser:
+    def __init__(self, node_modules: Path) -> None:
+        env = {**os.environ, "NODE_MODULES": str(node_modules), "CHROMIUM": CHROMIUM}
+        self.proc = subprocess.Popen(["node", str(HERE / "js" / "browser.mjs")], env=env,
+                                     text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.version = self._answer("ready", 60)["version"]
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(json.loads(line))
+
+    def _answer(self, kind: str, timeout: float = 30.0) -> dict[str, Any]:
+        try:
+            got = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"the browser did not answer ({kind}); "
+                                 f"exit code {self.proc.poll()}") from None
+        assert got["kind"] == kind, got
+        return got
+
+    def ask(self, op: str, **args: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
+        self.proc.stdin.flush()
+        return self._answer(op)
+
+    def look_until(self, check, what: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while not check(seen := self.ask("look")):
+            if time.monotonic() > deadline:
+                logs = self.ask("console")["lines"][-10:]
+                raise AssertionError(f"the page never showed {what}: {seen}; console: {logs}")
+            time.sleep(0.2)
+        return seen
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.ask("quit")
+            except (AssertionError, OSError):
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def browser(browser_modules: Path) -> Iterator[Browser]:
+    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver")
+    b = Browser(browser_modules)
+    yield b
+    b.close()
+
+
+def test_a_page_without_websockets_falls_back_and_receives_events(
+        cluster, browser_modules, browser) -> None:
+    channel = "browser-fallback"
+    port = cluster.node_ports[0]
+    site = Site(browser_modules, {"key": APP_KEY, "port": port, "channel": channel})
+    sdk = cluster.pusher()
+    try:
+        browser.ask("open", url=site.url)
+        seen = browser.look_until(lambda s: s["subscribed"] == 1, "the subscription", 40)
+        assert seen["websocket"] == "undefined"
+        assert seen["state"] == "connected" and seen["transport"] == "xhr_streaming"
+        for n in range(20):
+            sdk.trigger(channel, "seq", {"n": n})
+        seen = browser.look_until(lambda s: len(s["items"]) >= 20, "20 events")
+        requests = browser.ask("requests")["lines"]
+    finally:
+        site.close()
+    assert seen["items"] == list(range(20))
+    assert any(r.endswith("/xhr_streaming") for r in requests)
+    assert any(r.startswith("POST") and r.endswith("/xhr_send") for r in requests)
+    print(f"\n{browser.version}: fell back to {seen['transport']}, 20 events rendered")
