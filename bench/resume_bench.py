@@ -111,13 +111,17 @@ class _ClientProcess:
                 if killed_at <= sent < killed_at + OUTAGE:
                     arrivals.append(received)
                     latencies.append(received - sent)
+        states: dict[str, int] = {}
+        for c in self.clients:
+            states[c.state] = states.get(c.state, 0) + 1
+        stats.errors.append(f"client states: {states}")
         return {"stats": stats.__dict__, "missing": missing,
                 "last_arrival": max(arrivals, default=None), "latencies": latencies}
 
 
 class _Client:
     __slots__ = ("owner", "index", "channel", "transport", "socket_id", "previous_socket",
-                 "serial", "got", "last_n", "subscribed", "times")
+                 "serial", "got", "last_n", "subscribed", "times", "state")
 
     def __init__(self, owner: _ClientProcess, index: int, channel: str) -> None:
         self.owner, self.index, self.channel = owner, index, channel
@@ -129,8 +133,10 @@ class _Client:
         self.last_n = -1
         self.subscribed = False
         self.times = 0
+        self.state = "new"
 
     async def connect(self) -> None:
+        self.state = "connecting"
         while True:
             try:
                 await ws_connect(lambda: _Listener(self), self.owner.url,
@@ -146,10 +152,11 @@ class _Client:
         if event == EVENT:
             self._event(msg)
         elif event == "pusher:connection_established":
+            self.state = "established"
             self.socket_id = json.loads(msg["data"])["socket_id"]
             self._subscribe(transport)
         elif event == "pusher_internal:subscription_succeeded":
-            self.subscribed = True
+            self.subscribed, self.state = True, "subscribed"
             if "serial" in msg:
                 self.serial = msg["serial"]
         elif event == "clarion:resume_failed":
@@ -180,6 +187,7 @@ class _Client:
             self.serial = msg["serial"]
 
     def lost(self) -> None:
+        self.state = "lost"
         self.owner.stats.reconnects += 1
         self.previous_socket, self.subscribed = self.socket_id, False
         asyncio.get_running_loop().create_task(self._reconnect())
@@ -338,7 +346,9 @@ def _summary(opts: Options, subscribed: int, published: dict[str, int], reports:
             f"{pct(0.5)} / {pct(0.99)} / {pct(1.0)}"),
         "server CPU in the recovery window (s)": round(server_cpu, 2),
         "server CPU per resumed client (ms)": round(server_cpu * 1000 / max(1, opts.clients), 3),
-        "client errors": [e for s in stats for e in s["errors"]][:3],
+        "client errors": [e for s in stats for e in s["errors"]
+                          if not e.startswith("client states")][:3],
+        "client states": [e for s in stats for e in s["errors"] if e.startswith("client states")],
     }
 
 
