@@ -74,6 +74,7 @@ class ClientStats:
     # Connections that were upgraded but got no pusher:connection_established in time, and
     # were given up on and made again (pusher-js does the same: docs/resume.md).
     establish_timeouts: int = 0
+    closed_on_return: int = 0  # connections ws_connect returned already closed (see connect)
     errors: list[str] = field(default_factory=list)
 
 
@@ -149,6 +150,12 @@ class _Client:
                 self.transport, _ = await ws_connect(
                     lambda: _Listener(self, self.generation), self.owner.url,
                     websocket_handshake_timeout=10)
+                if self.transport.underlying_transport.is_closing():
+                    # picows (2.x), its loop overloaded by a reconnect storm, was seen to
+                    # return a connection it had already closed (its handshake timeout):
+                    # neither on_ws_connected nor on_ws_disconnected is ever called for it.
+                    self.owner.stats.closed_on_return += 1
+                    raise ConnectionResetError("ws_connect returned a closed connection")
                 if self.state == "connecting":
                     self.state = "upgraded"
                     asyncio.get_running_loop().call_later(
@@ -369,6 +376,8 @@ def _summary(opts: Options, subscribed: int, published: dict[str, int], reports:
         "resume failed": sum(s["resume_failed"] for s in stats),
         "reconnects": sum(s["reconnects"] for s in stats),
         "connections given up unestablished": sum(s["establish_timeouts"] for s in stats),
+        "connections the client library returned closed": sum(
+            s["closed_on_return"] for s in stats),
         f"events of the {OUTAGE:g} s after the kill: last one received (s after the kill)": (
             round(max(arrivals) - killed_at, 2) if arrivals else "-"),
         f"events of the {OUTAGE:g} s after the kill: latency p50 / p99 / max (ms)": (
