@@ -1,7 +1,7 @@
 """Apps without a restart: the config file's apps, overlaid by the Redis app store.
 
 ``P apps`` is a hash, app id -> the app's settings as JSON (the fields of
-``config.settings.AppSettings``), written by ``clarion apps`` (gateway/cli_apps.py). An app
+``config.settings.AppSettings``), written by ``clarion apps`` (gateway/cli/apps.py). An app
 there replaces the config file's app with the same id (so ``rotate-secret`` and ``disable``
 work on config apps too: they write an overriding copy); every other config app stays.
 

@@ -29,7 +29,7 @@ from config.settings import AppSettings
 
 
 def _store(ctx: click.Context) -> tuple[Any, Settings]:
-    from gateway.cli_common import store_redis
+    from gateway.cli.common import store_redis
     from gateway.state.apps import AppStore
     from gateway.state.keys import Keys
 

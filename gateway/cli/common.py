@@ -1,4 +1,4 @@
-"""What the `clarion` subcommands (gateway/cli.py, cli_push.py, cli_apps.py) share."""
+"""What the `clarion` subcommands (gateway/cli/: main.py, push.py, apps.py) share."""
 
 from __future__ import annotations
 

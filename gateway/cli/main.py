@@ -18,7 +18,6 @@ import os
 import secrets
 import signal
 import socket
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import click
 
 from config import Settings
 from gateway import processes
-from gateway.cli_common import cli_settings, store_redis
+from gateway.cli.common import cli_settings, store_redis
 from gateway.embedded_redis import EmbeddedRedisError, free_port
 from gateway.processes import Child, ChildDied, SessionRedis, Supervisor, probe_host
 from workers.groups import worker_commands
@@ -484,9 +483,6 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
         click.echo("clarion up: stopped", err=True)
     ctx.exit(exit_code)
 
-from gateway.cli_push import push; main.add_command(push)  # noqa: E402, E702, I001
-from gateway.cli_apps import apps; main.add_command(apps)  # noqa: E402, E702, I001
+from gateway.cli.push import push; main.add_command(push)  # noqa: E402, E702, I001
+from gateway.cli.apps import apps; main.add_command(apps)  # noqa: E402, E702, I001
 
-
-if __name__ == "__main__":  # `python -m gateway.cli`, used for child processes
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``clarion push``: Beams push commands (registered on the ``clarion`` group by gateway/cli.py).
+"""``clarion push``: Beams push commands (registered on ``clarion`` by gateway/cli/main.py).
 
     clarion [--config FILE] push status PUBLISH_ID --app APP_ID [--json]
 
@@ -18,7 +18,7 @@ from typing import Any
 import click
 import redis
 
-from gateway.cli_common import cli_settings
+from gateway.cli.common import cli_settings
 from gateway.state.publishes import PublishStore
 
 
