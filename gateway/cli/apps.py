@@ -1,18 +1,22 @@
 """`clarion apps`: manage apps in the Redis app store, picked up by a running cluster.
 
     clarion apps list [--json]
+    clarion apps show ID [--json]
     clarion apps add [--id ID] [--key KEY] [--secret SECRET] [--set FIELD=VALUE ...] [--json]
+    clarion apps remove ID
     clarion apps rotate-secret ID [--secret SECRET]
     clarion apps disable ID
     clarion apps enable ID
     clarion apps set ID FIELD=VALUE ...
 
-Apps in the config file stay where they are; the store (``P apps``, gateway/state/apps.py)
-overlays them: changing a config app (rotating its secret, disabling it) writes an
-overriding copy to Redis. Every change is published on the bus, so WebSocket nodes apply it
-at once (a disabled app's connections are closed with 4003); API processes see it within a
-second. ``--set`` values are JSON when they parse as JSON (``--set max_connections=100``,
-``--set 'allowed_origins=["https://app.example"]'``), else strings.
+Every app has a source: ``config`` (the config file), ``demo`` (made by `clarion up` when
+the config has none) or ``store``. Config and demo apps cannot be removed here (disable
+them, or edit the config file). Apps in the config file stay where they are; the store (``P
+apps``, gateway/state/apps.py) overlays them: changing a config app (rotating its secret,
+disabling it) writes an overriding copy to Redis. Every change is published on the bus, so
+WebSocket nodes apply it at once (a disabled app's connections are closed with 4003); API
+processes see it within a second. ``--set`` values are JSON when they parse as JSON (``--set
+max_connections=100``, ``--set 'allowed_origins=["https://app.example"]'``), else strings.
 """
 
 from __future__ import annotations
@@ -76,25 +80,82 @@ def _summary(app: AppSettings, source: str) -> dict[str, Any]:
     return {"id": app.id, "key": app.key, "enabled": app.enabled, "source": source}
 
 
+def _base_source(ctx: click.Context, app_id: str) -> str | None:
+    """``config`` or ``demo`` for an app that does not come from the store, else None."""
+    from gateway.cli.common import cli_settings, running
+
+    if cli_settings(ctx).app_by_id(app_id) is not None:
+        return "config"
+    runtime = running(ctx)
+    if runtime is not None and runtime.demo_app_id == app_id and not cli_settings(ctx).apps:
+        return "demo"
+    return None
+
+
+def _source(ctx: click.Context, app_id: str, stored: frozenset[str]) -> str:
+    base = _base_source(ctx, app_id)
+    if base is None:
+        return "store"
+    return f"{base}, changed in store" if app_id in stored else base
+
+
 @click.group()
 def apps() -> None:
-    """Apps: list, add, rotate-secret, disable, enable, set (no restart needed)."""
+    """Apps: list, show, add, remove, rotate-secret, disable, enable, set (no restart)."""
 
 
 @apps.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def apps_list(ctx: click.Context, as_json: bool) -> None:
-    """List the apps a running cluster serves (config overlaid by Redis)."""
+    """List every app served (config, demo and store apps), with its source."""
     store, settings = _store(ctx)
     view = store.view(settings)
-    rows = [_summary(a, "redis" if a.id in view.stored else "config") for a in view.all()]
+    rows = [_summary(a, _source(ctx, a.id, view.stored)) for a in view.all()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         state = "enabled" if r["enabled"] else "disabled"
         click.echo(f"{r['id']:<10} {r['key']:<34} {state:<9} {r['source']}")
+
+
+@apps.command("show")
+@click.argument("app_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def apps_show(ctx: click.Context, app_id: str, as_json: bool) -> None:
+    """Show every setting of one app (its secret included) and its source."""
+    store, settings = _store(ctx)
+    view = store.view(settings)
+    app = _current(store, settings, app_id)
+    data = {"source": _source(ctx, app_id, view.stored), **app.model_dump(mode="json")}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for name, value in data.items():
+        shown = value if isinstance(value, str) else json.dumps(value)
+        click.echo(f"{name:<29} {shown}")
+
+
+@apps.command("remove")
+@click.argument("app_id")
+@click.pass_context
+def apps_remove(ctx: click.Context, app_id: str) -> None:
+    """Remove an app added with `apps add`: its connections are closed, its key refused."""
+    store, settings = _store(ctx)
+    _current(store, settings, app_id)
+    base = _base_source(ctx, app_id)
+    if base == "config":
+        raise click.ClickException(
+            f"app {app_id} comes from the config file: remove it there, or `clarion apps "
+            f"disable {app_id}`")
+    if base == "demo":
+        raise click.ClickException(
+            f"app {app_id} is the demo app of `clarion up`: it cannot be removed; "
+            f"`clarion apps disable {app_id}` stops it serving")
+    store.remove(app_id)
+    click.echo(f"app {app_id} removed")
 
 
 @apps.command("add")

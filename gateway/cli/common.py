@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 import redis
 
 from config import ConfigError, Settings, load_settings
+from gateway.cli.runtime import Runtime, read_runtime
+
+
+class NothingRunning(click.ClickException):
+    """No Redis to act on: a usage problem, exit 2 like a bad configuration."""
+
+    exit_code = 2
 
 
 def cli_settings(ctx: click.Context) -> Settings:
@@ -21,10 +31,66 @@ def cli_settings(ctx: click.Context) -> Settings:
     return obj["settings"]  # type: ignore[no-any-return]
 
 
-def store_redis(ctx: click.Context, needs: str) -> tuple[redis.Redis, Settings]:
-    """A Redis client on ``redis.url`` and the settings; a ClickException (``redis.url is not
-    set: {needs}``) when there is no URL."""
+def running(ctx: click.Context) -> Runtime | None:
+    """The `clarion up` running with this invocation's data dir, if any."""
+    return read_runtime(Path(cli_settings(ctx).data_dir).resolve())
+
+
+def operator_settings(ctx: click.Context, needs: str) -> Settings:
+    """The settings of the deployment an operator command acts on: ``redis.url`` if set,
+    else the Redis of the `clarion up` running with this data dir, plus its demo app. A
+    ClickException saying what to do when there is neither."""
     settings = cli_settings(ctx)
+    runtime = running(ctx)
+    if runtime is not None and not settings.redis.url:
+        settings = settings.with_overrides(redis={"url": runtime.redis_url})
+    if runtime is not None and runtime.demo_app_id and not settings.apps:
+        settings = settings.with_overrides(apps=[demo_app_of(settings)])
     if not settings.redis.url:
-        raise click.ClickException(f"redis.url is not set: {needs}")
+        where = Path(settings.data_dir).resolve()
+        raise NothingRunning(
+            f"{needs}, but redis.url is not set and no `clarion up` is running with data dir "
+            f"{where}: run this command where `clarion up` runs (or with its data_dir), or "
+            "give the deployment's Redis (--config FILE with [redis] url, or "
+            "CLARION_REDIS__URL)"
+        )
+    return settings
+
+
+def demo_app_of(settings: Settings) -> dict[str, str]:
+    """The demo app `clarion up` saved in the data dir."""
+    from gateway.cli.main import DEMO_APP_FILE
+
+    path = Path(settings.data_dir).resolve() / DEMO_APP_FILE
+    try:
+        app = json.loads(path.read_text())
+        return {k: str(app[k]) for k in ("id", "key", "secret")}
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.ClickException(f"cannot read the demo app {path}: {exc}") from None
+
+
+def only_app_id(settings: Settings) -> str:
+    """The id of the deployment's only app (config, demo or store); a ClickException asking
+    for ``--app`` when there are several."""
+    from gateway.state.apps import AppStore
+    from gateway.state.keys import Keys
+
+    assert settings.redis.url is not None
+    client = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=5)
+    try:
+        apps = AppStore(client, Keys(settings.redis.key_prefix)).view(settings).all()
+    except redis.exceptions.RedisError as exc:
+        raise click.ClickException(f"cannot read from Redis at {settings.redis.url}: {exc}"
+                                   ) from None
+    finally:
+        client.close()
+    if len(apps) != 1:
+        raise click.ClickException(f"{len(apps)} apps are served: choose one with --app")
+    return apps[0].id
+
+
+def store_redis(ctx: click.Context, needs: str) -> tuple[redis.Redis, Settings]:
+    """A Redis client on the deployment's Redis (:func:`operator_settings`) and the settings."""
+    settings = operator_settings(ctx, needs)
+    assert settings.redis.url is not None
     return redis.Redis.from_url(settings.redis.url, socket_connect_timeout=5), settings
