@@ -208,7 +208,9 @@ def banner(settings: Settings, app: Any, redis_url: str, embedded: bool) -> str:
     ws_host = probe_host(settings.websocket.host)
     ws_port = settings.websocket.port
     api_host = probe_host(settings.api.host)
-    api_url = f"http://{api_host}:{settings.api.port}"
+    api_url = api_base_url(settings)
+    tls = settings.websocket.tls
+    ports = f"wssPort: {ws_port}, forceTLS: true" if tls else f"wsPort: {ws_port}, forceTLS: false"
     n = settings.websocket.processes
     processes = f"{n} process{'es' if n > 1 else ''}"
     where = f"   (embedded, data in {Path(settings.data_dir) / 'redis'})" if embedded else ""
@@ -216,7 +218,7 @@ def banner(settings: Settings, app: Any, redis_url: str, embedded: bool) -> str:
         "",
         "Clarion is up.",
         "",
-        f"  WebSocket   ws://{ws_host}:{ws_port}/app/{app.key}   ({processes})",
+        f"  WebSocket   {ws_base_url(settings)}/app/{app.key}   ({processes})",
         f"  HTTP API    {api_url}   (Pusher REST: {api_url}/apps/{app.id}/events)",
         f"  Redis       {redis_url}{where}",
         "",
@@ -226,13 +228,14 @@ def banner(settings: Settings, app: Any, redis_url: str, embedded: bool) -> str:
         "",
         "  pusher-js:",
         f"    const pusher = new Pusher('{app.key}', {{",
-        f"      wsHost: '{ws_host}', wsPort: {ws_port}, forceTLS: false,",
-        "      enabledTransports: ['ws'], cluster: 'mt1', disableStats: true,",
+        f"      wsHost: '{ws_host}', {ports},",
+        "      enabledTransports: ['ws'], cluster: 'mt1',",
+        "      channelAuthorization: { endpoint: '/pusher/auth' },  // your backend's",
         "    });",
         "",
         "  Server SDK (Python):",
         f"    pusher.Pusher(app_id='{app.id}', key='{app.key}', secret='{app.secret}',",
-        f"                  host='{api_host}', port={settings.api.port}, ssl=False)",
+        f"                  host='{api_host}', port={settings.api.port}, ssl={settings.api.tls})",
         "",
         "Press Ctrl-C to stop.",
         "",
@@ -285,7 +288,8 @@ def api_base_url(settings: Settings) -> str:
 
 
 def ws_base_url(settings: Settings) -> str:
-    return f"ws://{probe_host(settings.websocket.host)}:{settings.websocket.port}"
+    scheme = "wss" if settings.websocket.tls else "ws"
+    return f"{scheme}://{probe_host(settings.websocket.host)}:{settings.websocket.port}"
 
 
 @main.command()
@@ -331,8 +335,8 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
             supervisor.add(Child.cli(name, settings, *args))
             for name, args in worker_commands(settings)
         ]
-        ws_ready = f"http://{probe_host(settings.websocket.host)}:{settings.websocket.port}/ready"
-        api_ready = f"http://{probe_host(settings.api.host)}:{settings.api.port}/ready"
+        ws_ready = ws_base_url(settings).replace("ws", "http", 1) + "/ready"
+        api_ready = api_base_url(settings) + "/ready"
         stopping = lambda: supervisor.stopping  # noqa: E731
         for url, child in ((api_ready, api_child), (ws_ready, ws_child)):
             processes.wait_http_ready(url, child, ready_timeout, cancelled=stopping)

@@ -36,6 +36,7 @@ from gateway.state.occupancy import NodeOccupancy
 from gateway.state.presence import Presence
 from gateway.state.registry import Registry
 from gateway.state.users import SignedInUsers
+from gateway.tls import server_context
 from gateway.webhooks.reporter import Reporter
 from gateway.ws.bus import BusListener, BusPublisher, Sequencer
 from gateway.ws.connection import Connection
@@ -177,6 +178,10 @@ class Node:
         self.server = await loop.create_server(
             lambda: PortSwitch(websockets, self.http_sessions.connection, self.waiting),
             ws.host, ws.port, reuse_port=self.reuse_port or None, backlog=1024,
+            # wss:// (and the HTTP fallback over https://): the switch and both servers work
+            # on the TLS transport as they do on TCP.
+            ssl=server_context(ws.tls_cert_file, ws.tls_key_file) if ws.tls_cert_file
+            and ws.tls_key_file else None,
         )
         for job in (self.listener.run(), self.publisher.run(), self.occupancy.run(),
                     self._heartbeat_loop(), self._liveness_loop(), self._reconcile_loop(),
