@@ -503,6 +503,8 @@ class Settings(_Section):
     # Directory for the embedded Redis data and the demo app of `clarion up`.
     data_dir: str = ".clarion"
     log_level: str = "info"
+    # "console": readable lines; "json": one JSON object a line (gateway/logs.py).
+    log_format: Literal["console", "json"] = "console"
 
     @model_validator(mode="after")
     def _unique_apps(self) -> Settings:

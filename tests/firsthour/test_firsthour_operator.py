@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow
 def up(tmp_path_factory: pytest.TempPathFactory):
     instance = Up(tmp_path_factory.mktemp("fresh"),
                   CLARION_WEBHOOKS__ALLOWED_NETWORKS='["127.0.0.0/8"]',
-                  CLARION_WEBHOOKS__BATCH_WINDOW="0")
+                  CLARION_WEBHOOKS__BATCH_WINDOW="0", CLARION_LOG_LEVEL="info")
     try:
         instance.wait_banner()
         yield instance
@@ -186,3 +187,17 @@ def test_a_second_up_is_refused_and_the_first_keeps_serving(up: Up):
     for i in range(20):
         assert sdk.trigger("still-mine", "e", {"i": i}) == {}
     assert json.loads((up.cwd / ".clarion" / "runtime.json").read_text())["pid"] == up.proc.pid
+
+
+CONSOLE_LINE = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z \[(debug|info|warning|error|critical) *\] ")
+
+
+def test_one_log_format_from_every_component(up: Up):
+    """Item 11: granian's, the node's and Celery's lines used to come in three formats, with
+    Celery's banner and its superuser warning in between."""
+    before = up.text.split("Clarion is up.")[0]
+    lines = [line for line in before.splitlines() if line.strip()]
+    assert [line for line in lines if not CONSOLE_LINE.match(line)] == []
+    for logger in ("[_granian]", "[clarion.ws.node]", "[celery.apps.worker]"):
+        assert logger in before, logger
+    assert "SecurityWarning" not in up.text and "[queues]" not in up.text

@@ -53,7 +53,8 @@ def tls_env(tls: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory, tls: dict[str, str]):
-    instance = Up(tmp_path_factory.mktemp("tls-up"), **tls_env(tls))
+    instance = Up(tmp_path_factory.mktemp("tls-up"), CLARION_LOG_FORMAT="json",
+                  CLARION_LOG_LEVEL="info", **tls_env(tls))
     try:
         instance.banner = instance.wait_banner()
         yield instance
@@ -77,6 +78,14 @@ def test_banner_gives_tls_addresses(up: Up):
     for text in (f"wss://127.0.0.1:{up.ws_port}/app/", f"https://127.0.0.1:{up.api_port}",
                  f"wssPort: {up.ws_port}, forceTLS: true", "ssl=True"):
         assert text in up.banner, text
+
+
+def test_json_logs_from_every_component(up: Up):
+    """log_format = "json": one object a line, whoever wrote it (item 11)."""
+    lines = [line for line in up.text.split("Clarion is up.")[0].splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert {"_granian", "clarion.ws.node", "celery.apps.worker"} <= {r["logger"] for r in records}
+    assert all({"event", "level", "timestamp"} <= r.keys() for r in records)
 
 
 def test_python_sdks_over_https_and_a_wss_subscriber(up: Up, tls: dict[str, str]):
