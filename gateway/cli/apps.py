@@ -80,20 +80,19 @@ def _summary(app: AppSettings, source: str) -> dict[str, Any]:
     return {"id": app.id, "key": app.key, "enabled": app.enabled, "source": source}
 
 
-def _base_source(ctx: click.Context, app_id: str) -> str | None:
-    """``config`` or ``demo`` for an app that does not come from the store, else None."""
-    from gateway.cli.common import cli_settings, running
+def _base_source(settings: Settings, ctx: click.Context, app_id: str) -> str | None:
+    """``config`` or ``demo`` for an app of the settings (not of the store), else None."""
+    from gateway.cli.common import running
 
-    if cli_settings(ctx).app_by_id(app_id) is not None:
-        return "config"
+    if settings.app_by_id(app_id) is None:
+        return None
     runtime = running(ctx)
-    if runtime is not None and runtime.demo_app_id == app_id and not cli_settings(ctx).apps:
-        return "demo"
-    return None
+    return "demo" if runtime is not None and runtime.demo_app_id == app_id else "config"
 
 
-def _source(ctx: click.Context, app_id: str, stored: frozenset[str]) -> str:
-    base = _base_source(ctx, app_id)
+def _source(settings: Settings, ctx: click.Context, app_id: str, stored: frozenset[str]
+            ) -> str:
+    base = _base_source(settings, ctx, app_id)
     if base is None:
         return "store"
     return f"{base}, changed in store" if app_id in stored else base
@@ -111,7 +110,7 @@ def apps_list(ctx: click.Context, as_json: bool) -> None:
     """List every app served (config, demo and store apps), with its source."""
     store, settings = _store(ctx)
     view = store.view(settings)
-    rows = [_summary(a, _source(ctx, a.id, view.stored)) for a in view.all()]
+    rows = [_summary(a, _source(settings, ctx, a.id, view.stored)) for a in view.all()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -129,7 +128,7 @@ def apps_show(ctx: click.Context, app_id: str, as_json: bool) -> None:
     store, settings = _store(ctx)
     view = store.view(settings)
     app = _current(store, settings, app_id)
-    data = {"source": _source(ctx, app_id, view.stored), **app.model_dump(mode="json")}
+    data = {"source": _source(settings, ctx, app_id, view.stored), **app.model_dump(mode="json")}
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -145,7 +144,7 @@ def apps_remove(ctx: click.Context, app_id: str) -> None:
     """Remove an app added with `apps add`: its connections are closed, its key refused."""
     store, settings = _store(ctx)
     _current(store, settings, app_id)
-    base = _base_source(ctx, app_id)
+    base = _base_source(settings, ctx, app_id)
     if base == "config":
         raise click.ClickException(
             f"app {app_id} comes from the config file: remove it there, or `clarion apps "

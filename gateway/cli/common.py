@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 import redis
+from pydantic import ValidationError
 
 from config import ConfigError, Settings, load_settings
 from gateway.cli.runtime import Runtime, read_runtime
@@ -43,9 +43,12 @@ def operator_settings(ctx: click.Context, needs: str) -> Settings:
     settings = cli_settings(ctx)
     runtime = running(ctx)
     if runtime is not None and not settings.redis.url:
-        settings = settings.with_overrides(redis={"url": runtime.redis_url})
-    if runtime is not None and runtime.demo_app_id and not settings.apps:
-        settings = settings.with_overrides(apps=[demo_app_of(settings)])
+        # The running instance's own settings: its apps (config and demo), its Redis.
+        try:
+            settings = Settings.model_validate(runtime.settings)
+        except ValidationError as exc:
+            raise click.ClickException(f"cannot read the running instance's settings: {exc}"
+                                       ) from None
     if not settings.redis.url:
         where = Path(settings.data_dir).resolve()
         raise NothingRunning(
@@ -55,18 +58,6 @@ def operator_settings(ctx: click.Context, needs: str) -> Settings:
             "CLARION_REDIS__URL)"
         )
     return settings
-
-
-def demo_app_of(settings: Settings) -> dict[str, str]:
-    """The demo app `clarion up` saved in the data dir."""
-    from gateway.cli.main import DEMO_APP_FILE
-
-    path = Path(settings.data_dir).resolve() / DEMO_APP_FILE
-    try:
-        app = json.loads(path.read_text())
-        return {k: str(app[k]) for k in ("id", "key", "secret")}
-    except (OSError, ValueError, KeyError) as exc:
-        raise click.ClickException(f"cannot read the demo app {path}: {exc}") from None
 
 
 def only_app_id(settings: Settings) -> str:

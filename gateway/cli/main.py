@@ -279,6 +279,7 @@ def _runtime(settings: Settings, embedded: bool, demo: dict[str, str] | None,
         ws_url=ws_base_url(settings),
         demo_app_id=demo["id"] if demo else None,
         children={c.name: c.pid for c in supervisor.children},
+        settings=json.loads(settings.model_dump_json()),
     )
 
 

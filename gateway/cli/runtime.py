@@ -3,10 +3,11 @@
 ``clarion up`` takes a lock on ``<data_dir>/up.lock`` (``flock``: the kernel drops it when the
 process dies, so a crash leaves no stale lock) and, once its children answer, writes
 ``<data_dir>/runtime.json``: the Redis URL (the embedded Redis's port is random when 6379 is
-busy), the addresses it serves, the demo app's id and the process ids. ``clarion apps``,
-``webhooks`` and ``push`` read it, so they work without flags from the directory (or with the
-``data_dir``) ``clarion up`` was started with. The file is removed on a clean stop; one left by
-a killed instance is ignored because its lock is free.
+busy), the addresses it serves, the demo app's id, its settings and the process ids. ``clarion
+apps``, ``webhooks`` and ``push`` read it, so they work without flags from the directory (or
+with the ``data_dir``) ``clarion up`` was started with. It holds app secrets, so it is
+readable by its owner only. The file is removed on a clean stop; one left by a killed instance
+is ignored because its lock is free.
 """
 
 from __future__ import annotations
@@ -34,11 +35,15 @@ class Runtime:
     # The demo app `clarion up` made because the config has none (None: config apps).
     demo_app_id: str | None = None
     children: dict[str, int] = field(default_factory=dict)
+    # The settings its children run with (its config file's apps, the Redis URL, the key
+    # prefix): operator commands act on them, whatever config they were given themselves.
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def save(self, data_dir: Path) -> None:
         path = data_dir / RUNTIME_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.chmod(tmp, 0o600)  # app secrets
         tmp.replace(path)
 
 

@@ -201,3 +201,26 @@ def test_one_log_format_from_every_component(up: Up):
     for logger in ("[_granian]", "[clarion.ws.node]", "[celery.apps.worker]"):
         assert logger in before, logger
     assert "SecurityWarning" not in up.text and "[queues]" not in up.text
+
+
+def test_config_apps_seen_by_operator_commands_without_the_config(tmp_path: Path):
+    """Item 1 with a config file: `apps add` took id 1 and replaced the file's app 1. The
+    operator commands, typed without --config, act on the running instance's apps."""
+    config = tmp_path / "clarion.toml"
+    config.write_text('[[apps]]\nid = "1"\nkey = "file-key"\nsecret = "file-secret"\n')
+    up = Up(tmp_path / "run", "--config", str(config))
+    try:
+        up.wait_banner()
+        added = clarion(up.cwd, "apps", "add", "--json")
+        assert added.returncode == 0, added.stderr
+        assert json.loads(added.stdout)["id"] == "2"
+        rows = {r["id"]: r["source"]
+                for r in json.loads(clarion(up.cwd, "apps", "list", "--json").stdout)}
+        assert rows == {"1": "config", "2": "store"}
+        refused = clarion(up.cwd, "apps", "remove", "1")
+        assert refused.returncode == 1 and "comes from the config file" in refused.stderr
+        sdk = sdk_for(up, {"id": "1", "key": "file-key", "secret": "file-secret"})
+        assert sdk.trigger("still-the-files", "e", {}) == {}
+        assert oct((up.cwd / ".clarion" / "runtime.json").stat().st_mode & 0o777) == "0o600"
+    finally:
+        up.kill()
