@@ -9,7 +9,7 @@ import redis
 from pydantic import ValidationError
 
 from config import ConfigError, Settings, load_settings
-from gateway.cli.runtime import Runtime, read_runtime
+from gateway.cli.runtime import Runtime, read_runtime, starting
 
 
 class NothingRunning(click.ClickException):
@@ -51,6 +51,9 @@ def operator_settings(ctx: click.Context, needs: str) -> Settings:
                                        ) from None
     if not settings.redis.url:
         where = Path(settings.data_dir).resolve()
+        if starting(where):
+            raise NothingRunning(f"{needs}, and the `clarion up` using {where} is still "
+                                 "starting: try again once it prints \"Clarion is up.\"")
         raise NothingRunning(
             f"{needs}, but redis.url is not set and no `clarion up` is running with data dir "
             f"{where}: run this command where `clarion up` runs (or with its data_dir), or "

@@ -108,6 +108,11 @@ def read_runtime(data_dir: Path) -> Runtime | None:
         return None
 
 
+def starting(data_dir: Path) -> bool:
+    """A `clarion up` holds the data dir but has not written its runtime yet."""
+    return not (data_dir / RUNTIME_FILE).exists() and _locked(data_dir)
+
+
 def remove_runtime(data_dir: Path) -> None:
     (data_dir / RUNTIME_FILE).unlink(missing_ok=True)
 
