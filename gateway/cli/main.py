@@ -27,7 +27,14 @@ import click
 from config import Settings
 from gateway import processes
 from gateway.cli.common import cli_settings
-from gateway.cli.runtime import AlreadyRunning, InstanceLock, Runtime, port_in_use, remove_runtime
+from gateway.cli.runtime import (
+    AlreadyRunning,
+    InstanceLock,
+    Runtime,
+    foreign_listeners,
+    port_in_use,
+    remove_runtime,
+)
 from gateway.embedded_redis import EmbeddedRedisError, free_port
 from gateway.processes import Child, ChildDied, SessionRedis, Supervisor, probe_host
 from workers.groups import worker_commands
@@ -269,6 +276,20 @@ def _claim(ctx: click.Context, settings: Settings, data_dir: Path,
     return lock
 
 
+def _shared_port(settings: Settings) -> str | None:
+    """Whether another process also listens on our ports (then "up" would be a lie)."""
+    import psutil
+
+    ours = {os.getpid(), *(p.pid for p in psutil.Process().children(recursive=True))}
+    for name, port in (("api.port", settings.api.port),
+                       ("websocket.port", settings.websocket.port)):
+        others = foreign_listeners(port, ours)
+        if others:
+            return (f"port {port} ({name}) is also served by pid "
+                    f"{', '.join(map(str, others))}, maybe another `clarion up`")
+    return None
+
+
 def _runtime(settings: Settings, embedded: bool, demo: dict[str, str] | None,
              supervisor: Supervisor) -> Runtime:
     return Runtime(
@@ -342,7 +363,11 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
         for url, child in ((api_ready, api_child), (ws_ready, ws_child)):
             processes.wait_http_ready(url, child, ready_timeout, cancelled=stopping)
         processes.wait_workers_ready(settings, worker_children, ready_timeout, cancelled=stopping)
-        if not supervisor.stopping:
+        shared = _shared_port(settings)
+        if shared:
+            click.echo(f"clarion up: {shared}; shutting down", err=True)
+            exit_code = 1
+        elif not supervisor.stopping:
             embedded = redis_server is not None
             _runtime(settings, embedded, demo, supervisor).save(data_dir)
             click.echo(banner(settings, settings.apps[0], settings.redis.url or "", embedded))

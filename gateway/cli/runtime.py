@@ -129,3 +129,17 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def foreign_listeners(port: int, ours: set[int]) -> list[int]:
+    """Processes outside ``ours`` listening on ``port``: after its children answered, a
+    `clarion up` started at the same moment as another could still share a port with it
+    through SO_REUSEPORT (the check before starting cannot close that race)."""
+    import psutil
+
+    try:
+        found = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:  # pragma: no cover - some systems hide other sockets
+        return []
+    return sorted({c.pid for c in found if c.status == psutil.CONN_LISTEN and c.laddr
+                   and c.laddr.port == port and c.pid is not None and c.pid not in ours})

@@ -4,8 +4,10 @@ then the operator commands typed in the same directory, without flags."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +18,8 @@ import pytest
 from _harness import PusherClient
 from _harness.client import RejectedConnection
 from firsthour_harness import Up, clarion
+
+from gateway.cli.runtime import foreign_listeners
 
 pytestmark = pytest.mark.slow
 
@@ -224,3 +228,14 @@ def test_config_apps_seen_by_operator_commands_without_the_config(tmp_path: Path
         assert oct((up.cwd / ".clarion" / "runtime.json").stat().st_mode & 0o777) == "0o600"
     finally:
         up.kill()
+
+
+def test_a_port_shared_through_so_reuseport_is_seen():
+    """The check `clarion up` makes once its children answer (item 4's race)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert foreign_listeners(port, ours={os.getpid()}) == []
+        assert foreign_listeners(port, ours=set()) == [os.getpid()]
