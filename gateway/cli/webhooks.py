@@ -25,7 +25,7 @@ from gateway.cli.common import store_redis
 
 @click.group()
 def webhooks() -> None:
-    """Webhook deliveries: list, show attempts, replay; endpoints: list, enable."""
+    """Webhook deliveries: list, show, replay; endpoints: list, add, remove, enable."""
 
 
 def _webhook_store(ctx: click.Context, app_id: str | None) -> tuple[Any, str]:
