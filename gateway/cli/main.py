@@ -357,7 +357,9 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
             supervisor.add(Child.cli(name, settings, *args))
             for name, args in worker_commands(settings)
         ]
-        ws_ready = ws_base_url(settings).replace("ws", "http", 1) + "/ready"
+        ws_scheme = "https" if settings.websocket.tls else "http"
+        ws_ready = (f"{ws_scheme}://{probe_host(settings.websocket.host)}:"
+                    f"{settings.websocket.port}/ready")
         api_ready = api_base_url(settings) + "/ready"
         stopping = lambda: supervisor.stopping  # noqa: E731
         for url, child in ((api_ready, api_child), (ws_ready, ws_child)):
