@@ -404,4 +404,5 @@ from gateway.cli.push import push; main.add_command(push)  # noqa: E402, E702, I
 from gateway.cli.apps import apps; main.add_command(apps)  # noqa: E402, E702, I001
 from gateway.cli.webhooks import webhooks; main.add_command(webhooks)  # noqa: E402, E702, I001
 from gateway.cli.config import config_group; main.add_command(config_group)  # noqa: E402, E702, I001
+from gateway.cli.status import status; main.add_command(status)  # noqa: E402, E702, I001
 

@@ -60,6 +60,10 @@ def test_operator_commands_find_the_running_up(up: Up):
     assert listed.returncode == 0, listed.stderr
     assert {"id": "1", "key": demo(up)["key"], "enabled": True, "source": "demo"} in (
         json.loads(listed.stdout))
+    status = json.loads(clarion(up.cwd, "status", "--json").stdout)
+    assert status["pid"] == up.proc.pid and status["api_url"] == runtime["api_url"]
+    commands = [p["command"] for p in status["processes"]]
+    assert "api" in commands and any(c.startswith("worker --queues live") for c in commands)
     endpoints = clarion(up.cwd, "webhooks", "endpoints", "--app", "1")
     assert endpoints.returncode == 0, endpoints.stderr
     # Item 10: the README's `clarion push status ID`, without --app.
@@ -68,6 +72,8 @@ def test_operator_commands_find_the_running_up(up: Up):
 
 
 def test_operator_commands_say_what_to_do_when_nothing_runs(tmp_path: Path):
+    status = clarion(tmp_path, "status")
+    assert status.returncode == 3 and "no `clarion up` is running" in status.stderr
     out = clarion(tmp_path, "apps", "list")
     assert out.returncode == 2
     assert "no `clarion up` is running with data dir" in out.stderr
