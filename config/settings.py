@@ -502,7 +502,7 @@ class Settings(_Section):
     apps: list[AppSettings] = []
     # Directory for the embedded Redis data and the demo app of `clarion up`.
     data_dir: str = ".clarion"
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     # "console": readable lines; "json": one JSON object a line (gateway/logs.py).
     log_format: Literal["console", "json"] = "console"
 

@@ -25,6 +25,7 @@ def test_the_projects_own_variables_do_not_break_commands(tmp_path: Path):
     ("[api]\nworkers = \"2\"\n", "api.workers: Input should be a valid integer"),
     ("[[apps]]\nid = 1\nkey = \"k\"\nsecret = \"s\"\nclient_events = \"yes\"\n",
      "apps.0.client_events: Input should be a valid boolean"),
+    ("log_level = \"verbose\"\n", "log_level: Input should be 'debug', 'info'"),
     ("[websocket]\ntls_cert_file = \"/nonexistent.pem\"\n",
      "websocket.tls_cert_file: no such file: /nonexistent.pem"),
 ])
