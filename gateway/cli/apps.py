@@ -54,7 +54,7 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _validated(data: dict[str, Any]) -> AppSettings:
+def validated_app(data: dict[str, Any]) -> AppSettings:
     try:
         return AppSettings.model_validate(data)
     except ValidationError as exc:
@@ -62,14 +62,14 @@ def _validated(data: dict[str, Any]) -> AppSettings:
         raise click.ClickException("invalid app: " + "; ".join(lines)) from None
 
 
-def _save(store: Any, app: AppSettings) -> None:
+def save_app(store: Any, app: AppSettings) -> None:
     try:
         store.put(app)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
 
-def _current(store: Any, settings: Settings, app_id: str) -> AppSettings:
+def current_app(store: Any, settings: Settings, app_id: str) -> AppSettings:
     app = store.view(settings).by_id(app_id)
     if app is None:
         raise click.ClickException(f"no app {app_id!r} (neither in the config nor in Redis)")
@@ -127,7 +127,7 @@ def apps_show(ctx: click.Context, app_id: str, as_json: bool) -> None:
     """Show every setting of one app (its secret included) and its source."""
     store, settings = _store(ctx)
     view = store.view(settings)
-    app = _current(store, settings, app_id)
+    app = current_app(store, settings, app_id)
     data = {"source": _source(settings, ctx, app_id, view.stored), **app.model_dump(mode="json")}
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -143,7 +143,7 @@ def apps_show(ctx: click.Context, app_id: str, as_json: bool) -> None:
 def apps_remove(ctx: click.Context, app_id: str) -> None:
     """Remove an app added with `apps add`: its connections are closed, its key refused."""
     store, settings = _store(ctx)
-    _current(store, settings, app_id)
+    current_app(store, settings, app_id)
     base = _base_source(settings, ctx, app_id)
     if base == "config":
         raise click.ClickException(
@@ -180,8 +180,8 @@ def apps_add(ctx: click.Context, app_id: str | None, key: str | None, secret: st
         raise click.ClickException(f"the key {key!r} is already used")
     data = {**_parse_sets(sets), "id": app_id, "key": key,
             "secret": secret or secrets.token_hex(16)}
-    app = _validated(data)
-    _save(store, app)
+    app = validated_app(data)
+    save_app(store, app)
     if as_json:
         click.echo(json.dumps({"id": app.id, "key": app.key, "secret": app.secret}))
     else:
@@ -196,16 +196,16 @@ def apps_rotate_secret(ctx: click.Context, app_id: str, secret: str | None) -> N
     """Give an app a new secret (signatures made with the old one are refused from now on);
     prints it."""
     store, settings = _store(ctx)
-    app = _current(store, settings, app_id)
-    new = _validated({**app.model_dump(), "secret": secret or secrets.token_hex(16)})
-    _save(store, new)
+    app = current_app(store, settings, app_id)
+    new = validated_app({**app.model_dump(), "secret": secret or secrets.token_hex(16)})
+    save_app(store, new)
     click.echo(new.secret)
 
 
 def _set_enabled(ctx: click.Context, app_id: str, enabled: bool) -> None:
     store, settings = _store(ctx)
-    app = _current(store, settings, app_id)
-    _save(store, _validated({**app.model_dump(), "enabled": enabled}))
+    app = current_app(store, settings, app_id)
+    save_app(store, validated_app({**app.model_dump(), "enabled": enabled}))
     click.echo(f"app {app_id} {'enabled' if enabled else 'disabled'}")
 
 
@@ -232,9 +232,9 @@ def apps_enable(ctx: click.Context, app_id: str) -> None:
 def apps_set(ctx: click.Context, app_id: str, pairs: tuple[str, ...]) -> None:
     """Change app settings (e.g. max_connections=100 client_events=false)."""
     store, settings = _store(ctx)
-    app = _current(store, settings, app_id)
+    app = current_app(store, settings, app_id)
     changes = _parse_sets(pairs)
     if "id" in changes:
         raise click.ClickException("the id of an app cannot change")
-    _save(store, _validated({**app.model_dump(), **changes}))
+    save_app(store, validated_app({**app.model_dump(), **changes}))
     click.echo(f"app {app_id} updated: {', '.join(sorted(changes))}")

@@ -199,13 +199,13 @@ def _app_store(ctx: click.Context) -> tuple[Any, Any]:
 
 def _save_webhooks(ctx: click.Context, app_id: str | None, change: Any) -> str:
     """Apply ``change(app) -> new webhooks list`` to the app and store it; the app id."""
-    from gateway.cli.apps import _current, _save, _validated
+    from gateway.cli.apps import current_app, save_app, validated_app
 
     store, app_id = _webhook_store(ctx, app_id)
     apps, settings = _app_store(ctx)
-    app = _current(apps, settings, app_id)
+    app = current_app(apps, settings, app_id)
     hooks = change(app)
-    _save(apps, _validated({**app.model_dump(), "webhooks": hooks}))
+    save_app(apps, validated_app({**app.model_dump(), "webhooks": hooks}))
     return app_id
 
 
