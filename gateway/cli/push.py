@@ -1,6 +1,6 @@
-"""``clarion push``: Beams push commands (registered on the ``clarion`` group by gateway/cli.py).
+"""``clarion push``: Beams push commands (registered on ``clarion`` by gateway/cli/main.py).
 
-    clarion [--config FILE] push status PUBLISH_ID --app APP_ID [--json]
+    clarion [--config FILE] push status PUBLISH_ID [--app APP_ID] [--json]
 
 ``status`` reads the publish from Redis (the same record ``GET /publish_api/v1/instances/{app}/
 publishes/{id}`` shows): state, devices targeted, delivered, failed, retried, removed, unknown
@@ -18,7 +18,7 @@ from typing import Any
 import click
 import redis
 
-from gateway.cli_common import cli_settings
+from gateway.cli.common import only_app_id, operator_settings
 from gateway.state.publishes import PublishStore
 
 
@@ -58,19 +58,14 @@ def format_status(app_id: str, status: dict[str, Any]) -> str:
 
 @push.command()
 @click.argument("publish_id")
-@click.option("--app", "app_id", required=True, help="The app (Beams instance) id.")
+@click.option("--app", "app_id", default=None,
+              help="The app (Beams instance) id (default: the only app).")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_context
 def status(ctx: click.Context, publish_id: str, app_id: str, as_json: bool) -> None:
     """Show a publish's delivery status: delivered, failed, retried, removed."""
-    settings = cli_settings(ctx)
-    if not settings.redis.url:
-        click.echo(
-            "clarion: redis.url is not set: give the Redis the workers use "
-            "(--config FILE or CLARION_REDIS__URL)",
-            err=True,
-        )
-        ctx.exit(2)
+    settings = operator_settings(ctx, "publishes are recorded in Redis")
+    app_id = app_id or only_app_id(settings)
     client = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=3, socket_timeout=5)
     try:
         found = PublishStore(client, settings.redis.key_prefix).status(app_id, publish_id)
