@@ -286,10 +286,12 @@ class PushSettings(_Section):
     max_retry_after: float = Field(3600.0, gt=0)
     # Devices read from Redis per page while expanding a publish.
     page_size: int = Field(500, ge=1, le=10_000)
-    # Concurrent sends per worker process: FCM (threads, one HTTP/1.1 request each) and
-    # APNs (HTTP/2 streams on one event loop).
-    fcm_concurrency: int = Field(32, ge=1, le=1024)
+    # Sends in flight per worker process and platform, on one event loop (also the most
+    # devices left in doubt, counted ``unknown``, if the process is killed mid-send).
+    fcm_concurrency: int = Field(256, ge=1, le=10_000)
     apns_concurrency: int = Field(500, ge=1, le=10_000)
+    # FCM keep-alive HTTP/1.1 connections per worker process and app (one request each at a time).
+    fcm_connections: int = Field(64, ge=1, le=1024)
     apns_max_connections: int = Field(4, ge=1, le=100)
     # One task run works this many seconds, then hands over to a fresh task (so no task
     # outlives the broker's visibility timeout).
