@@ -4,7 +4,8 @@ Key schema (``P`` = ``settings.redis.key_prefix``; ``{app}`` = the Beams instanc
 
 | key                           | type   | holds                                              |
 |-------------------------------|--------|----------------------------------------------------|
-| P bd:{app}:{device}           | hash   | platform, token, user, metadata (JSON), created    |
+| P bd:{app}:{device}           | hash   | platform, token, user, metadata (JSON), created,   |
+|                               |        | bundle (APNs bundleIdentifier, kept out of metadata)|
 | P bdi:{app}:{device}          | set    | the device's interests                             |
 | P bi:{app}:{interest}         | set    | device ids subscribed to the interest              |
 | P bu:{app}:{user}             | set    | device ids associated with the user                |
@@ -103,8 +104,12 @@ class DeviceStore:
         token: str,
         metadata: dict[str, Any] | None = None,
         previous_ids: Sequence[str] = (),
+        bundle: str | None = None,
     ) -> tuple[str, list[str]]:
         """Register ``token``; return ``(device_id, interests)``.
+
+        ``metadata`` is kept exactly as given (``GET`` returns it); ``bundle`` (the iOS SDK's
+        ``bundleIdentifier``) is kept beside it, never inside it.
 
         The same token gives the same device back. Otherwise the first of ``previous_ids`` (the
         Android SDK's ``knownPreviousClientIds``) that still exists on this platform is reused
@@ -114,15 +119,18 @@ class DeviceStore:
             raise ValueError(f"unknown platform {platform!r}")
         token_key = self.keys.token(app, platform, token)
         existing = _s(self.r.get(token_key))
+        fields = {} if metadata is None else {"metadata": json.dumps(metadata)}
+        if bundle is not None:
+            fields["bundle"] = bundle
         if existing and self.r.exists(self.keys.device(app, existing)):
-            if metadata is not None:
-                self.r.hset(self.keys.device(app, existing), "metadata", json.dumps(metadata))
+            if fields:
+                self.r.hset(self.keys.device(app, existing), mapping=fields)
             return existing, self.interests(app, existing)
         for prev in previous_ids:
             if isinstance(prev, str) and prev.startswith(platform + "-") and self.get(app, prev):
                 self.update_token(app, prev, token)
-                if metadata is not None:
-                    self.r.hset(self.keys.device(app, prev), "metadata", json.dumps(metadata))
+                if fields:
+                    self.r.hset(self.keys.device(app, prev), mapping=fields)
                 return prev, self.interests(app, prev)
         device_id = f"{platform}-{uuid.uuid4()}"
         pipe = self.r.pipeline(transaction=True)
@@ -133,6 +141,7 @@ class DeviceStore:
                 "token": token,
                 "metadata": json.dumps(metadata or {}),
                 "created": str(int(time.time())),
+                **({"bundle": bundle} if bundle is not None else {}),
             },
         )
         pipe.set(token_key, device_id)

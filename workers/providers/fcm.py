@@ -30,6 +30,8 @@ import asyncio
 import json
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -248,6 +250,13 @@ def classify(status: int, body: bytes, reason: str, headers: Mapping[str, str]) 
     return SendResult(FAILED, detail)
 
 
+def _env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (None: direct)."""
+    if urllib.request.proxy_bypass(urllib.parse.urlsplit(url).hostname or ""):
+        return None
+    return urllib.request.getproxies().get(urllib.parse.urlsplit(url).scheme)
+
+
 class FcmSender:
     """Sends to FCM tokens on the provider loop; one per (worker process, app credentials)."""
 
@@ -269,9 +278,13 @@ class FcmSender:
         self.loop = event_loop()
         self._refresh: asyncio.Future[str] | None = None  # the refresh in progress, if any
 
+        # HTTP(S)_PROXY/NO_PROXY as requests honours them, read once: aiohttp's trust_env
+        # reads them, and ~/.netrc, on a thread for every request (a third of the CPU).
+        self.proxy = _env_proxy(self.url)
+
         async def make() -> aiohttp.ClientSession:
             connector = aiohttp.TCPConnector(limit=settings.fcm_connections)
-            return aiohttp.ClientSession(connector=connector, trust_env=True,
+            return aiohttp.ClientSession(connector=connector,
                                          timeout=aiohttp.ClientTimeout(total=None))
 
         self.session = asyncio.run_coroutine_threadsafe(make(), self.loop).result(10)
@@ -304,7 +317,9 @@ class FcmSender:
         for first in (True, False):
             access = await self._access_token()
             headers = {"Authorization": f"Bearer {access}", "Content-Type": "application/json"}
-            async with self.session.post(self.url, data=payload, headers=headers) as response:
+            async with self.session.post(
+                self.url, data=payload, headers=headers, proxy=self.proxy
+            ) as response:
                 body = await response.read()
             if first and token_expired(response.status, body):
                 self.client.invalidate_token(access)

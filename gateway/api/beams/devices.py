@@ -45,7 +45,8 @@ def _device(instance_id: str, platform: str, device_id: str) -> Device:
 def _token(body: dict[str, Any]) -> str:
     token = body.get("token")
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
-        raise BeamsError(400, "Invalid token", "token must be a non-empty string")
+        # "InvalidToken": the Android SDK stops retrying a registration on that title only.
+        raise BeamsError(400, "InvalidToken", "token must be a non-empty string")
     return token
 
 
@@ -80,11 +81,12 @@ def register_device(instance_id: str, platform: str) -> Response:
     previous = body.get("knownPreviousClientIds") or []
     if not isinstance(previous, list):
         raise BeamsError(400, "Bad Request", "knownPreviousClientIds must be an array")
-    if platform == "apns" and body.get("bundleIdentifier") is not None:
-        metadata = dict(metadata or {})
-        metadata.setdefault("bundleIdentifier", body["bundleIdentifier"])
+    bundle = body.get("bundleIdentifier")
+    if bundle is not None and not isinstance(bundle, str):
+        raise BeamsError(400, "Bad Request", "bundleIdentifier must be a string")
     device_id, interests = beams_ctx().devices.register(
-        instance_id, platform, token, metadata, [p for p in previous if isinstance(p, str)]
+        instance_id, platform, token, metadata, [p for p in previous if isinstance(p, str)],
+        bundle=bundle if platform == "apns" else None,
     )
     return ok({"id": device_id, "initialInterestSet": interests})
 
