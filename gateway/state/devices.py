@@ -56,6 +56,13 @@ class Device:
     metadata: dict[str, Any] | None = None
 
 
+_GET_MANY = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('hmget', key, 'platform', 'token', 'user') end
+return out
+"""
+
+
 class DeviceKeys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -94,6 +101,7 @@ class DeviceStore:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.r = client
         self.keys = DeviceKeys(prefix)
+        self._get_many = client.register_script(_GET_MANY)
 
     # ------------------------------------------------------------------ devices
 
@@ -211,12 +219,13 @@ class DeviceStore:
         )
 
     def get_many(self, app: str, device_ids: Sequence[str]) -> list[Device]:
-        """The devices among ``device_ids`` that still exist (one round trip)."""
-        pipe = self.r.pipeline(transaction=False)
-        for device_id in device_ids:
-            pipe.hmget(self.keys.device(app, device_id), "platform", "token", "user")
+        """The devices among ``device_ids`` that still exist (one command: a pipeline of one
+        HMGET per device costs the push worker more CPU than the sends)."""
+        if not device_ids:
+            return []
+        rows = self._get_many(keys=[self.keys.device(app, d) for d in device_ids])
         out = []
-        for device_id, (platform, token, user) in zip(device_ids, pipe.execute(), strict=True):
+        for device_id, (platform, token, user) in zip(device_ids, rows, strict=True):
             if platform is not None and token is not None:
                 out.append(Device(device_id, _s(platform), _s(token), _s(user) or None))
         return out

@@ -23,12 +23,14 @@ SEND_TIMEOUT = 30.0
 HEALTHY = 20  # per platform: more than one old-style batch would have held
 
 
-@pytest.fixture(scope="module")
-def patient_worker(redis_server, fcm_emu, apns_emu, tmp_path_factory):
+@pytest.fixture
+def patient_worker(redis_server, fcm_emu, apns_emu, tmp_path):
+    """A worker of its own, one pool process (the one that was warmed up is the one that
+    sends), so no other test's hung send is in it."""
     settings = make_settings(redis_server.url, f"tiso{uuid.uuid4().hex[:6]}:", fcm_emu,
                              apns_emu, send_timeout=SEND_TIMEOUT, fcm_concurrency=8,
                              apns_concurrency=8, task_time_budget=60.0)
-    worker = PushWorker(settings, tmp_path_factory.mktemp("iso") / "worker.log")
+    worker = PushWorker(settings, tmp_path / "worker.log", concurrency=1)
     try:
         worker.wait_ready()
         # Warm: OAuth token fetched, APNs connection open (not what is being measured).

@@ -113,6 +113,7 @@ class _Run:
         self.answers: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.position: tuple[int, int] | None = None  # saved once the page read is all sent
         self.retry_ids: set[str] = set()  # due retries this run has taken
+        self.senders: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ the run
 
@@ -268,11 +269,13 @@ class _Run:
         """The platform's sender, or None once its credentials are missing or refused."""
         if platform in self.pub.errors:
             return None
-        try:
-            return sender_for(platform, self.app, self.settings.push)
-        except CredentialsError as exc:
-            self._stop_platform(platform, str(exc))
-            return None
+        if platform not in self.senders:
+            try:
+                self.senders[platform] = sender_for(platform, self.app, self.settings.push)
+            except CredentialsError as exc:
+                self._stop_platform(platform, str(exc))
+                return None
+        return self.senders[platform]
 
     def _collect(self, wait: float) -> bool:
         """Record every answer that came (waiting up to ``wait`` for one); False if none."""
