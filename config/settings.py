@@ -255,6 +255,21 @@ class PushCredentials(_Section):
     apns_environment: Literal["production", "sandbox"] = "production"
     # The Beams secret key; the app secret when unset.
     beams_secret_key: str | None = None
+    # Web Push (VAPID, RFC 8292): the private key (base64url raw 32 bytes as ``clarion push
+    # vapid-keys`` prints it, PEM text, or a path to a PEM file) and the contact the push
+    # services see (``mailto:`` or ``https:`` URL). Browsers subscribe with its public key
+    # (``GET /device_api/v1/instances/{id}/web-vapid-public-key``).
+    web_vapid_private_key: str | None = None
+    web_vapid_subject: str | None = None
+
+    @model_validator(mode="after")
+    def _web_complete(self) -> PushCredentials:
+        if bool(self.web_vapid_private_key) != bool(self.web_vapid_subject):
+            raise ValueError("Web Push needs both web_vapid_private_key and web_vapid_subject")
+        subject = self.web_vapid_subject or "mailto:"
+        if not subject.startswith(("mailto:", "https://")):
+            raise ValueError("web_vapid_subject must be a mailto: or https:// URL")
+        return self
 
     @model_validator(mode="after")
     def _apns_complete(self) -> PushCredentials:
@@ -292,6 +307,9 @@ class PushSettings(_Section):
     apns_concurrency: int = Field(500, ge=1, le=10_000)
     # FCM keep-alive HTTP/1.1 connections per worker process and app (one request each at a time).
     fcm_connections: int = Field(64, ge=1, le=1024)
+    # Web Push: sends in flight per worker process, and keep-alive connections per push service.
+    web_concurrency: int = Field(256, ge=1, le=10_000)
+    web_connections: int = Field(16, ge=1, le=1024)
     apns_max_connections: int = Field(4, ge=1, le=100)
     # One task run works this many seconds, then hands over to a fresh task (so no task
     # outlives the broker's visibility timeout).

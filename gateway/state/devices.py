@@ -14,9 +14,11 @@ Key schema (``P`` = ``settings.redis.key_prefix``; ``{app}`` = the Beams instanc
 Nothing expires: a device lives until it is deleted (device API, customer API, or a dead token
 reported by the provider), and its index entries go with it.
 
-Device ids are ``{platform}-{uuid4}`` (``fcm-…``, ``apns-…``) as Beams gives them. Registering a
-token that is already known returns the same device, so an app that re-registers after a
-reinstall does not get two devices (and two notifications). Interest sets are read with SSCAN
+Device ids are ``{platform}-{uuid4}`` (``fcm-…``, ``apns-…``, ``web-…``) as Beams gives them.
+A web device's token is the web SDK's: base64 of the browser's PushSubscription JSON
+(:func:`parse_web_subscription`). Registering a token that is already known returns the same
+device, so an app that re-registers after a reinstall does not get two devices (and two
+notifications). Interest sets are read with SSCAN
 (:meth:`DeviceStore.scan_interest`), a page at a time, so no caller ever loads every device.
 
 Multi-key changes run as WATCH/MULTI transactions so a device and its indexes never disagree.
@@ -24,9 +26,12 @@ Multi-key changes run as WATCH/MULTI transactions so a device and its indexes ne
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,13 +39,34 @@ from typing import Any
 
 import redis
 
-PLATFORMS = ("fcm", "apns")
+PLATFORMS = ("fcm", "apns", "web")
 INTEREST_RE = re.compile(r"^[A-Za-z0-9_\-=@,.;]{1,164}$")
 MAX_INTEREST_LENGTH = 164
 MAX_INTERESTS_PER_DEVICE = 5000
 MAX_USER_ID_LENGTH = 164
 MAX_DEVICES_PER_USER_PER_PLATFORM = 100
 MAX_TOKEN_LENGTH = 4096
+
+
+def parse_web_subscription(token: str) -> dict[str, Any]:
+    """The PushSubscription in a web device token; ValueError with the reason if it is not one."""
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        sub = json.loads(base64.b64decode(padded.replace("-", "+").replace("_", "/")))
+    except (ValueError, binascii.Error):
+        raise ValueError("the token is not base64 of a PushSubscription's JSON") from None
+    if not isinstance(sub, dict):
+        raise ValueError("the token is not base64 of a PushSubscription's JSON")
+    endpoint, keys = sub.get("endpoint"), sub.get("keys")
+    if not isinstance(endpoint, str) or urllib.parse.urlsplit(endpoint).scheme not in (
+        "https", "http"
+    ):
+        raise ValueError("the PushSubscription has no http(s) endpoint")
+    if not isinstance(keys, dict) or not all(
+        isinstance(keys.get(k), str) and keys[k] for k in ("p256dh", "auth")
+    ):
+        raise ValueError("the PushSubscription lacks keys.p256dh and keys.auth")
+    return {"endpoint": endpoint, "keys": {"p256dh": keys["p256dh"], "auth": keys["auth"]}}
 
 
 def valid_interest(name: object) -> bool:

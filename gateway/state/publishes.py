@@ -54,11 +54,11 @@ DELIVERED, REMOVED, FAILED, WAITING, PENDING = "d", "x", "f", "w", "p"
 SENDING, UNKNOWN = "s", "u"
 COUNTERS = ("devices", "delivered", "failed", "retried", "removed", "unknown")
 OUTCOME_COUNTERS = ("delivered", "failed", "retried", "removed", "unknown")
-PLATFORMS = ("fcm", "apns")
+PLATFORMS = ("fcm", "apns", "web")
 
 
 def platform_of(device_id: str) -> str:
-    """The platform of a Beams device id (``fcm-…``, ``apns-…``)."""
+    """The platform of a Beams device id (``fcm-…``, ``apns-…``, ``web-…``)."""
     head = device_id.partition("-")[0]
     return head if head in PLATFORMS else "other"
 

@@ -102,8 +102,10 @@ class _Run:
         self.pub = publish
         self.store = PublishStore(client, settings.redis.key_prefix, settings.push.status_ttl)
         self.devices = DeviceStore(client, settings.redis.key_prefix)
-        self.platforms = [p for p in ("fcm", "apns") if isinstance(publish.payload.get(p), dict)]
-        self._fcm_message: dict[str, Any] | None = None  # the same for every FCM device
+        self.platforms = [
+            p for p in ("fcm", "apns", "web") if isinstance(publish.payload.get(p), dict)
+        ]
+        self._messages: dict[str, Any] = {}  # FCM and web: the same for every device
         self.capacity = {p: getattr(settings.push, f"{p}_concurrency") for p in self.platforms}
         # Claimed (or due for a retry) and not yet sent: (device, fresh) per platform.
         self.ready: dict[str, deque[tuple[Device, bool]]] = {p: deque() for p in self.platforms}
@@ -302,15 +304,19 @@ class _Run:
 
     def _message(self, platform: str, device: Device) -> Any:
         payload = self.pub.payload[platform]
-        if platform == "fcm":
-            from workers.providers.fcm import build_message
+        if platform == "apns":
+            from workers.providers.apns import build_request
 
-            if self._fcm_message is None:
-                self._fcm_message = build_message(payload, self.pub.app_id, self.pub.publish_id)
-            return self._fcm_message
-        from workers.providers.apns import build_request
-
-        return build_request(payload, self.pub.publish_id, device.token)
+            return build_request(payload, self.pub.publish_id, device.token)
+        if platform not in self._messages:
+            if platform == "fcm":
+                from workers.providers.fcm import build_message
+            else:
+                from workers.providers.webpush import build_message
+            self._messages[platform] = build_message(
+                payload, self.pub.app_id, self.pub.publish_id
+            )
+        return self._messages[platform]
 
     def _outcome(
         self, device: Device, result: Any, attempts: int

@@ -20,6 +20,7 @@ PUBLISH_PREFIX = "/publish_api/v1/instances/<instance_id>/publishes"
 MAX_INTERESTS_PER_PUBLISH = 100
 MAX_USERS_PER_PUBLISH = 1000
 APNS_MAX_PAYLOAD = 4096
+WEB_MAX_TTL = 2419200  # Beams: four weeks
 TASK_NAME = "clarion.push.publish"  # workers/push/tasks.py
 
 
@@ -28,7 +29,7 @@ def _schema(description: str) -> BeamsError:
 
 
 def _payload(body: dict[str, Any]) -> dict[str, Any]:
-    """The per-platform sections, checked; ``web`` is accepted but not delivered."""
+    """The per-platform sections, checked."""
     payload: dict[str, Any] = {}
     for platform in ("apns", "fcm", "web"):
         if platform in body:
@@ -37,8 +38,13 @@ def _payload(body: dict[str, Any]) -> dict[str, Any]:
             payload[platform] = body[platform]
     if not payload:
         raise _schema("A publish must contain at least one of apns, fcm or web")
-    if "apns" not in payload and "fcm" not in payload:
-        raise _schema("This server delivers apns and fcm publishes; web push is not supported")
+    web = payload.get("web") or {}
+    ttl = web.get("time_to_live")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)
+                            or not 0 <= ttl <= WEB_MAX_TTL):
+        raise _schema(f"web.time_to_live must be an integer from 0 to {WEB_MAX_TTL}")
+    if isinstance(web.get("data"), dict) and "pusher" in web["data"]:
+        raise _schema("web.data must not contain the key 'pusher'")
     if "apns" in payload:
         size = len(json.dumps(payload["apns"], ensure_ascii=False).encode())
         if size > APNS_MAX_PAYLOAD:
