@@ -111,3 +111,35 @@ def test_bad_web_sections_are_refused(api_server, web):
                          headers={"Authorization": f"Bearer {SECRET}"},
                          verify=api_server.ca_file)
     assert resp.status_code == 422 and resp.json()["description"], resp.text
+
+
+def test_cli_vapid_keys_make_a_pair_the_api_serves(tmp_path, push_settings):
+    import re
+
+    from beams_harness import build_app
+    from click.testing import CliRunner
+
+    from config import load_settings
+    from gateway.cli import main
+
+    result = CliRunner().invoke(main, ["push", "vapid-keys", "--app", "7"])
+    assert result.exit_code == 0, result.output
+    public = re.search(r"public key (\S+)", result.output).group(1)
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[redis]\nurl = "{push_settings.redis.url}"\n'
+        '[[apps]]\nid = "7"\nkey = "k7"\nsecret = "s7"\n' + result.output
+    )
+    app = build_app(load_settings(config, environ={}))
+    got = app.test_client().get("/device_api/v1/instances/7/web-vapid-public-key")
+    assert got.status_code == 200 and got.get_json() == {"vapidPublicKey": public}
+    bare = CliRunner().invoke(main, ["push", "vapid-keys"])
+    assert bare.exit_code == 0 and "private key: " in bare.output
+
+
+def test_no_vapid_key_is_a_404_with_a_description(tmp_path, push_settings):
+    from beams_harness import build_app
+
+    settings = push_settings.with_overrides(apps=[{"id": "8", "key": "k8", "secret": "s8"}])
+    got = build_app(settings).test_client().get("/device_api/v1/instances/8/web-vapid-public-key")
+    assert got.status_code == 404 and "not configured" in got.get_json()["description"]
