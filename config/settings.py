@@ -307,6 +307,9 @@ class PushSettings(_Section):
     apns_concurrency: int = Field(500, ge=1, le=10_000)
     # FCM keep-alive HTTP/1.1 connections per worker process and app (one request each at a time).
     fcm_connections: int = Field(64, ge=1, le=1024)
+    # Deliver live if online, else push (publish to users with "live"): seconds a user must stay
+    # signed in after the live event for the push to be left out (docs/push.md).
+    live_grace: float = Field(2.0, gt=0, le=300)
     # Web Push: sends in flight per worker process, and keep-alive connections per push service.
     web_concurrency: int = Field(256, ge=1, le=10_000)
     web_connections: int = Field(16, ge=1, le=1024)

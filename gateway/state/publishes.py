@@ -14,6 +14,8 @@ Key schema (``P`` = ``settings.redis.key_prefix``), every key but ``bps`` expiri
 | P bpr:{app}:{pid}    | zset   | device id -> when its next attempt is due (unix ms)          |
 | P bpa:{app}:{pid}    | hash   | device id -> attempts made                                   |
 | P bpl:{app}:{pid}    | string | lease held by the task run working on the publish            |
+| P bpu:{app}:{pid}    | hash   | user -> path of a deliver-live-else-push publish (push, live,|
+|                      |        | live+push, wait:{sign-outs}), see workers/push/live.py       |
 | P brl:{app}:{second} | string | publish requests in that second (rate limit), 2 s            |
 | P bps:{app}          | hash   | the app's cumulative counters, NOT expiring (metrics):       |
 |                      |        | ``publishes``, ``{platform}:{counter}`` for delivered,       |
@@ -102,6 +104,9 @@ class PublishKeys:
 
     def attempts(self, app: str, pid: str) -> str:
         return f"{self.prefix}bpa:{app}:{pid}"
+
+    def user_paths(self, app: str, pid: str) -> str:
+        return f"{self.prefix}bpu:{app}:{pid}"
 
     def lease(self, app: str, pid: str) -> str:
         return f"{self.prefix}bpl:{app}:{pid}"
@@ -211,6 +216,10 @@ class PublishStore:
             out[c] = int(row.get(c) or 0)
         out["pending"] = int(self.r.zcard(self.keys.retries(app, pid)))
         out["errors"] = json.loads(row.get("errors") or "{}")
+        paths = self.r.hgetall(self.keys.user_paths(app, pid))
+        if paths:
+            out["users"] = {_s(u): "pending" if _s(p).startswith("wait:") else _s(p)
+                            for u, p in paths.items()}
         out["createdAt"] = float(row["created"]) if row.get("created") else None
         out["finishedAt"] = float(row["finished"]) if row.get("finished") else None
         return out

@@ -57,6 +57,7 @@ from gateway.state.publishes import (
 from workers.providers import CredentialsError, sender_for
 from workers.providers import base as outcome
 from workers.providers.loop import start_sends
+from workers.push.live import Live
 
 log = logging.getLogger("clarion.push")
 
@@ -94,8 +95,11 @@ class _Run:
         client: redis.Redis,
         publish: Publish,
         lease: str = "",
+        live: Live | None = None,
     ) -> None:
         self.settings = settings
+        self.live = live
+        self.live_queued = False
         self.lease = lease
         self._renewed_at = time.monotonic()
         self.app = app
@@ -133,6 +137,10 @@ class _Run:
                 retries_left = self._take_due_retries()
             elif self._targets_left():
                 self._read_page()
+            elif self._live_due():
+                self.live_queued = True
+                users = self.live.resolve()  # type: ignore[union-attr]
+                self._queue(self.devices.users_devices(self.pub.app_id, users), fresh=True)
             else:
                 break
         self._wait_for_answers()
@@ -148,6 +156,13 @@ class _Run:
             self.store.save_position(self.pub.app_id, self.pub.publish_id, *self.position)
             self.position = None
         self.keep_lease()
+
+    def _live_due(self) -> bool:
+        """The live users' check is due and not yet made by this run."""
+        if self.live is None or self.live_queued:
+            return False
+        check_at = self.live.check_at()
+        return check_at is None or check_at <= time.time()
 
     def _queued(self) -> bool:
         return any(self.ready.values())
@@ -193,6 +208,8 @@ class _Run:
                 pub.cursor = cursor
         else:
             users = pub.targets[pub.target_index : pub.target_index + max(1, push.page_size // 20)]
+            if self.live is not None:
+                users = self.live.push_now(users)  # the live users are checked later
             self._queue(self.devices.users_devices(pub.app_id, users), fresh=True)
             pub.target_index += len(users)
         self.position = (pub.target_index, pub.cursor)
@@ -359,6 +376,7 @@ def run_publish(
     step: int,
     enqueue: Enqueue,
     apps: Any = None,
+    send_task: Any = None,
 ) -> str:
     """One task run for a publish; returns what it did (for logs and tests). ``apps`` is the
     worker's app resolver (gateway/state/apps.py), so credentials changed with ``clarion
@@ -387,8 +405,15 @@ def run_publish(
     try:
         store.begin_step(app_id, publish_id, step)
         deadline = time.monotonic() + push.task_time_budget
-        expanded = _Run(settings, app, client, publish, lease).work(deadline)
+        live = None
+        if Live.wanted(publish) and send_task is not None:
+            live = Live(settings, client, store, publish, app, send_task)
+            live.start()
+        expanded = _Run(settings, app, client, publish, lease, live).work(deadline)
         next_retry = store.next_retry_at(app_id, publish_id)
+        live_check = live.check_at() if live is not None else None
+        if live_check is not None:
+            next_retry = min(next_retry or live_check, live_check)
         if expanded and next_retry is None:
             store.finish(app_id, publish_id)
             return "done"
