@@ -208,10 +208,10 @@ class _Run:
                 pub.cursor = cursor
         else:
             users = pub.targets[pub.target_index : pub.target_index + max(1, push.page_size // 20)]
+            pub.target_index += len(users)
             if self.live is not None:
                 users = self.live.push_now(users)  # the live users are checked later
             self._queue(self.devices.users_devices(pub.app_id, users), fresh=True)
-            pub.target_index += len(users)
         self.position = (pub.target_index, pub.cursor)
 
     def _take_due_retries(self) -> bool:
