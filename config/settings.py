@@ -282,7 +282,7 @@ class PushCredentials(_Section):
 
 
 class PushSettings(_Section):
-    """Delivery of Beams publishes through FCM and APNs (workers on the ``push`` queue)."""
+    """Delivery of Beams publishes through FCM, APNs and Web Push (workers on ``push``)."""
 
     # FCM HTTP v1 base (``{base}/{project}/messages:send``); change for proxies and tests.
     fcm_base_url: str = "https://fcm.googleapis.com/v1/projects"
