@@ -148,8 +148,15 @@ class FlowControlledProtocol(APNsProductionClientProtocol):  # type: ignore[misc
             self._window_event.set()
         super().connection_lost(exc)
 
+    _sized: tuple[Any, int] | None = None  # (message, its JSON size): a publish shares one
+
     async def send_notification(self, request: NotificationRequest) -> Any:
-        size = len(json.dumps(request.message, ensure_ascii=False).encode())
+        sized = self._sized
+        if sized is None or sized[0] is not request.message:
+            sized = self._sized = (
+                request.message, len(json.dumps(request.message, ensure_ascii=False).encode())
+            )
+        size = sized[1]
         while self.conn.outbound_flow_control_window < size:
             if self._lost or self.transport is None or self.transport.is_closing():
                 raise ConnectionClosed("connection closed while waiting for send window")
@@ -162,8 +169,9 @@ class FlowControlledProtocol(APNsProductionClientProtocol):  # type: ignore[misc
 # --------------------------------------------------------------------------- messages
 
 
-def build_request(apns: dict[str, Any], publish_id: str, token: str) -> NotificationRequest:
-    """The aioapns request for a Beams ``apns`` section (the literal APNs JSON body).
+def build_message(apns: dict[str, Any], publish_id: str) -> tuple[dict[str, Any], int, PushType]:
+    """``(body, priority, push type)`` for a Beams ``apns`` section (the literal APNs JSON
+    body), the same for every device of a publish.
 
     Beams' metadata goes in ``data.pusher.publishId`` (the iOS SDK reads it). The push type and
     priority follow the payload: an alert (or badge/sound) is ``alert`` at priority 10, a
@@ -176,12 +184,20 @@ def build_request(apns: dict[str, Any], publish_id: str, token: str) -> Notifica
     aps = message.get("aps") if isinstance(message.get("aps"), dict) else {}
     visible = any(k in aps for k in ("alert", "badge", "sound"))
     background = not visible and aps.get("content-available") == 1
-    return NotificationRequest(
-        device_token=token,
-        message=message,
-        priority=5 if background else 10,
-        push_type=PushType.BACKGROUND if background else PushType.ALERT,
-    )
+    if background:
+        return message, 5, PushType.BACKGROUND
+    return message, 10, PushType.ALERT
+
+
+def request_for(built: tuple[dict[str, Any], int, PushType], token: str) -> NotificationRequest:
+    message, priority, push_type = built
+    return NotificationRequest(device_token=token, message=message, priority=priority,
+                               push_type=push_type)
+
+
+def build_request(apns: dict[str, Any], publish_id: str, token: str) -> NotificationRequest:
+    """The aioapns request for one device (:func:`build_message` and :func:`request_for`)."""
+    return request_for(build_message(apns, publish_id), token)
 
 
 def classify(status: str, reason: str | None) -> SendResult:

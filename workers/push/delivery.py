@@ -321,18 +321,23 @@ class _Run:
 
     def _message(self, platform: str, device: Device) -> Any:
         payload = self.pub.payload[platform]
-        if platform == "apns":
-            from workers.providers.apns import build_request
-
-            return build_request(payload, self.pub.publish_id, device.token)
         if platform not in self._messages:
-            if platform == "fcm":
-                from workers.providers.fcm import build_message
+            if platform == "apns":
+                from workers.providers.apns import build_message as apns_message
+
+                self._messages[platform] = apns_message(payload, self.pub.publish_id)
             else:
-                from workers.providers.webpush import build_message
-            self._messages[platform] = build_message(
-                payload, self.pub.app_id, self.pub.publish_id
-            )
+                if platform == "fcm":
+                    from workers.providers.fcm import build_message
+                else:
+                    from workers.providers.webpush import build_message
+                self._messages[platform] = build_message(
+                    payload, self.pub.app_id, self.pub.publish_id
+                )
+        if platform == "apns":  # the body is shared, the request carries the token
+            from workers.providers.apns import request_for
+
+            return request_for(self._messages[platform], device.token)
         return self._messages[platform]
 
     def _outcome(
