@@ -270,6 +270,21 @@ class PushCredentials(_Section):
     apns_environment: Literal["production", "sandbox"] = "production"
     # The Beams secret key; the app secret when unset.
     beams_secret_key: str | None = None
+    # Web Push (VAPID, RFC 8292): the private key (base64url raw 32 bytes as ``clarion push
+    # vapid-keys`` prints it, PEM text, or a path to a PEM file) and the contact the push
+    # services see (``mailto:`` or ``https:`` URL). Browsers subscribe with its public key
+    # (``GET /device_api/v1/instances/{id}/web-vapid-public-key``).
+    web_vapid_private_key: str | None = None
+    web_vapid_subject: str | None = None
+
+    @model_validator(mode="after")
+    def _web_complete(self) -> PushCredentials:
+        if bool(self.web_vapid_private_key) != bool(self.web_vapid_subject):
+            raise ValueError("Web Push needs both web_vapid_private_key and web_vapid_subject")
+        subject = self.web_vapid_subject or "mailto:"
+        if not subject.startswith(("mailto:", "https://")):
+            raise ValueError("web_vapid_subject must be a mailto: or https:// URL")
+        return self
 
     @model_validator(mode="after")
     def _apns_complete(self) -> PushCredentials:
@@ -282,7 +297,7 @@ class PushCredentials(_Section):
 
 
 class PushSettings(_Section):
-    """Delivery of Beams publishes through FCM and APNs (workers on the ``push`` queue)."""
+    """Delivery of Beams publishes through FCM, APNs and Web Push (workers on ``push``)."""
 
     # FCM HTTP v1 base (``{base}/{project}/messages:send``); change for proxies and tests.
     fcm_base_url: str = "https://fcm.googleapis.com/v1/projects"
@@ -301,10 +316,18 @@ class PushSettings(_Section):
     max_retry_after: float = Field(3600.0, gt=0)
     # Devices read from Redis per page while expanding a publish.
     page_size: int = Field(500, ge=1, le=10_000)
-    # Concurrent sends per worker process: FCM (threads, one HTTP/1.1 request each) and
-    # APNs (HTTP/2 streams on one event loop).
-    fcm_concurrency: int = Field(32, ge=1, le=1024)
+    # Sends in flight per worker process and platform, on one event loop (also the most
+    # devices left in doubt, counted ``unknown``, if the process is killed mid-send).
+    fcm_concurrency: int = Field(256, ge=1, le=10_000)
     apns_concurrency: int = Field(500, ge=1, le=10_000)
+    # FCM keep-alive HTTP/1.1 connections per worker process and app (one request each at a time).
+    fcm_connections: int = Field(64, ge=1, le=1024)
+    # Deliver live if online, else push (publish to users with "live"): seconds a user must stay
+    # signed in after the live event for the push to be left out (docs/push.md).
+    live_grace: float = Field(2.0, gt=0, le=300)
+    # Web Push: sends in flight per worker process, and keep-alive connections per push service.
+    web_concurrency: int = Field(256, ge=1, le=10_000)
+    web_connections: int = Field(16, ge=1, le=1024)
     apns_max_connections: int = Field(4, ge=1, le=100)
     # One task run works this many seconds, then hands over to a fresh task (so no task
     # outlives the broker's visibility timeout).

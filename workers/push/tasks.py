@@ -27,6 +27,6 @@ def register(app: Celery) -> Task:
             )
 
         return run_publish(ctx.settings, ctx.redis, app_id, publish_id, step, enqueue,
-                           apps=ctx.apps)
+                           apps=ctx.apps, send_task=self.app.send_task)
 
     return publish
