@@ -15,6 +15,8 @@ Key schema (``P`` = ``settings.redis.key_prefix``), every key but ``bps`` expiri
 | P bpa:{app}:{pid}    | hash   | device id -> attempts made                                   |
 | P bpl:{app}:{pid}    | string | lease held by the task run working on the publish            |
 | P brl:{app}:{second} | string | publish requests in that second (rate limit), 2 s            |
+| P bpx:{app}          | list   | the app's latest publish ids, newest first (at most RECENT), |
+|                      |        | for the dashboard; expires like the publishes                |
 | P bps:{app}          | hash   | the app's cumulative counters, NOT expiring (metrics):       |
 |                      |        | ``publishes``, ``{platform}:{counter}`` for delivered,       |
 |                      |        | failed, retried, removed (platform: the device id prefix)    |
@@ -55,6 +57,8 @@ SENDING, UNKNOWN = "s", "u"
 COUNTERS = ("devices", "delivered", "failed", "retried", "removed", "unknown")
 OUTCOME_COUNTERS = ("delivered", "failed", "retried", "removed", "unknown")
 PLATFORMS = ("fcm", "apns")
+# Publish ids listed per app for the dashboard.
+RECENT = 50
 
 
 def platform_of(device_id: str) -> str:
@@ -112,6 +116,9 @@ class PublishKeys:
     def totals(self, app: str) -> str:
         return f"{self.prefix}bps:{app}"
 
+    def recent(self, app: str) -> str:
+        return f"{self.prefix}bpx:{app}"
+
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -161,7 +168,15 @@ class PublishStore:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(key, mapping=mapping)
         pipe.expire(key, self.ttl)
+        pipe.lpush(self.keys.recent(app), pid)
+        pipe.ltrim(self.keys.recent(app), 0, RECENT - 1)
+        pipe.expire(self.keys.recent(app), self.ttl)
         pipe.execute()
+
+    def recent(self, app: str, limit: int = RECENT) -> list[dict[str, Any]]:
+        """Status of the app's latest publishes, newest first (those not expired)."""
+        ids = [_s(i) for i in self.r.lrange(self.keys.recent(app), 0, limit - 1)]
+        return [s for s in (self.status(app, pid) for pid in ids if pid) if s is not None]
 
     def count_accepted(self, app: str) -> None:
         """Count a publish that was stored and enqueued (the ``publishes`` metric)."""
