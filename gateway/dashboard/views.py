@@ -189,7 +189,7 @@ def send_event(app_id: str) -> Response:
     publish = channels._parse_publish(app, {k: body.get(k) for k in ("name", "channel", "data")
                                             if k in body}, batch=False)
     c = ctx()
-    channels._accept_and_enqueue(c, app, [publish], source="dashboard")
+    channels._accept_and_enqueue(c, app, [publish], via="dashboard")
     return jsonify(sent=True, channel=publish.channels[0], name=publish.event)
 
 

@@ -1,0 +1,197 @@
+"""The dashboard's HTTP surface against a real deployment: off unless configured, nothing
+without sign-in, CSRF on actions, and a debug log written only while somebody watches."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import redis
+import requests
+from _harness import Cluster
+
+from config.settings import Settings
+from gateway.api.app import create_app
+from gateway.dashboard import debuglog
+from tests.dashboard.conftest import TOKEN, signed_in
+
+pytestmark = pytest.mark.slow
+
+READS = ["/api/session", "/api/apps", "/api/apps/1", "/api/apps/1/log", "/api/apps/1/chart",
+         "/api/apps/1/channels", "/api/apps/1/channels/c", "/api/apps/1/webhooks",
+         "/api/apps/1/push"]
+ACTIONS = ["/api/apps/1/events", "/api/apps/1/secret", "/api/apps/1/webhooks/x/replay",
+           "/api/signout"]
+
+
+def _url(cluster: Cluster, path: str) -> str:
+    return f"{cluster.api_url}/dashboard{path}"
+
+
+def _wait(check: Any, what: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("dashboard", [{}, {"enabled": False, "admin_token": TOKEN}])
+def test_off_unless_enabled_with_a_token(redis_url: str, dashboard: dict[str, Any]) -> None:
+    settings = Settings().with_overrides(redis={"url": redis_url}, dashboard=dashboard)
+    app = create_app(settings)
+    try:
+        for path in ("/dashboard", "/dashboard/api/signin", "/dashboard/static/app.mjs"):
+            r = app.test_client().get(path)
+            assert (r.status_code, r.json["code"]) == (404, 404), path
+        assert app.extensions["clarion"].debuglog is None
+    finally:
+        app.extensions["clarion"].close()
+
+
+def test_a_short_token_is_refused_by_the_settings() -> None:
+    from config.settings import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="dashboard.admin_token"):
+        load_settings(environ={"CLARION_DASHBOARD__ADMIN_TOKEN": "short"})
+
+
+def test_nothing_without_signing_in(cluster: Cluster) -> None:
+    for path in READS:
+        r = requests.get(_url(cluster, path), timeout=10)
+        assert r.status_code == 401, path
+        assert r.json() == {"error": "Sign in with the admin token first", "code": 401}
+    for path in ACTIONS:
+        r = requests.post(_url(cluster, path), json={}, timeout=10)
+        assert r.status_code == 401, path
+    # A cookie not signed with the admin token is no session either.
+    r = requests.get(_url(cluster, "/api/apps"), cookies={"clarion_dashboard": "forged"},
+                     timeout=10)
+    assert r.status_code == 401
+
+
+@pytest.mark.parametrize("body", [{"token": TOKEN + "x"}, {"token": TOKEN[:-1]},
+                                  {"token": ""}, {}, [TOKEN]])
+def test_a_wrong_token_is_refused(cluster: Cluster, body: Any) -> None:
+    r = requests.post(_url(cluster, "/api/signin"), json=body, timeout=10)
+    assert r.status_code in (400, 401)
+    assert r.json()["code"] == r.status_code and r.json()["error"]
+    assert "Set-Cookie" not in r.headers
+
+
+def test_sign_in_sets_a_strict_httponly_cookie(cluster: Cluster) -> None:
+    r = requests.post(_url(cluster, "/api/signin"), json={"token": TOKEN}, timeout=10)
+    assert r.status_code == 200 and r.json()["signed_in"] is True
+    cookie = r.headers["Set-Cookie"]
+    for flag in ("clarion_dashboard=", "HttpOnly", "SameSite=Strict", "Path=/dashboard"):
+        assert flag in cookie
+    s, csrf = signed_in(cluster)
+    assert s.get(_url(cluster, "/api/session"), timeout=10).json()["csrf"] == csrf
+
+
+def test_actions_need_the_csrf_token(cluster: Cluster) -> None:
+    s, csrf = signed_in(cluster)
+    event = {"channel": "csrf-test", "name": "ping", "data": "{}"}
+    for headers in ({}, {"X-CSRF-Token": "wrong"}, {"X-CSRF-Token": csrf + "x"}):
+        r = s.post(_url(cluster, "/api/apps/1/events"), json=event, headers=headers, timeout=10)
+        assert r.status_code == 403
+        assert "X-CSRF-Token" in r.json()["error"]
+    # Another session's token is no good either.
+    _, other = signed_in(cluster)
+    r = s.post(_url(cluster, "/api/apps/1/events"), json=event,
+               headers={"X-CSRF-Token": other}, timeout=10)
+    assert r.status_code == 403
+    sdk = cluster.pusher()
+    assert "csrf-test" not in json.dumps(sdk.channels_info())  # nothing was published
+    r = s.post(_url(cluster, "/api/apps/1/events"), json=event, headers={"X-CSRF-Token": csrf},
+               timeout=10)
+    assert r.status_code == 200 and r.json() == {"sent": True, "channel": "csrf-test",
+                                                 "name": "ping"}
+
+
+def test_secret_is_masked_until_revealed(cluster: Cluster) -> None:
+    s, csrf = signed_in(cluster)
+    app = s.get(_url(cluster, "/api/apps/1"), timeout=10).json()
+    assert "app-secret" not in json.dumps(app)
+    assert app["secret_masked"].startswith("app")
+    r = s.post(_url(cluster, "/api/apps/1/secret"), headers={"X-CSRF-Token": csrf}, timeout=10)
+    assert r.json() == {"secret": "app-secret"}
+    assert s.get(_url(cluster, "/api/apps/9"), timeout=10).status_code == 404
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    ({"channel": "bad channel!", "name": "e", "data": "{}"}, 400, "channel"),
+    ({"channel": "c", "name": "e", "data": {"not": "a string"}}, 400, "data must be a string"),
+    ({"channel": "c", "data": "{}"}, 400, "name"),
+    ([1, 2], 400, "JSON object"),
+])
+def test_event_creator_refuses_bad_input(cluster: Cluster, body: Any, status: int,
+                                         message: str) -> None:
+    s, csrf = signed_in(cluster)
+    r = s.post(_url(cluster, "/api/apps/1/events"), json=body, headers={"X-CSRF-Token": csrf},
+               timeout=10)
+    assert r.status_code == status, r.text
+    assert message.lower() in r.json()["error"].lower()
+
+
+def test_log_refuses_a_bad_cursor(cluster: Cluster) -> None:
+    s, _ = signed_in(cluster)
+    r = s.get(_url(cluster, "/api/apps/1/log?after=yesterday"), timeout=10)
+    assert r.status_code == 400 and "entry id" in r.json()["error"]
+
+
+def test_the_log_is_written_only_while_watched(cluster: Cluster) -> None:
+    prefix = cluster.settings.redis.key_prefix
+    r = redis.Redis.from_url(cluster.settings.redis.url)
+    key = debuglog.log_key(prefix, "1")
+    r.delete(key, debuglog.watch_key(prefix))
+    time.sleep(1.2)  # every process has re-read the (empty) watched set
+    sdk = cluster.pusher()
+    sdk.trigger("unwatched", "e", {"n": 1})
+    with cluster.client() as client:
+        client.subscribe("unwatched")
+    time.sleep(1.0)
+    assert r.xlen(key) == 0
+
+    s, _ = signed_in(cluster)
+    assert s.get(_url(cluster, "/api/apps/1/log"), timeout=10).json()["entries"] == []
+    time.sleep(1.2)  # processes see the app watched
+    sdk.trigger("watched", "greeting", {"hello": "world"})
+    with cluster.client() as client:
+        client.subscribe("watched")
+
+    def kinds() -> set[str]:
+        entries = s.get(_url(cluster, "/api/apps/1/log"), timeout=10).json()["entries"]
+        return {e["kind"] for e in entries}
+
+    _wait(lambda: {"api_event", "connected", "subscribed", "disconnected"} <= kinds(),
+          "entries from the API and the node")
+    entries = s.get(_url(cluster, "/api/apps/1/log"), timeout=10).json()["entries"]
+    assert [e["at_ms"] for e in entries] == sorted((e["at_ms"] for e in entries), reverse=True)
+    event = next(e for e in entries if e["kind"] == "api_event")
+    assert event["channel"] == "watched" and event["event"] == "greeting"
+    assert event["source"] == "api" and event["serial"] > 0
+    assert json.loads(event["data"]) == {"hello": "world"}
+    sub = next(e for e in entries if e["kind"] == "subscribed")
+    assert sub["channel"] == "watched" and sub["source"] != "api"
+    # Only newer entries after a cursor.
+    newest = entries[0]["id"]
+    assert s.get(_url(cluster, f"/api/apps/1/log?after={newest}"),
+                 timeout=10).json()["entries"] == []
+    r.close()
+
+
+def test_the_log_is_capped(redis_client: redis.Redis, key_prefix: str) -> None:
+    log = debuglog.DebugLog(redis_client, key_prefix, 10, "test")
+    log.write([("1", "api_event", {"n": i}) for i in range(2000)])
+    # Trimmed approximately (whole stream nodes of 100 entries), never unbounded.
+    assert redis_client.xlen(debuglog.log_key(key_prefix, "1")) <= 110
+    big = {"data": "x" * 10_000, "channel": "c"}
+    log.write([("2", "api_event", big)])
+    (entry,) = debuglog.read(redis_client, key_prefix, "2", None, 10)
+    assert entry["channel"] == "c" and entry["data"] == "(cut: too long to show)"
