@@ -28,6 +28,8 @@ import click
 from config import Settings
 from gateway import processes
 from gateway.cli_common import cli_settings, store_redis
+from gateway.dashboard.local import banner_lines as dashboard_banner_lines
+from gateway.dashboard.local import with_local_token
 from gateway.embedded_redis import EmbeddedRedisError, free_port
 from gateway.processes import Child, ChildDied, SessionRedis, Supervisor, probe_host
 from workers.groups import worker_commands
@@ -393,6 +395,7 @@ def banner(settings: Settings, app: Any, redis_url: str, embedded: bool) -> str:
         f"  App key     {app.key}",
         f"  App secret  {app.secret}",
         "",
+        *dashboard_banner_lines(settings, api_url),
         "  pusher-js:",
         f"    const pusher = new Pusher('{app.key}', {{",
         f"      wsHost: '{ws_host}', wsPort: {ws_port}, forceTLS: false,",
@@ -442,6 +445,7 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
             settings = settings.with_overrides(redis={"url": redis_server.url})
         if not settings.apps:
             settings = settings.with_overrides(apps=[demo_app(data_dir)])
+        settings = with_local_token(settings, data_dir)
         api_child = supervisor.add(Child.cli("api", settings, "api"))
         ws_child = supervisor.add(
             Child.cli("ws", settings, "ws", "--processes", str(settings.websocket.processes))
