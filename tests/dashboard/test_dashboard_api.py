@@ -195,3 +195,81 @@ def test_the_log_is_capped(redis_client: redis.Redis, key_prefix: str) -> None:
     log.write([("2", "api_event", big)])
     (entry,) = debuglog.read(redis_client, key_prefix, "2", None, 10)
     assert entry["channel"] == "c" and entry["data"] == "(cut: too long to show)"
+
+
+def test_overview_and_channel_view_show_live_state(cluster: Cluster) -> None:
+    s, _ = signed_in(cluster)
+    sdk = cluster.pusher()
+    sdk.trigger("cache-dash", "snapshot", {"v": 1})
+    sdk.trigger("cache-dash", "snapshot", {"v": 2})
+    with cluster.client() as alice, cluster.client() as bob:
+        alice.subscribe("presence-dash", user_id="alice", user_info={"name": "Alice"})
+        bob.subscribe("presence-dash", user_id="bob")
+        alice.subscribe("cache-dash")
+
+        def overview() -> dict[str, Any]:
+            apps = s.get(_url(cluster, "/api/apps"), timeout=10).json()["apps"]
+            return next(a for a in apps if a["id"] == "1")
+
+        row = _wait(lambda: (o := overview())["presence_members"] == 2
+                    and o["channels"] >= 2 and o, "the counts")
+        assert row["connections"] >= 2
+        listed = s.get(_url(cluster, "/api/apps/1/channels"), timeout=10).json()["channels"]
+        assert {"name": "presence-dash", "subscriptions": 2} in listed
+
+        presence = s.get(_url(cluster, "/api/apps/1/channels/presence-dash"), timeout=10).json()
+        assert presence["kind"] == "presence" and presence["subscriptions"] == 2
+        assert [m["id"] for m in presence["members"]] == ["alice", "bob"]
+        assert json.loads(presence["members"][0]["info"]) == {"name": "Alice"}
+
+        cache = s.get(_url(cluster, "/api/apps/1/channels/cache-dash"), timeout=10).json()
+        assert json.loads(cache["cache"]["data"]) == {"v": 2} and cache["cache"]["ttl"] > 0
+        assert [json.loads(e["data"]) for e in cache["history"]] == [{"v": 2}, {"v": 1}]
+        assert cache["history"][0]["serial"] > cache["history"][1]["serial"]
+
+    bad = s.get(_url(cluster, "/api/apps/1/channels/" + "x" * 300), timeout=10)
+    assert bad.status_code == 400 and bad.json()["code"] == 400
+    for status in ("sideways", ""):
+        r = s.get(_url(cluster, f"/api/apps/1/webhooks?status={status}"), timeout=10)
+        assert r.status_code == 400
+
+
+def test_client_events_are_logged_while_watched(cluster: Cluster) -> None:
+    s, _ = signed_in(cluster)
+    s.get(_url(cluster, "/api/apps/1/log"), timeout=10)
+    time.sleep(1.2)
+    with cluster.client() as sender, cluster.client() as other:
+        sender.subscribe("private-chat")
+        other.subscribe("private-chat")
+        sender.send_event("client-typing", {"who": "me"}, channel="private-chat")
+        other.wait_for(lambda f: f.get("event") == "client-typing")
+
+    def logged() -> dict[str, Any] | None:
+        entries = s.get(_url(cluster, "/api/apps/1/log"), timeout=10).json()["entries"]
+        return next((e for e in entries if e["kind"] == "client_event"), None)
+
+    entry = _wait(logged, "the client event")
+    assert entry["channel"] == "private-chat" and entry["event"] == "client-typing"
+    assert entry["data"] == {"who": "me"}
+
+
+def test_replay_of_an_unknown_delivery_is_404(cluster: Cluster) -> None:
+    s, csrf = signed_in(cluster)
+    r = s.post(_url(cluster, "/api/apps/1/webhooks/wh_nope/replay"),
+               headers={"X-CSRF-Token": csrf}, timeout=10)
+    assert r.status_code == 404 and r.json() == {"error": "No delivery wh_nope", "code": 404}
+    assert s.get(_url(cluster, "/api/apps/1/webhooks/wh_nope"), timeout=10).status_code == 404
+
+
+def test_push_page_lists_the_latest_publishes(redis_client: redis.Redis,
+                                              key_prefix: str) -> None:
+    from gateway.state.publishes import RECENT, PublishStore
+
+    store = PublishStore(redis_client, key_prefix, 60)
+    for i in range(RECENT + 5):
+        store.create("1", f"pub-{i}", "interests", ["news"], {"fcm": {}})
+    recent = store.recent("1")
+    assert len(recent) == RECENT
+    assert [p["publishId"] for p in recent[:2]] == [f"pub-{RECENT + 4}", f"pub-{RECENT + 3}"]
+    assert recent[0]["status"] == "queued" and recent[0]["devices"] == 0
+    assert store.recent("2") == []
