@@ -169,8 +169,9 @@ def test_the_log_is_written_only_while_watched(cluster: Cluster) -> None:
         entries = s.get(_url(cluster, "/api/apps/1/log"), timeout=10).json()["entries"]
         return {e["kind"] for e in entries}
 
-    _wait(lambda: {"api_event", "connected", "subscribed", "disconnected"} <= kinds(),
-          "entries from the API and the node")
+    # The subscription occupies the channel: its channel_occupied webhook is the worker's.
+    _wait(lambda: {"api_event", "connected", "subscribed", "disconnected", "webhook"} <= kinds(),
+          "entries from the API, the node and the worker")
     entries = s.get(_url(cluster, "/api/apps/1/log"), timeout=10).json()["entries"]
     assert [e["at_ms"] for e in entries] == sorted((e["at_ms"] for e in entries), reverse=True)
     event = next(e for e in entries if e["kind"] == "api_event")
@@ -179,6 +180,9 @@ def test_the_log_is_written_only_while_watched(cluster: Cluster) -> None:
     assert json.loads(event["data"]) == {"hello": "world"}
     sub = next(e for e in entries if e["kind"] == "subscribed")
     assert sub["channel"] == "watched" and sub["source"] != "api"
+    hook = next(e for e in entries if e["kind"] == "webhook")
+    assert hook["source"] == "worker" and hook["outcome"] == "delivered"
+    assert hook["attempt"] == 1 and hook["http_status"] == 200
     # Only newer entries after a cursor.
     newest = entries[0]["id"]
     assert s.get(_url(cluster, f"/api/apps/1/log?after={newest}"),
