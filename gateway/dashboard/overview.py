@@ -51,6 +51,7 @@ def app_summary(c: Any, app: AppSettings) -> dict[str, Any]:
         "channels": len(channels), "presence_members": members,
         # The last whole minute: the current one is still filling.
         "events_per_second": round(minutes[0]["events"] / 60, 2),
+        "delivered_per_second": round(minutes[0]["delivered"] / 60, 2),
         "webhook_backlog": webhook_counts[PENDING] + webhook_counts[FAILED],
         "webhooks_dead": webhook_counts["dead"],
         "push_in_flight": sum(1 for p in recent if p["status"] != "done"),

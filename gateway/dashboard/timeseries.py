@@ -5,7 +5,9 @@
 - ``c:{node}``: the app's connections on that node, set by the node every SAMPLE_SECONDS (the
   chart shows the sum over nodes of each minute's last samples);
 - ``e``: events accepted in that minute, added by each API process every SAMPLE_SECONDS from
-  the counter it already keeps for ``/metrics``.
+  the counter it already keeps for ``/metrics``;
+- ``d``: messages delivered to connections in that minute, added by each node every
+  SAMPLE_SECONDS from its hub's per-app counter (one addition per event, not per delivery).
 
 Sampling reads counters the publish and fan-out paths keep anyway: it adds nothing to them.
 """
@@ -36,7 +38,8 @@ def _ttl(minutes: int) -> int:
 
 def series(client: redis.Redis, prefix: str, app_id: str, minutes: int,
            now: float | None = None) -> list[dict[str, int]]:
-    """The last ``minutes`` minutes, oldest first: ``{"minute", "connections", "events"}``."""
+    """The last ``minutes`` minutes, oldest first: ``{"minute", "connections", "events",
+    "delivered"}``."""
     current = int((time.time() if now is None else now) // 60)
     span = range(current - minutes + 1, current + 1)
     pipe = client.pipeline(transaction=False)
@@ -46,30 +49,38 @@ def series(client: redis.Redis, prefix: str, app_id: str, minutes: int,
     for minute, raw in zip(span, pipe.execute(), strict=True):
         conns = sum(int(v) for k, v in raw.items() if k.startswith(b"c:"))
         out.append({"minute": minute * 60, "connections": conns,
-                    "events": int(raw.get(b"e", 0))})
+                    "events": int(raw.get(b"e", 0)), "delivered": int(raw.get(b"d", 0))})
     return out
 
 
 class NodeSampler:
-    """The node's connections per app, written every SAMPLE_SECONDS (asyncio client)."""
+    """The node's connections and deliveries per app, written every SAMPLE_SECONDS (asyncio
+    client)."""
 
     def __init__(self, client: Any, prefix: str, node_id: str, minutes: int,
-                 counts: Mapping[str, int]) -> None:
+                 counts: Mapping[str, int], delivered: Mapping[str, int]) -> None:
         self.client = client
         self.prefix = prefix
         self.field = f"c:{node_id}"
         self.ttl = _ttl(minutes)
         self.counts = counts
+        self.delivered = delivered
+        self._last: dict[str, int] = dict(delivered)
         self._stopped = asyncio.Event()
 
     async def sample(self) -> None:
         minute = int(time.time() // 60)
+        delivered = dict(self.delivered)
         pipe = self.client.pipeline(transaction=False)
-        for app_id, count in list(self.counts.items()):
+        for app_id in set(self.counts) | set(delivered):
             key = bucket_key(self.prefix, app_id, minute)
-            pipe.hset(key, self.field, max(count, 0))
+            pipe.hset(key, self.field, max(self.counts.get(app_id, 0), 0))
+            delta = delivered.get(app_id, 0) - self._last.get(app_id, 0)
+            if delta > 0:
+                pipe.hincrby(key, "d", delta)
             pipe.expire(key, self.ttl)
         await pipe.execute()
+        self._last = delivered
 
     async def run(self) -> None:
         while not self._stopped.is_set():

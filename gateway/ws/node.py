@@ -428,7 +428,8 @@ def _dashboard_jobs(settings: Settings, redis: Any, node_id: str,
         return []
     prefix = settings.redis.key_prefix
     return [NodeDebugLog(redis, prefix, dash.log_max_entries, node_id),
-            NodeSampler(redis, prefix, node_id, dash.chart_minutes, hub.app_counts)]
+            NodeSampler(redis, prefix, node_id, dash.chart_minutes, hub.app_counts,
+                        hub.delivered)]
 
 
 async def _wait_all(tasks: set[asyncio.Task[Any]], timeout: float) -> None:

@@ -277,3 +277,26 @@ def test_push_page_lists_the_latest_publishes(redis_client: redis.Redis,
     assert [p["publishId"] for p in recent[:2]] == [f"pub-{RECENT + 4}", f"pub-{RECENT + 3}"]
     assert recent[0]["status"] == "queued" and recent[0]["devices"] == 0
     assert store.recent("2") == []
+
+
+def test_charts_sample_connections_events_and_deliveries(cluster: Cluster) -> None:
+    s, _ = signed_in(cluster)
+    sdk = cluster.pusher()
+    with cluster.client() as client:
+        client.subscribe("chart-room")
+        for n in range(5):
+            sdk.trigger("chart-room", "tick", {"n": n})
+        client.collect("tick", "chart-room", 5, timeout=10)
+
+        def recent() -> dict[str, int] | None:
+            minutes = s.get(_url(cluster, "/api/apps/1/chart"), timeout=10).json()["minutes"]
+            last = minutes[-2:]  # a minute may turn meanwhile
+            got = {k: sum(m[k] for m in last) for k in ("events", "delivered")}
+            got["connections"] = max(m["connections"] for m in last)
+            ok = got["connections"] >= 1 and got["events"] >= 5 and got["delivered"] >= 5
+            return got if ok else None
+
+        _wait(recent, "the chart samples (every 5 s)", timeout=20)
+    minutes = s.get(_url(cluster, "/api/apps/1/chart"), timeout=10).json()["minutes"]
+    assert len(minutes) == cluster.settings.dashboard.chart_minutes
+    assert [m["minute"] for m in minutes] == sorted(m["minute"] for m in minutes)

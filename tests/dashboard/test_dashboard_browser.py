@@ -246,7 +246,7 @@ def test_an_action_without_the_csrf_token_is_refused(
     assert "app-secret" not in browser.texts("#secret")[0]
     browser.ask("click", selector="#reveal")
     browser.until(lambda: browser.texts("#secret") == ["app-secret"], "the revealed secret")
-    browser.until(lambda: len(browser.texts("#charts figure")) == 2, "the charts")
+    browser.until(lambda: len(browser.texts("#charts figure")) == 3, "the charts")
     browser.screenshot("stats", tmp_path)
     browser.ask("open", url=f"{cluster.api_url}/dashboard#/")
     browser.until(lambda: browser.texts("#apps tbody tr"), "the overview")

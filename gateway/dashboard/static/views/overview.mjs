@@ -4,7 +4,8 @@ import { clear, h } from "../dom.mjs";
 
 const COLUMNS = [
   ["connections", "Connections"], ["channels", "Channels"], ["presence_members", "Presence members"],
-  ["events_per_second", "Events/s"], ["webhook_backlog", "Webhook backlog"],
+  ["events_per_second", "Events/s"], ["delivered_per_second", "Delivered/s"],
+  ["webhook_backlog", "Webhook backlog"],
   ["webhooks_dead", "Dead webhooks"], ["push_in_flight", "Pushes in flight"],
 ];
 

@@ -10,7 +10,8 @@ export function statsView(appId) {
     const { minutes } = await api.get(api.appPath(appId, "/chart"));
     clear(charts,
       lineChart("Connections", minutes.map((m) => ({ value: m.connections }))),
-      lineChart("Events accepted per second", minutes.map((m) => ({ value: m.events / 60 })), "/s"));
+      lineChart("Events accepted per second", minutes.map((m) => ({ value: m.events / 60 })), "/s"),
+      lineChart("Messages delivered per second", minutes.map((m) => ({ value: m.delivered / 60 })), "/s"));
   }
   async function loadSettings() {
     const app = await api.get(api.appPath(appId));
@@ -24,7 +25,8 @@ export function statsView(appId) {
             try { secret.textContent = (await api.post(api.appPath(appId, "/secret"))).secret; } catch (e) { toast(e.message, "error"); }
           },
         }, "Reveal"))),
-        ["connections", "channels", "presence_members", "events_per_second", "webhook_backlog", "push_in_flight"]
+        ["connections", "channels", "presence_members", "events_per_second", "delivered_per_second",
+          "webhook_backlog", "push_in_flight"]
           .map((k) => h("div", {}, h("dt", {}, k.replaceAll("_", " ")), h("dd", { "data-figure": k }, app[k])))),
       h("h3", {}, "Configuration"), h("pre", {}, JSON.stringify(app.config, null, 2)),
       h("h3", {}, "Webhooks"), h("ul", {}, app.webhooks.map((w) => h("li", {}, h("code", {}, w.url), " ", w.events.join(", ")))));
