@@ -4,6 +4,7 @@ data; the views only add sign-in and the HTTP shape."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from config.settings import AppSettings
@@ -42,16 +43,18 @@ def app_summary(c: Any, app: AppSettings) -> dict[str, Any]:
     for ch in presence:
         pipe.hlen(c.keys.presence_members(app.id, ch))
     members = sum(int(n) for n in pipe.execute()) if presence else 0
-    minutes = timeseries.series(c.redis, c.settings.redis.key_prefix, app.id, 2)
+    now = time.time()
+    minutes = timeseries.series(c.redis, c.settings.redis.key_prefix, app.id, 2, now)
+    # The previous minute and what the current one holds so far, over the time they span.
+    span = 60 + now % 60
     webhook_counts = webhook_store(c).counts(app.id)
     recent = _publishes(c).recent(app.id, 20)
     return {
         "id": app.id, "key": app.key, "enabled": app.enabled,
         "connections": cluster_connections(c.redis, c.keys, app.id, timeout),
         "channels": len(channels), "presence_members": members,
-        # The last whole minute: the current one is still filling.
-        "events_per_second": round(minutes[0]["events"] / 60, 2),
-        "delivered_per_second": round(minutes[0]["delivered"] / 60, 2),
+        "events_per_second": round(sum(m["events"] for m in minutes) / span, 2),
+        "delivered_per_second": round(sum(m["delivered"] for m in minutes) / span, 2),
         "webhook_backlog": webhook_counts[PENDING] + webhook_counts[FAILED],
         "webhooks_dead": webhook_counts["dead"],
         "push_in_flight": sum(1 for p in recent if p["status"] != "done"),

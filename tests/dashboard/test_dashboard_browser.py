@@ -179,6 +179,18 @@ def test_console_shows_a_pusher_js_client_and_an_sdk_trigger(
                   and all("sdk-event" in x for x in t), "the filtered rows")
     browser.ask("fill", selector="#log-filter", value="")
     browser.screenshot("console", tmp_path)
+    # The overview counts the client, the channel and the events.
+    browser.ask("open", url=f"{cluster.api_url}/dashboard#/")
+    cell = "#apps tr[data-app='1'] td[data-col='{}']"
+    browser.until(lambda: browser.texts(cell.format("connections")) == ["1"]
+                  and float(browser.texts(cell.format("events_per_second"))[0]) > 0,
+                  "the live counts", timeout=20)
+    assert browser.texts(cell.format("channels")) == ["1"]
+    browser.screenshot("overview", tmp_path)
+    browser.ask("open", url=f"{cluster.api_url}/dashboard#/apps/1/channels/browser-room")
+    browser.until(lambda: browser.texts("#channel-subs") == ["1"], "the channel's subscriber")
+    assert any("from-the-page" in t for t in browser.texts("#history tbody tr"))
+    browser.screenshot("channel", tmp_path)
 
 
 def test_webhook_failing_then_succeeding_shows_its_attempts(
@@ -248,6 +260,3 @@ def test_an_action_without_the_csrf_token_is_refused(
     browser.until(lambda: browser.texts("#secret") == ["app-secret"], "the revealed secret")
     browser.until(lambda: len(browser.texts("#charts figure")) == 3, "the charts")
     browser.screenshot("stats", tmp_path)
-    browser.ask("open", url=f"{cluster.api_url}/dashboard#/")
-    browser.until(lambda: browser.texts("#apps tbody tr"), "the overview")
-    browser.screenshot("overview", tmp_path)

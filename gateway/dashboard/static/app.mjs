@@ -17,6 +17,7 @@ function route() {
 
 function show(view) {
   current?.stop?.();
+  document.getElementById("toast").className = "";
   current = view;
   clear(main, view.el);
 }
