@@ -194,6 +194,14 @@ def _accept_and_enqueue(
     return None
 
 
+def publish_one(c: ApiContext, app: AppSettings, item: dict[str, Any], via: str) -> Publish:
+    """One event (``name``, ``channel``, ``data``) validated and accepted as ``POST
+    /events`` accepts it, for callers other than the REST API (the dashboard's creator)."""
+    publish = _parse_publish(app, item, batch=False)
+    _accept_and_enqueue(c, app, [publish], via=via)
+    return publish
+
+
 def _publish(
     c: ApiContext, app: AppSettings, endpoint: str, publishes: list[Publish], key: str | None,
     respond: Callable[[], bytes],

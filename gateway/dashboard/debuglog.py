@@ -144,7 +144,8 @@ class NodeDebugLog:
         self._stopped = asyncio.Event()
 
     def note(self, app_id: str, kind: str, **details: Any) -> None:
-        if app_id in self.watched:
+        # Bounded while Redis is slow: past a stream's worth, entries are dropped.
+        if app_id in self.watched and len(self._buffer) < self.max_entries:
             self._buffer.append((app_id, kind, details))
 
     async def run(self) -> None:

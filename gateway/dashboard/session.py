@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from typing import Any
 
 from flask import Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from gateway.protocol.errors import ApiError
+from gateway.protocol.errors import ApiError, TooManyRequests
 
 COOKIE = "clarion_dashboard"
 CSRF_HEADER = "X-CSRF-Token"
@@ -42,6 +43,34 @@ def tokens_match(given: str, expected: str) -> bool:
     """Constant-time comparison (of digests, so the length leaks nothing either)."""
     return hmac.compare_digest(hashlib.sha256(given.encode()).digest(),
                                hashlib.sha256(expected.encode()).digest())
+
+
+class SignInAttempts:
+    """Failed sign-ins per client address and minute, shared by every API process
+    (``P dbgsi:{address}:{minute}``, 2 minutes): past MAX_FAILURES a client waits for the next
+    minute, so a token cannot be guessed at the speed of the API."""
+
+    MAX_FAILURES = 10
+
+    def __init__(self, redis: Any, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    def _key(self, address: str) -> tuple[str, int]:
+        now = time.time()
+        return f"{self.prefix}dbgsi:{address}:{int(now // 60)}", 60 - int(now % 60)
+
+    def check(self, address: str) -> None:
+        key, wait = self._key(address)
+        if int(self.redis.get(key) or 0) >= self.MAX_FAILURES:
+            raise TooManyRequests("Too many failed sign-ins: try again in a minute", wait)
+
+    def failed(self, address: str) -> None:
+        key, _ = self._key(address)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        pipe.execute()
 
 
 class Sessions:

@@ -17,7 +17,12 @@ from config.settings import AppSettings, Settings
 from gateway.api.app import ApiContext, ctx
 from gateway.api.jsonbody import parse_json
 from gateway.dashboard import debuglog, overview, timeseries
-from gateway.dashboard.session import Sessions, SignInRequired, tokens_match
+from gateway.dashboard.session import (
+    Sessions,
+    SignInAttempts,
+    SignInRequired,
+    tokens_match,
+)
 from gateway.protocol.errors import BadRequest, NotFound
 from gateway.webhooks.store import STATUSES
 
@@ -99,8 +104,13 @@ def sign_in() -> Response:
     token = body.get("token") if isinstance(body, dict) else None
     if not isinstance(token, str) or not token:
         raise BadRequest("Give the admin token: {\"token\": \"...\"}")
+    c = ctx()
+    attempts = SignInAttempts(c.redis, c.settings.redis.key_prefix)
+    address = request.remote_addr or "unknown"
+    attempts.check(address)
     sessions = _sessions()
     if not tokens_match(token, sessions.admin_token):
+        attempts.failed(address)
         raise SignInRequired("Wrong admin token")
     csrf, cookie = sessions.new_session()
     response = jsonify(signed_in=True, csrf=csrf)
@@ -186,10 +196,8 @@ def send_event(app_id: str) -> Response:
         raise BadRequest("The body must be a JSON object")
     if not isinstance(body.get("data"), str):
         raise BadRequest("data must be a string (JSON text, as the REST API takes it)")
-    publish = channels._parse_publish(app, {k: body.get(k) for k in ("name", "channel", "data")
-                                            if k in body}, batch=False)
-    c = ctx()
-    channels._accept_and_enqueue(c, app, [publish], via="dashboard")
+    item = {k: body[k] for k in ("name", "channel", "data") if k in body}
+    publish = channels.publish_one(ctx(), app, item, via="dashboard")
     return jsonify(sent=True, channel=publish.channels[0], name=publish.event)
 
 

@@ -81,7 +81,8 @@ Dashboard (gateway/dashboard, docs/dashboard.md):
 | P dbg:watch                   | zset   | app id -> unix ms until which a console       | pruned when renewed   |
 |                               |        | watches it                                    |                       |
 | P dts:{app}:{minute}          | hash   | chart samples: c:{node} connections, e events | chart_minutes         |
-|                               |        | accepted in that minute                       |                       |
+|                               |        | accepted, d messages delivered in that minute |                       |
+| P dbgsi:{address}:{minute}    | string | failed dashboard sign-ins from that address   | 2 minutes             |
 
 A serial is ``max(previous serial + 1, Redis time in microseconds)`` and every logged event
 carries its predecessor's (gateway/state/history.py): serials only grow, even across a counter

@@ -300,3 +300,27 @@ def test_charts_sample_connections_events_and_deliveries(cluster: Cluster) -> No
     minutes = s.get(_url(cluster, "/api/apps/1/chart"), timeout=10).json()["minutes"]
     assert len(minutes) == cluster.settings.dashboard.chart_minutes
     assert [m["minute"] for m in minutes] == sorted(m["minute"] for m in minutes)
+
+
+def test_sign_in_attempts_are_limited_per_address(cluster: Cluster) -> None:
+    """From an address of its own (127.0.0.2), so the other tests' sign-ins are not held up."""
+    import http.client
+
+    def sign_in(token: str) -> tuple[int, Any, dict[str, Any]]:
+        conn = http.client.HTTPConnection("127.0.0.1", cluster.api_port, timeout=10,
+                                          source_address=("127.0.0.2", 0))
+        try:
+            conn.request("POST", "/dashboard/api/signin", json.dumps({"token": token}),
+                         {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            return r.status, r.headers, json.loads(r.read())
+        finally:
+            conn.close()
+
+    statuses = [sign_in(f"guess-{i}")[0] for i in range(10)]
+    assert statuses == [401] * 10
+    status, headers, body = sign_in(TOKEN)  # even the right token waits now
+    assert status == 429 and body["code"] == 429 and "failed sign-ins" in body["error"]
+    assert 1 <= int(headers["Retry-After"]) <= 60
+    # Other addresses are not held up.
+    signed_in(cluster)
