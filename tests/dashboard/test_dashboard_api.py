@@ -324,3 +324,20 @@ def test_sign_in_attempts_are_limited_per_address(cluster: Cluster) -> None:
     assert 1 <= int(headers["Retry-After"]) <= 60
     # Other addresses are not held up.
     signed_in(cluster)
+
+
+def test_the_console_shows_every_node(cluster_factory: Any) -> None:
+    two = cluster_factory(nodes=2, workers=1, dashboard={"admin_token": TOKEN})
+    s, _ = signed_in(two)
+    s.get(_url(two, "/api/apps/1/log"), timeout=10)
+    time.sleep(1.5)
+    with two.client(node=0) as a, two.client(node=1) as b:
+        a.subscribe("room-a")
+        b.subscribe("room-b")
+
+        def sources() -> set[str] | None:
+            entries = s.get(_url(two, "/api/apps/1/log"), timeout=10).json()["entries"]
+            found = {e["source"] for e in entries if e["kind"] == "subscribed"}
+            return found if len(found) == 2 else None
+
+        assert len(_wait(sources, "subscriptions logged by both nodes")) == 2
