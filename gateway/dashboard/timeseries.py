@@ -101,7 +101,8 @@ class NodeSampler:
 
 class ApiSampler:
     """Adds the events each API process accepted to the minute's bucket: a daemon thread,
-    started by the first dashboard request of the process (so forked servers each run one)."""
+    started by the app factory (each server process builds its own app after the fork, so
+    each runs one)."""
 
     def __init__(self, client: redis.Redis, prefix: str, minutes: int,
                  accepted: Callable[[], dict[str, float]]) -> None:
