@@ -247,6 +247,18 @@ def webhook_replay(app_id: str, delivery_id: str) -> Response:
     return jsonify(id=delivery_id, result=outcome)
 
 
+@bp.post("/api/apps/<app_id>/webhooks/replay")
+def webhook_replay_all(app_id: str) -> Response:
+    """Every dead (or failed) delivery of the app, as ``clarion webhooks replay --all``."""
+    app = _action_app(app_id)
+    body = parse_json(request.get_data(cache=True), empty={})
+    status = body.get("status") if isinstance(body, dict) else None
+    if status not in ("dead", "failed"):
+        raise BadRequest("status must be dead or failed")
+    ids = overview.webhook_store(ctx()).replay_many(app.id, status)
+    return jsonify(replayed=len(ids), ids=ids)
+
+
 @bp.get("/api/apps/<app_id>/push")
 def push(app_id: str) -> Response:
     return jsonify(overview.push(ctx(), _app(app_id)))

@@ -16,6 +16,7 @@ from config.settings import Settings
 from gateway.api.app import create_app
 from gateway.dashboard import debuglog
 from tests.dashboard.conftest import TOKEN, signed_in
+from tests.webhooks.harness import Answer, Received, Receiver
 
 pytestmark = pytest.mark.slow
 
@@ -341,3 +342,41 @@ def test_the_console_shows_every_node(cluster_factory: Any) -> None:
             return found if len(found) == 2 else None
 
         assert len(_wait(sources, "subscriptions logged by both nodes")) == 2
+
+
+def test_replay_all_dead_deliveries(cluster: Cluster, receiver: Receiver) -> None:
+    s, csrf = signed_in(cluster)
+    mine = [False]
+
+    def behaviour(r: Received) -> Answer:
+        ours = any(e.get("channel") == "bulk-dead" for e in r.json["events"])
+        return (200 if mine[0] or not ours else 500), {}, b"", 0.0
+
+    receiver.behaviour = behaviour
+    try:
+        with cluster.client() as client:
+            client.subscribe("bulk-dead")
+
+            def dead() -> list[dict[str, Any]]:
+                page = s.get(_url(cluster, "/api/apps/1/webhooks?status=dead"), timeout=10).json()
+                return page["deliveries"]
+
+            (delivery,) = _wait(dead, "the dead delivery")
+        url = _url(cluster, "/api/apps/1/webhooks/replay")
+        assert s.post(url, json={"status": "dead"}, timeout=10).status_code == 403
+        for bad in ({"status": "delivered"}, {}, {"status": 1}):
+            r = s.post(url, json=bad, headers={"X-CSRF-Token": csrf}, timeout=10)
+            assert r.status_code == 400 and "dead or failed" in r.json()["error"]
+        mine[0] = True
+        r = s.post(url, json={"status": "dead"}, headers={"X-CSRF-Token": csrf}, timeout=10)
+        assert r.json() == {"replayed": 1, "ids": [delivery["id"]]}
+
+        def delivered() -> dict[str, Any] | None:
+            d = s.get(_url(cluster, f"/api/apps/1/webhooks/{delivery['id']}"), timeout=10).json()
+            return d if d["status"] == "delivered" else None
+
+        detail = _wait(delivered, "the replayed delivery")
+        assert [a["status"] for a in detail["attempts"]] == [500, 500, 200]
+        assert detail["attempts"][-1]["manual"] is True
+    finally:
+        receiver.behaviour = lambda r: (200, {}, b"ok", 0.0)

@@ -29,12 +29,25 @@ export function webhooksView(appId) {
     }
   }
 
+  async function replayAll() {
+    try {
+      const r = await api.post(api.appPath(appId, "/webhooks/replay"), { status });
+      toast(`Replayed ${r.replayed} ${status} deliveries`);
+      refresh();
+    } catch (e) {
+      toast(`Replay refused: ${e.message}`, "error");
+    }
+  }
+
   async function refresh() {
     const data = await api.get(api.appPath(appId, `/webhooks?status=${status}`));
     clear(counts, STATUSES.map((s) => h("button", {
       type: "button", class: s === status ? "active" : "", "data-status": s,
       onclick: () => { status = s; refresh(); },
-    }, `${s} (${data.counts[s]})`)));
+    }, `${s} (${data.counts[s]})`)),
+    (status === "dead" || status === "failed") && data.counts[status]
+      ? h("button", { type: "button", id: "replay-all", class: "replay-all", onclick: replayAll }, `Replay all ${status}`)
+      : null);
     clear(endpoints, data.endpoints.map((e) => h("li", {}, h("code", {}, e.url), " ",
       e.disabled ? h("span", { class: "badge bad" }, "disabled") : h("span", { class: "badge" }, "enabled"))));
     const details = await Promise.all(data.deliveries.map((d) =>
