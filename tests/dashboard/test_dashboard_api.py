@@ -193,11 +193,23 @@ def test_the_log_is_written_only_while_watched(cluster: Cluster) -> None:
 
 def test_the_log_is_capped(redis_client: redis.Redis, key_prefix: str) -> None:
     log = debuglog.DebugLog(redis_client, key_prefix, 10, "test")
-    log.write([("1", "api_event", {"n": i}) for i in range(2000)])
+    log.write([("1", "api_event", {"n": i}) for i in range(50)])
+    assert len(log._buffer) == 10  # the buffer holds a stream's worth at most
+    log.flush()
+    for batch in range(200):
+        log.write([("1", "api_event", {"n": batch * 10 + i}) for i in range(10)])
+        log.flush()
     # Trimmed approximately (whole stream nodes of 100 entries), never unbounded.
     assert redis_client.xlen(debuglog.log_key(key_prefix, "1")) <= 110
+    newest = debuglog.read(redis_client, key_prefix, "1", None, 1)[0]
+    assert newest["n"] == 1999
     big = {"data": "x" * 10_000, "channel": "c"}
     log.write([("2", "api_event", big)])
+    # Written by the process's flusher thread within FLUSH_SECONDS.
+    deadline = time.monotonic() + 5
+    while not redis_client.exists(debuglog.log_key(key_prefix, "2")):
+        assert time.monotonic() < deadline, "the flusher thread never wrote"
+        time.sleep(0.05)
     (entry,) = debuglog.read(redis_client, key_prefix, "2", None, 10)
     assert entry["channel"] == "c" and entry["data"] == "(cut: too long to show)"
 
