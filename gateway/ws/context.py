@@ -87,6 +87,8 @@ class NodeContext:
         ))
         if self.webhooks is not None:
             self.webhooks.member_added(app_id, membership.channel, membership.user_id or "")
+        self.debug(app_id, "member_added", channel=membership.channel,
+                   user_id=membership.user_id, socket_id=socket_id)
 
     def member_removed(self, app_id: str, channel: str, user_id: str) -> None:
         data = frames.member_removed_data(user_id)
@@ -95,6 +97,7 @@ class NodeContext:
         )
         if self.webhooks is not None:
             self.webhooks.member_removed(app_id, channel, user_id)
+        self.debug(app_id, "member_removed", channel=channel, user_id=user_id)
 
     def debug(self, app_id: str, kind: str, **details: Any) -> None:
         """A debug log entry, kept only if a console watches the app (a set lookup)."""

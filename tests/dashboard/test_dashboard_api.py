@@ -251,7 +251,7 @@ def test_overview_and_channel_view_show_live_state(cluster: Cluster) -> None:
         assert r.status_code == 400
 
 
-def test_client_events_are_logged_while_watched(cluster: Cluster) -> None:
+def test_client_events_and_presence_are_logged_while_watched(cluster: Cluster) -> None:
     s, _ = signed_in(cluster)
     s.get(_url(cluster, "/api/apps/1/log"), timeout=10)
     time.sleep(1.2)
@@ -260,6 +260,7 @@ def test_client_events_are_logged_while_watched(cluster: Cluster) -> None:
         other.subscribe("private-chat")
         sender.send_event("client-typing", {"who": "me"}, channel="private-chat")
         other.wait_for(lambda f: f.get("event") == "client-typing")
+        sender.subscribe("presence-lobby", user_id="carol")
 
     def logged() -> dict[str, Any] | None:
         entries = s.get(_url(cluster, "/api/apps/1/log"), timeout=10).json()["entries"]
@@ -268,6 +269,16 @@ def test_client_events_are_logged_while_watched(cluster: Cluster) -> None:
     entry = _wait(logged, "the client event")
     assert entry["channel"] == "private-chat" and entry["event"] == "client-typing"
     assert entry["data"] == {"who": "me"}
+
+    def members() -> list[tuple[str, str, str]] | None:
+        entries = s.get(_url(cluster, "/api/apps/1/log"), timeout=10).json()["entries"]
+        found = [(e["kind"], e["user_id"], e["channel"]) for e in entries
+                 if e["kind"].startswith("member_") and e["channel"] == "presence-lobby"]
+        return found if len(found) == 2 else None
+
+    # The sender left when its connection closed: added, then removed (newest first).
+    assert _wait(members, "presence joins and leaves") == [
+        ("member_removed", "carol", "presence-lobby"), ("member_added", "carol", "presence-lobby")]
 
 
 def test_replay_of_an_unknown_delivery_is_404(cluster: Cluster) -> None:

@@ -5,7 +5,7 @@ import { clear, h, time, toast } from "../dom.mjs";
 
 const KEEP = 500;
 const KINDS = ["connected", "disconnected", "subscribed", "unsubscribed", "subscription_error",
-  "client_event", "api_event", "webhook", "push_publish"];
+  "member_added", "member_removed", "client_event", "api_event", "webhook", "push_publish"];
 
 function summary(e) {
   switch (e.kind) {
@@ -15,6 +15,7 @@ function summary(e) {
     case "disconnected": return `socket ${e.socket_id}${e.channels?.length ? ` (was in ${e.channels.join(", ")})` : ""}`;
     case "subscribed": case "unsubscribed": return `${e.channel} by ${e.socket_id}${e.user_id ? ` (user ${e.user_id})` : ""}`;
     case "subscription_error": return `${e.channel} by ${e.socket_id}: ${e.error}`;
+    case "member_added": case "member_removed": return `user ${e.user_id} on ${e.channel}`;
     case "webhook": return `${e.outcome} ${e.url} attempt ${e.attempt}${e.http_status ? `, HTTP ${e.http_status}` : ""}${e.error ? `, ${e.error}` : ""}`;
     case "push_publish": return `${e.publishId} ${e.status} (${e.run}): ${e.delivered ?? 0} delivered, ${e.failed ?? 0} failed of ${e.devices ?? 0}`;
     default: return JSON.stringify(e);
