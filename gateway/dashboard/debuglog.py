@@ -101,6 +101,7 @@ class DebugLog:
         self._next_read = 0.0
         self._lock = threading.Lock()
         self._buffer: list[Entry] = []
+        self._buffer_lock = threading.Lock()
         self._flusher_pid = 0
 
     def watching(self, app_id: str) -> bool:
@@ -127,10 +128,11 @@ class DebugLog:
             self.write([(app_id, kind, details)])
 
     def write(self, entries: list[Entry]) -> None:
-        # Bounded while Redis is slow: past a stream's worth, entries are dropped.
-        room = self.max_entries - len(self._buffer)
-        if room > 0:
-            self._buffer.extend(entries[:room])
+        with self._buffer_lock:
+            # Bounded while Redis is slow: past a stream's worth, entries are dropped.
+            room = self.max_entries - len(self._buffer)
+            if room > 0:
+                self._buffer.extend(entries[:room])
         if self._flusher_pid != os.getpid():  # first write, or a forked child's
             self._start_flusher()
 
@@ -147,10 +149,10 @@ class DebugLog:
             self.flush()
 
     def flush(self) -> None:
-        if not self._buffer:
+        with self._buffer_lock:
+            entries, self._buffer = self._buffer, []
+        if not entries:
             return
-        # A swap is atomic under the GIL: writers append to the new list from here on.
-        entries, self._buffer = self._buffer, []
         pipe = self.client.pipeline(transaction=False)
         for app_id, kind, details in entries:
             pipe.xadd(log_key(self.prefix, app_id), encode(self.source, kind, details),
