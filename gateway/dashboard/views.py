@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, jsonify, request, send_from_directory
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    jsonify,
+    request,
+    send_from_directory,
+)
 
 from config.settings import AppSettings, Settings
 from gateway.api.app import ApiContext, ctx
@@ -52,8 +60,6 @@ def register(app: Flask, settings: Settings, context: ApiContext) -> None:
 
 
 def _sessions() -> Sessions:
-    from flask import current_app
-
     return current_app.extensions["clarion.dashboard"]  # type: ignore[no-any-return]
 
 
