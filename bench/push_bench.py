@@ -233,6 +233,7 @@ def make_settings(
             "send_timeout": 10.0,
             "page_size": args.page_size,
             "fcm_concurrency": args.fcm_concurrency,
+            "fcm_connections": args.fcm_connections,
             "apns_concurrency": args.apns_concurrency,
             "apns_max_connections": args.apns_connections,
         },
@@ -382,8 +383,9 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
         "",
         f"Worker: 1 Celery worker process, prefork pool of {args.worker_concurrency} "
         "(one publish is worked on by one task run at a time, so one pool process does the "
-        f"sending); in it FCM sends on {args.fcm_concurrency} threads (one keep-alive HTTP/1.1 "
-        f"connection each), APNs on up to {args.apns_concurrency} concurrent HTTP/2 streams over "
+        f"sending); in it, on one event loop, up to {args.fcm_concurrency} FCM sends in flight "
+        f"over {args.fcm_connections} keep-alive HTTP/1.1 connections (aiohttp), and "
+        f"up to {args.apns_concurrency} APNs sends as concurrent HTTP/2 streams over "
         f"{args.apns_connections} connections; devices read {args.page_size} per SSCAN page.",
         "",
         "| figure | " + " | ".join(r.platform.upper() for r in results) + " |",
@@ -467,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--devices", type=int, default=100_000)
     p.add_argument("--platform", choices=("fcm", "apns", "both"), default="both")
     p.add_argument("--worker-concurrency", type=int, default=1)
-    p.add_argument("--fcm-concurrency", type=int, default=32)
+    p.add_argument("--fcm-concurrency", type=int, default=256)
+    p.add_argument("--fcm-connections", type=int, default=64)
     p.add_argument("--apns-concurrency", type=int, default=500)
     p.add_argument("--apns-connections", type=int, default=4)
     p.add_argument("--page-size", type=int, default=500)

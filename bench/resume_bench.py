@@ -31,6 +31,7 @@ import random
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -51,6 +52,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 EVENT = "seq"
 # Events published this long after the kill are the ones the outage costs.
 OUTAGE = 3.0
+# pusher-js gives up a connection attempt whose handshake (pusher:connection_established) has
+# not completed in 15 s and tries again (its default strategy's `timeout`); so does this client.
+ESTABLISH_TIMEOUT = 15.0
 
 
 # --------------------------------------------------------------------------- client process
@@ -67,6 +71,10 @@ class ClientStats:
     out_of_order: int = 0
     resume_failed: int = 0
     reconnects: int = 0
+    # Connections that were upgraded but got no pusher:connection_established in time, and
+    # were given up on and made again (pusher-js does the same: docs/resume.md).
+    establish_timeouts: int = 0
+    closed_on_return: int = 0  # connections ws_connect returned already closed (see connect)
     errors: list[str] = field(default_factory=list)
 
 
@@ -111,17 +119,15 @@ class _ClientProcess:
                 if killed_at <= sent < killed_at + OUTAGE:
                     arrivals.append(received)
                     latencies.append(received - sent)
-        states: dict[str, int] = {}
-        for c in self.clients:
-            states[c.state] = states.get(c.state, 0) + 1
-        stats.errors.append(f"client states: {states}")
+        states = Counter(c.state for c in self.clients)
+        stats.errors.append(f"client states: {dict(states)}")
         return {"stats": stats.__dict__, "missing": missing,
                 "last_arrival": max(arrivals, default=None), "latencies": latencies}
 
 
 class _Client:
     __slots__ = ("owner", "index", "channel", "transport", "socket_id", "previous_socket",
-                 "serial", "got", "last_n", "subscribed", "times", "state")
+                 "serial", "got", "last_n", "subscribed", "times", "state", "generation")
 
     def __init__(self, owner: _ClientProcess, index: int, channel: str) -> None:
         self.owner, self.index, self.channel = owner, index, channel
@@ -134,13 +140,26 @@ class _Client:
         self.subscribed = False
         self.times = 0
         self.state = "new"
+        self.generation = 0  # which connection is the current one (see _Listener)
 
     async def connect(self) -> None:
         self.state = "connecting"
         while True:
             try:
-                await ws_connect(lambda: _Listener(self), self.owner.url,
-                                 websocket_handshake_timeout=10)
+                self.generation += 1
+                self.transport, _ = await ws_connect(
+                    lambda: _Listener(self, self.generation), self.owner.url,
+                    websocket_handshake_timeout=10)
+                if self.transport.underlying_transport.is_closing():
+                    # picows (2.x), its loop overloaded by a reconnect storm, was seen to
+                    # return a connection it had already closed (its handshake timeout):
+                    # neither on_ws_connected nor on_ws_disconnected is ever called for it.
+                    self.owner.stats.closed_on_return += 1
+                    raise ConnectionResetError("ws_connect returned a closed connection")
+                if self.state == "connecting":
+                    self.state = "upgraded"
+                    asyncio.get_running_loop().call_later(
+                        ESTABLISH_TIMEOUT, self._check_established, self.generation)
                 return
             except Exception as exc:  # noqa: BLE001 - the node is restarting: try again
                 if len(self.owner.stats.errors) < 5:
@@ -186,6 +205,19 @@ class _Client:
         if "serial" in msg:
             self.serial = msg["serial"]
 
+    def _check_established(self, generation: int) -> None:
+        """Under a reconnect storm a few upgraded connections were seen to get no
+        connection_established and no close either (the socket gone on both ends, the client
+        library not told). pusher-js gives such a connection up after ESTABLISH_TIMEOUT and
+        connects again; so does this client, or it would wait forever and count as missing."""
+        if generation != self.generation or self.state != "upgraded":
+            return
+        self.owner.stats.establish_timeouts += 1
+        self.generation += 1  # the old connection's callbacks are ignored from now on
+        if self.transport is not None:
+            self.transport.disconnect(graceful=False)
+        self.lost()
+
     def lost(self) -> None:
         self.state = "lost"
         self.owner.stats.reconnects += 1
@@ -200,18 +232,21 @@ class _Client:
 class _Listener(WSListener):
     """One connection of a _Client (a new one per reconnect)."""
 
-    def __init__(self, client: _Client) -> None:
+    def __init__(self, client: _Client, generation: int) -> None:
         super().__init__()
-        self.client = client
+        self.client, self.generation = client, generation
 
     def on_ws_frame(self, transport, frame) -> None:
+        if self.generation != self.client.generation:
+            return
         if frame.msg_type is WSMsgType.TEXT:
             self.client.on_message(transport, json.loads(frame.get_payload_as_bytes()))
         elif frame.msg_type is WSMsgType.CLOSE:
             transport.disconnect()
 
     def on_ws_disconnected(self, transport) -> None:
-        self.client.lost()
+        if self.generation == self.client.generation:
+            self.client.lost()
 
 
 # --------------------------------------------------------------------------- coordinator
@@ -340,6 +375,9 @@ def _summary(opts: Options, subscribed: int, published: dict[str, int], reports:
         "out of order": sum(s["out_of_order"] for s in stats),
         "resume failed": sum(s["resume_failed"] for s in stats),
         "reconnects": sum(s["reconnects"] for s in stats),
+        "connections given up unestablished": sum(s["establish_timeouts"] for s in stats),
+        "connections the client library returned closed": sum(
+            s["closed_on_return"] for s in stats),
         f"events of the {OUTAGE:g} s after the kill: last one received (s after the kill)": (
             round(max(arrivals) - killed_at, 2) if arrivals else "-"),
         f"events of the {OUTAGE:g} s after the kill: latency p50 / p99 / max (ms)": (

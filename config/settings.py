@@ -5,6 +5,11 @@ Sources, lowest precedence first: the defaults below, a TOML file (``--config FI
 underscore (``CLARION_REDIS__URL``, ``CLARION_WEBSOCKET__PORT``); a value that parses as JSON is
 taken as JSON, so ``CLARION_APPS='[{"id": "1", "key": "k", "secret": "s"}]'`` sets the app list.
 
+Strict: unknown keys are refused with the key meant (config/diagnose.py), values are not
+coerced (``client_events = "yes"``, ``workers = "2"`` are errors), and an error caused by an
+environment variable names it. Only variables whose first part is a top-level key are read:
+others (``CLARION_HOME``, a tool's own) are left alone unless they look like a misspelt key.
+
 Nothing here runs at import time: callers ask for ``load_settings()``.
 """
 
@@ -27,6 +32,8 @@ from pydantic import (
     model_validator,
 )
 
+from config.diagnose import describe, suggestion
+
 ENV_PREFIX = "CLARION_"
 
 # Upper bounds shared by the deployment's settings and the apps' own.
@@ -42,7 +49,8 @@ class ConfigError(Exception):
 
 class _Section(BaseModel):
     # Unknown keys are refused: a typo in the config file must not be silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: "yes" is not a boolean, "2" is not a number (TOML and JSON have real ones).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class RedisSettings(_Section):
@@ -60,7 +68,38 @@ class RedisSettings(_Section):
         return v
 
 
-class WebSocketSettings(_Section):
+class _TlsFiles(_Section):
+    """A PEM certificate (chain) and its private key, both or neither: the port serves TLS."""
+
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    @field_validator("tls_cert_file", "tls_key_file")
+    @classmethod
+    def _file_exists(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> _TlsFiles:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = (
+                ("tls_cert_file", "tls_key_file")
+                if self.tls_key_file is None
+                else ("tls_key_file", "tls_cert_file")
+            )
+            raise ValueError(f"{given} is set but {missing} is not: give both or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+
+class WebSocketSettings(_TlsFiles):
+    # With tls_cert_file and tls_key_file the port serves wss:// (and the HTTP fallback over
+    # https://) only: pusher-js's forceTLS.
     host: str = "127.0.0.1"
     port: int = Field(6001, ge=1, le=65535)
     # Advertised to clients; kept below common proxy idle timeouts (nginx: 60 s).
@@ -92,7 +131,7 @@ class WebSocketSettings(_Section):
     http_sessions_per_ip: int = Field(1000, ge=1)
 
 
-class ApiSettings(_Section):
+class ApiSettings(_TlsFiles):
     host: str = "127.0.0.1"
     port: int = Field(6002, ge=1, le=65535)
     timestamp_window: int = Field(600, ge=1)
@@ -118,32 +157,8 @@ class ApiSettings(_Section):
     # the same key within it is answered like the first and delivers nothing again. Each key
     # costs Redis about 200 bytes for that long. Apps may set their own.
     idempotency_window: int = Field(300, ge=1, le=IDEMPOTENCY_WINDOW_MAX)
-    # Serve HTTPS: a PEM certificate (chain) and its private key, both or neither. The official
-    # Beams server SDK (pusher_push_notifications) only speaks HTTPS.
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-
-    @field_validator("tls_cert_file", "tls_key_file")
-    @classmethod
-    def _file_exists(cls, v: str | None) -> str | None:
-        if v is not None and not Path(v).is_file():
-            raise ValueError(f"no such file: {v}")
-        return v
-
-    @model_validator(mode="after")
-    def _tls_pair(self) -> ApiSettings:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            given, missing = (
-                ("tls_cert_file", "tls_key_file")
-                if self.tls_key_file is None
-                else ("tls_key_file", "tls_cert_file")
-            )
-            raise ValueError(f"{given} is set but {missing} is not: give both or neither")
-        return self
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_cert_file is not None
+    # Serve HTTPS: tls_cert_file and tls_key_file (_TlsFiles). The official Beams server SDK
+    # (pusher_push_notifications) only speaks HTTPS.
 
 
 QueueName = Literal["live", "push", "webhooks"]
@@ -255,6 +270,21 @@ class PushCredentials(_Section):
     apns_environment: Literal["production", "sandbox"] = "production"
     # The Beams secret key; the app secret when unset.
     beams_secret_key: str | None = None
+    # Web Push (VAPID, RFC 8292): the private key (base64url raw 32 bytes as ``clarion push
+    # vapid-keys`` prints it, PEM text, or a path to a PEM file) and the contact the push
+    # services see (``mailto:`` or ``https:`` URL). Browsers subscribe with its public key
+    # (``GET /device_api/v1/instances/{id}/web-vapid-public-key``).
+    web_vapid_private_key: str | None = None
+    web_vapid_subject: str | None = None
+
+    @model_validator(mode="after")
+    def _web_complete(self) -> PushCredentials:
+        if bool(self.web_vapid_private_key) != bool(self.web_vapid_subject):
+            raise ValueError("Web Push needs both web_vapid_private_key and web_vapid_subject")
+        subject = self.web_vapid_subject or "mailto:"
+        if not subject.startswith(("mailto:", "https://")):
+            raise ValueError("web_vapid_subject must be a mailto: or https:// URL")
+        return self
 
     @model_validator(mode="after")
     def _apns_complete(self) -> PushCredentials:
@@ -267,7 +297,7 @@ class PushCredentials(_Section):
 
 
 class PushSettings(_Section):
-    """Delivery of Beams publishes through FCM and APNs (workers on the ``push`` queue)."""
+    """Delivery of Beams publishes through FCM, APNs and Web Push (workers on ``push``)."""
 
     # FCM HTTP v1 base (``{base}/{project}/messages:send``); change for proxies and tests.
     fcm_base_url: str = "https://fcm.googleapis.com/v1/projects"
@@ -286,10 +316,18 @@ class PushSettings(_Section):
     max_retry_after: float = Field(3600.0, gt=0)
     # Devices read from Redis per page while expanding a publish.
     page_size: int = Field(500, ge=1, le=10_000)
-    # Concurrent sends per worker process: FCM (threads, one HTTP/1.1 request each) and
-    # APNs (HTTP/2 streams on one event loop).
-    fcm_concurrency: int = Field(32, ge=1, le=1024)
+    # Sends in flight per worker process and platform, on one event loop (also the most
+    # devices left in doubt, counted ``unknown``, if the process is killed mid-send).
+    fcm_concurrency: int = Field(256, ge=1, le=10_000)
     apns_concurrency: int = Field(500, ge=1, le=10_000)
+    # FCM keep-alive HTTP/1.1 connections per worker process and app (one request each at a time).
+    fcm_connections: int = Field(64, ge=1, le=1024)
+    # Deliver live if online, else push (publish to users with "live"): seconds a user must stay
+    # signed in after the live event for the push to be left out (docs/push.md).
+    live_grace: float = Field(2.0, gt=0, le=300)
+    # Web Push: sends in flight per worker process, and keep-alive connections per push service.
+    web_concurrency: int = Field(256, ge=1, le=10_000)
+    web_connections: int = Field(16, ge=1, le=1024)
     apns_max_connections: int = Field(4, ge=1, le=100)
     # One task run works this many seconds, then hands over to a fresh task (so no task
     # outlives the broker's visibility timeout).
@@ -446,8 +484,7 @@ class DashboardSettings(_Section):
 
 
 class AppSettings(_Section):
-    # `id = 1` in TOML is as good as `id = "1"`: the Python SDK insists on numeric ids.
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     id: str = Field(min_length=1, max_length=64)
     key: str = Field(min_length=1, max_length=128)
@@ -479,6 +516,12 @@ class AppSettings(_Section):
     history: AppHistorySettings = AppHistorySettings()
     idempotency_window: int | None = Field(None, ge=1, le=IDEMPOTENCY_WINDOW_MAX)
 
+    @field_validator("id", mode="before")
+    @classmethod
+    def _numeric_id(cls, v: Any) -> Any:
+        # `id = 1` in TOML is as good as `id = "1"`: the Python SDK insists on numeric ids.
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
     @field_validator("key", "secret", "id")
     @classmethod
     def _no_colon(cls, v: str, info: Any) -> str:
@@ -503,7 +546,9 @@ class Settings(_Section):
     dashboard: DashboardSettings = DashboardSettings()
     # Directory for the embedded Redis data and the demo app of `clarion up`.
     data_dir: str = ".clarion"
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    # "console": readable lines; "json": one JSON object a line (gateway/logs.py).
+    log_format: Literal["console", "json"] = "console"
 
     @model_validator(mode="after")
     def _unique_apps(self) -> Settings:
@@ -552,8 +597,9 @@ def load_settings(
     data: dict[str, Any] = {}
     if path:
         data = _read_toml(Path(path))
-    _deep_merge(data, _env_overrides(environ))
-    return _validate(data)
+    overrides, origins = _env_overrides(environ)
+    _deep_merge(data, overrides)
+    return _validate(data, origins)
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:
@@ -561,20 +607,12 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
     return {ENV_PREFIX + "SETTINGS_JSON": settings.model_dump_json()}
 
 
-def _validate(data: dict[str, Any]) -> Settings:
+def _validate(data: dict[str, Any], origins: Mapping[tuple[str | int, ...], str] | None = None
+              ) -> Settings:
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
-
-
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{key}: {msg}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+        raise ConfigError(describe(Settings, exc, origins or {})) from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -587,8 +625,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+def _env_overrides(
+    environ: Mapping[str, str],
+) -> tuple[dict[str, Any], dict[tuple[str | int, ...], str]]:
+    """The settings the CLARION_* variables give, and which variable gave each key."""
     out: dict[str, Any] = {}
+    origins: dict[tuple[str | int, ...], str] = {}
     whole = environ.get(ENV_PREFIX + "SETTINGS_JSON")
     if whole:
         out = json.loads(whole)
@@ -599,13 +641,20 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         ):
             continue
         parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if parts[0] not in Settings.model_fields:
+            # Stricter than for file keys: CLARION_TEST_CACHE is a tool's, not a typo of cache.
+            hint = suggestion(parts[0], list(Settings.model_fields), cutoff=0.8)
+            if hint:  # a misspelt key must not be ignored; anything else is not ours
+                raise ConfigError(f"unknown key {parts[0]} from {name}{hint}")
+            continue
+        origins[tuple(parts)] = name
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"environment variable {name} conflicts with another one")
         node[parts[-1]] = _parse_env_value(raw)
-    return out
+    return out, origins
 
 
 def _parse_env_value(raw: str) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -177,9 +178,18 @@ def probe_host(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
 
+# The probes ask our own children on this host: the certificate names the public host name,
+# which need not resolve here, so it is not checked.
+_PROBE_TLS = ssl.create_default_context()
+_PROBE_TLS.check_hostname = False
+_PROBE_TLS.verify_mode = ssl.CERT_NONE
+
+
 def http_ready(url: str, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local URL
+        with urllib.request.urlopen(url, timeout=timeout,  # noqa: S310 - local URL
+                                    context=_PROBE_TLS if url.startswith("https:") else None
+                                    ) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False

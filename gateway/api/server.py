@@ -27,6 +27,13 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from config.settings import Settings
+from gateway.logs import configure as configure_logs
+from gateway.logs import dict_config
+
+# Seconds a stopping API gives its workers before killing them. API requests take
+# milliseconds; what lingers is connections that will never finish a request (plain HTTP sent
+# to the HTTPS port kept granian's workers for its whole 20 s), so a stop stays under 5 s.
+STOP_GRACE = 3
 
 
 def bind_address(host: str, port: int) -> str:
@@ -42,10 +49,11 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "worker_class": "gthread",
         "preload_app": False,
         "timeout": 30,
-        "graceful_timeout": 20,
+        "graceful_timeout": STOP_GRACE,
         "keepalive": 5,
         "proc_name": "clarion-api",
         "loglevel": settings.log_level,
+        "logconfig_dict": dict_config(settings.log_level, settings.log_format),
         "accesslog": None,
         "errorlog": "-",
         # Do not let gunicorn read a gunicorn.conf.py or GUNICORN_CMD_ARGS from the cwd/env.
@@ -75,6 +83,8 @@ class ClarionGunicorn(BaseApplication):  # type: ignore[misc]
 
 def _load_app(settings: Settings, *_: Any) -> Any:
     from gateway.api.app import create_app
+
+    configure_logs(settings.log_level, settings.log_format)  # in each worker process
 
     return create_app(settings)
 
@@ -106,9 +116,10 @@ def granian_server(settings: Settings) -> Any:
         # counts idle and slow connections too, so a thousand of them would lock others out.
         backpressure=api.connections_per_worker,
         log_level=_granian_level(settings.log_level),
+        log_dictconfig=dict_config(settings.log_level, settings.log_format),
         log_access=False,
         websockets=False,
-        workers_kill_timeout=20,
+        workers_kill_timeout=STOP_GRACE,
         **_granian_interface(settings),
         **tls,
     )

@@ -1,7 +1,7 @@
 """Apps without a restart: the config file's apps, overlaid by the Redis app store.
 
 ``P apps`` is a hash, app id -> the app's settings as JSON (the fields of
-``config.settings.AppSettings``), written by ``clarion apps`` (gateway/cli_apps.py). An app
+``config.settings.AppSettings``), written by ``clarion apps`` (gateway/cli/apps.py). An app
 there replaces the config file's app with the same id (so ``rotate-secret`` and ``disable``
 work on config apps too: they write an overriding copy); every other config app stays.
 
@@ -104,6 +104,11 @@ class AppStore:
         self.redis.hset(self.keys.apps, app.id, app.model_dump_json())
         self.redis.publish(self.keys.bus, AppsChanged(app.id).encode())
 
+    def remove(self, app_id: str) -> None:
+        """Delete a stored app and tell every node, which closes its connections."""
+        self.redis.hdel(self.keys.apps, app_id)
+        self.redis.publish(self.keys.bus, AppsChanged(app_id).encode())
+
 
 class AppResolver:
     """API side: the current apps, re-read from Redis at most every ``ttl`` seconds.
@@ -172,8 +177,11 @@ class AppDirectory:
         return self.view.by_key(key)
 
     async def refresh(self) -> list[AppSettings]:
-        """Re-read the store; the apps whose settings changed (new ones included)."""
+        """Re-read the store; the apps whose settings changed (new ones included, removed
+        ones as disabled copies, so the node closes their connections as for a disable)."""
         stored = parse_apps(await self.redis.hgetall(self.keys.apps))
         old, new = self.view, Apps(self.settings.apps, stored)
         self.view = new
-        return [app for app_id, app in new.by_id_map.items() if old.by_id(app_id) != app]
+        gone = [app.model_copy(update={"enabled": False})
+                for app_id, app in old.by_id_map.items() if new.by_id(app_id) is None]
+        return [app for app_id, app in new.by_id_map.items() if old.by_id(app_id) != app] + gone

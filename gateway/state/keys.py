@@ -65,6 +65,8 @@ Channels, complete (cache channels, limits, sign-in, apps; docs/channels.md):
 | P conn:{app}                  | hash   | node id -> connections of the app on the node | fields swept with node|
 | P nconn:{node}                | set    | app ids the node has a conn:{app} field in    | deleted with the node |
 | P uon:{app}                   | hash   | user id -> signed-in connections (cluster)    | while signed in       |
+| P uso:{app}                   | hash   | user id -> sign-outs so far (cluster), so the | never                 |
+|                               |        | push worker tells "stayed signed in"          |                       |
 | P nu:{node}                   | hash   | "{app}\x1f{user}" -> signed-in connections on | deleted with the node |
 |                               |        | the node                                      |                       |
 | P sct:{app}:{channel}         | string | subscription_count broadcast slot (throttle)  | 5 s                   |
@@ -200,6 +202,9 @@ class Keys:
 
     def users_online(self, app_id: str) -> str:
         return f"{self.prefix}uon:{app_id}"
+
+    def users_signouts(self, app_id: str) -> str:
+        return f"{self.prefix}uso:{app_id}"
 
     def node_users(self, node_id: str) -> str:
         return f"{self.prefix}nu:{node_id}"

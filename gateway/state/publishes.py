@@ -14,6 +14,8 @@ Key schema (``P`` = ``settings.redis.key_prefix``), every key but ``bps`` expiri
 | P bpr:{app}:{pid}    | zset   | device id -> when its next attempt is due (unix ms)          |
 | P bpa:{app}:{pid}    | hash   | device id -> attempts made                                   |
 | P bpl:{app}:{pid}    | string | lease held by the task run working on the publish            |
+| P bpu:{app}:{pid}    | hash   | user -> path of a deliver-live-else-push publish (push, live,|
+|                      |        | live+push, wait:{sign-outs}), see workers/push/live.py       |
 | P brl:{app}:{second} | string | publish requests in that second (rate limit), 2 s            |
 | P bpx:{app}          | list   | the app's latest publish ids, newest first (at most RECENT), |
 |                      |        | for the dashboard; expires like the publishes                |
@@ -56,13 +58,13 @@ DELIVERED, REMOVED, FAILED, WAITING, PENDING = "d", "x", "f", "w", "p"
 SENDING, UNKNOWN = "s", "u"
 COUNTERS = ("devices", "delivered", "failed", "retried", "removed", "unknown")
 OUTCOME_COUNTERS = ("delivered", "failed", "retried", "removed", "unknown")
-PLATFORMS = ("fcm", "apns")
+PLATFORMS = ("fcm", "apns", "web")
 # Publish ids listed per app for the dashboard.
 RECENT = 50
 
 
 def platform_of(device_id: str) -> str:
-    """The platform of a Beams device id (``fcm-…``, ``apns-…``)."""
+    """The platform of a Beams device id (``fcm-…``, ``apns-…``, ``web-…``)."""
     head = device_id.partition("-")[0]
     return head if head in PLATFORMS else "other"
 
@@ -107,6 +109,9 @@ class PublishKeys:
     def attempts(self, app: str, pid: str) -> str:
         return f"{self.prefix}bpa:{app}:{pid}"
 
+    def user_paths(self, app: str, pid: str) -> str:
+        return f"{self.prefix}bpu:{app}:{pid}"
+
     def lease(self, app: str, pid: str) -> str:
         return f"{self.prefix}bpl:{app}:{pid}"
 
@@ -131,6 +136,25 @@ return 0
 """
 
 
+# One command per page instead of one per device (the Python side of a pipelined command
+# costs more than Redis does): each id is marked PENDING unless it has an outcome; returns,
+# per id, "n" (new to the publish) or the outcome it already had.
+_CLAIM = """
+local out, new = {}, 0
+for i = 2, #ARGV do
+  if redis.call('hsetnx', KEYS[1], ARGV[i], 'p') == 1 then
+    new = new + 1
+    out[i - 1] = 'n'
+  else
+    out[i - 1] = redis.call('hget', KEYS[1], ARGV[i])
+  end
+end
+if new > 0 then redis.call('hincrby', KEYS[2], 'devices', new) end
+redis.call('expire', KEYS[1], ARGV[1])
+return out
+"""
+
+
 class PublishStore:
     def __init__(self, client: redis.Redis, prefix: str, ttl: int = 7 * 86400) -> None:
         self.r = client
@@ -138,6 +162,7 @@ class PublishStore:
         self.ttl = ttl
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)
+        self._claim = client.register_script(_CLAIM)
 
     # ------------------------------------------------------------------ API side
 
@@ -206,6 +231,10 @@ class PublishStore:
             out[c] = int(row.get(c) or 0)
         out["pending"] = int(self.r.zcard(self.keys.retries(app, pid)))
         out["errors"] = json.loads(row.get("errors") or "{}")
+        paths = self.r.hgetall(self.keys.user_paths(app, pid))
+        if paths:
+            out["users"] = {_s(u): "pending" if _s(p).startswith("wait:") else _s(p)
+                            for u, p in paths.items()}
         out["createdAt"] = float(row["created"]) if row.get("created") else None
         out["finishedAt"] = float(row["finished"]) if row.get("finished") else None
         return out
@@ -274,25 +303,10 @@ class PublishStore:
         unique = list(dict.fromkeys(device_ids))
         if not unique:
             return [], []
-        okey = self.keys.outcomes(app, pid)
-        pipe = self.r.pipeline(transaction=False)
-        for device_id in unique:
-            pipe.hsetnx(okey, device_id, PENDING)
-        fresh = pipe.execute()
-        new = {d for d, added in zip(unique, fresh, strict=True) if added}
-        others = [d for d in unique if d not in new]
-        resumed: set[str] = set()
-        lost: list[str] = []
-        if others:
-            states = [_s(s) for s in self.r.hmget(okey, others)]
-            resumed = {d for d, s in zip(others, states, strict=True) if s == PENDING}
-            lost = [d for d, s in zip(others, states, strict=True) if s == SENDING]
-        pipe = self.r.pipeline(transaction=False)
-        if new:
-            pipe.hincrby(self.keys.publish(app, pid), "devices", len(new))
-        pipe.expire(okey, self.ttl)
-        pipe.execute()
-        return [d for d in unique if d in new or d in resumed], lost
+        keys = [self.keys.outcomes(app, pid), self.keys.publish(app, pid)]
+        states = [_s(x) for x in self._claim(keys=keys, args=[self.ttl, *unique])]
+        pairs = list(zip(unique, states, strict=True))
+        return [d for d, s in pairs if s in ("n", PENDING)], [d for d, s in pairs if s == SENDING]
 
     def states(self, app: str, pid: str, device_ids: Sequence[str]) -> list[str | None]:
         """Each device's outcome code in the publish (None: not claimed)."""
@@ -339,17 +353,24 @@ class PublishStore:
         akey = self.keys.attempts(app, pid)
         counts = {DELIVERED: 0, REMOVED: 0, FAILED: 0, WAITING: 0, UNKNOWN: 0}
         by_platform: dict[tuple[str, str], int] = {}
-        pipe = self.r.pipeline(transaction=True)
+        waiting: dict[str, int] = {}
         for device_id, outcome, retry_at in outcomes:
             counts[outcome] += 1
             slot = (platform_of(device_id), outcome)
             by_platform[slot] = by_platform.get(slot, 0) + 1
-            pipe.hset(okey, device_id, outcome)
-            pipe.hincrby(akey, device_id, 1)
             if outcome == WAITING:
-                pipe.zadd(rkey, {device_id: int((retry_at or time.time()) * 1000)})
-            else:
-                pipe.zrem(rkey, device_id)
+                waiting[device_id] = int((retry_at or time.time()) * 1000)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(okey, mapping={device_id: outcome for device_id, outcome, _ in outcomes})
+        # Only sends that end WAITING are counted: every earlier send of a device that is
+        # retried ended WAITING too, so this is the attempts made when a retry is decided.
+        for device_id in waiting:
+            pipe.hincrby(akey, device_id, 1)
+        if waiting:
+            pipe.zadd(rkey, waiting)
+        done = [device_id for device_id, outcome, _ in outcomes if outcome != WAITING]
+        if done:
+            pipe.zrem(rkey, *done)
         for outcome, counter in (
             (DELIVERED, "delivered"),
             (REMOVED, "removed"),

@@ -4,7 +4,10 @@ A user is online while at least one connection, on any node, is signed in as it
 (``pusher:signin``). ``P uon:{app}`` counts those connections per user across the cluster;
 each node also keeps its own share in ``P nu:{node}`` (``"{app}\\x1f{user}"`` -> count) so
 that the survivor sweeping a dead node can take its connections away again (and announce the
-users that thereby went offline), as presence does.
+users that thereby went offline), as presence does. ``P uso:{app}`` counts each user's
+sign-outs (a connection closed or swept): unchanged between two reads, with the user online at
+both, means a connection signed in at the first read was still signed in at the second (the
+push worker's deliver-live-else-push relies on it, workers/push/live.py).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 from gateway.state.keys import SEP, Keys
 
-# KEYS: users online, node rows. ARGV: user, row, delta (+1 / -1).
+# KEYS: users online, node rows, sign-outs. ARGV: user, row, delta (+1 / -1).
 # Returns the user's new cluster-wide count (0: went offline, 1 after +1: came online).
 CHANGE_LUA = """
 local mine = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
@@ -25,6 +28,7 @@ if mine > 0 then
 else
   redis.call('HDEL', KEYS[2], ARGV[2])
 end
+if delta < 0 then redis.call('HINCRBY', KEYS[3], ARGV[1], 1) end
 local n = redis.call('HINCRBY', KEYS[1], ARGV[1], delta)
 if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]); return 0 end
 return n
@@ -40,6 +44,7 @@ for i = 1, #rows, 2 do
   local sep = string.find(row, '\\31', 1, true)
   local app, user = string.sub(row, 1, sep - 1), string.sub(row, sep + 1)
   local key = ARGV[1] .. 'uon:' .. app
+  redis.call('HINCRBY', ARGV[1] .. 'uso:' .. app, user, 1)
   local n = redis.call('HINCRBY', key, user, -count)
   if n <= 0 then redis.call('HDEL', key, user); gone[#gone + 1] = row end
 end
@@ -68,7 +73,8 @@ class SignedInUsers:
 
     async def _apply(self, app_id: str, user_id: str, delta: int) -> int:
         return int(await self._change(
-            keys=[self.keys.users_online(app_id), self.keys.node_users(self.node_id)],
+            keys=[self.keys.users_online(app_id), self.keys.node_users(self.node_id),
+                  self.keys.users_signouts(app_id)],
             args=[user_id, user_row(app_id, user_id), delta],
         ))
 

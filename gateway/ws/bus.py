@@ -1,7 +1,7 @@
 """The node's side of the Redis bus: one listener, per-channel ordering, catching up from the
 channels' logs, publishing.
 
-Ordering (contracts.md, "The path of an event", step 3): events from the API carry their
+Ordering (docs/architecture.md, "The path of an event", step 3): events from the API carry their
 channel serial and the serial of the event before them (``prev``, gateway/state/history.py).
 Per local channel the hub keeps the last serial delivered. An event with ``serial <= last`` is
 a duplicate (a doorbell rung twice) and is dropped; one whose ``prev`` is ``last`` is the next

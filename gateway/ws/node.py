@@ -14,7 +14,6 @@ import os
 import secrets
 import signal
 import socket
-import sys
 import time
 from typing import Any, cast
 
@@ -26,6 +25,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from config.settings import AppSettings, Settings
 from gateway.dashboard.debuglog import NodeDebugLog
 from gateway.dashboard.timeseries import NodeSampler
+from gateway.logs import configure as configure_logs
 from gateway.protocol.errors import AppDisabled, ReconnectNow, Unauthorized
 from gateway.protocol.names import ChannelKind
 from gateway.state.apps import AppDirectory
@@ -38,6 +38,7 @@ from gateway.state.occupancy import NodeOccupancy
 from gateway.state.presence import Presence
 from gateway.state.registry import Registry
 from gateway.state.users import SignedInUsers
+from gateway.tls import server_context
 from gateway.webhooks.reporter import Reporter
 from gateway.ws.bus import BusListener, BusPublisher, Sequencer
 from gateway.ws.connection import Connection
@@ -182,6 +183,10 @@ class Node:
         self.server = await loop.create_server(
             lambda: PortSwitch(websockets, self.http_sessions.connection, self.waiting),
             ws.host, ws.port, reuse_port=self.reuse_port or None, backlog=1024,
+            # wss:// (and the HTTP fallback over https://): the switch and both servers work
+            # on the TLS transport as they do on TCP.
+            ssl=server_context(ws.tls_cert_file, ws.tls_key_file) if ws.tls_cert_file
+            and ws.tls_key_file else None,
         )
         for job in (self.listener.run(), self.publisher.run(), self.occupancy.run(),
                     self._heartbeat_loop(), self._liveness_loop(), self._reconcile_loop(),
@@ -444,22 +449,6 @@ def create_node(settings: Settings, *, reuse_port: bool = False) -> Node:
 # --------------------------------------------------------------------------- process entry
 
 
-def configure_logging(level: str = "info") -> None:
-    """key=value lines on stderr, filtered by ``settings.log_level``."""
-    numeric = logging.getLevelName(level.upper())
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            numeric if isinstance(numeric, int) else logging.INFO
-        ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
-
-
 async def serve(settings: Settings, reuse_port: bool = False) -> None:
     """Run a node until SIGTERM or SIGINT, then shut it down gracefully."""
     node = create_node(settings, reuse_port=reuse_port)
@@ -474,7 +463,7 @@ async def serve(settings: Settings, reuse_port: bool = False) -> None:
 
 def run_node(settings: Settings, reuse_port: bool = False) -> int:
     """``clarion ws``: blocks until a signal, returns 0 after a graceful shutdown."""
-    configure_logging(settings.log_level)
+    configure_logs(settings.log_level, settings.log_format)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows

@@ -55,11 +55,15 @@ class PusherClient:
     # ------------------------------------------------------------------ connection
 
     @classmethod
-    def connect(cls, url: str, auth: Any = None, timeout: float = 5.0) -> PusherClient:
-        """Open the socket and read ``pusher:connection_established`` (the first frame)."""
+    def connect(cls, url: str, auth: Any = None, timeout: float = 5.0,
+                ssl: Any = None) -> PusherClient:
+        """Open the socket and read ``pusher:connection_established`` (the first frame);
+        ``ssl``: the SSLContext of a wss:// URL."""
         options: dict[str, Any] = dict(
             open_timeout=timeout, max_size=2**22, ping_interval=None, compression=None
         )
+        if ssl is not None:
+            options["ssl"] = ssl
         try:
             ws = connect(url, legacy=True, **options)  # websockets >= 17: no context manager
         except TypeError:

@@ -55,7 +55,7 @@ def test_cc_apps_add_is_served_without_restart(dep):
     created = json.loads(clarion(dep, "add", "--json", "--set", "client_events=false"))
     app_id, key, secret = created["id"], created["key"], created["secret"]
     listed = json.loads(clarion(dep, "list", "--json"))
-    assert {"id": app_id, "key": key, "enabled": True, "source": "redis"} in listed
+    assert {"id": app_id, "key": key, "enabled": True, "source": "store"} in listed
     assert {"id": "1", "key": "key-1", "enabled": True, "source": "config"} in listed
     sdk = sdk_for(dep, app_id, key, secret)
     url = [dep.cluster.ws_url(n, key=key) for n in (0, 1)]
@@ -99,7 +99,7 @@ def test_cc_apps_rotate_secret_disable_enable(dep):
     assert refused.value.error["data"]["code"] == 4003 and refused.value.close_code == 4003
     eventually(lambda: refused_with(new_sdk, pusher.errors.PusherForbidden))
     listed = {r["id"]: r for r in json.loads(clarion(dep, "list", "--json"))}
-    assert listed["7"]["enabled"] is False and listed["7"]["source"] == "redis"
+    assert listed["7"]["enabled"] is False and listed["7"]["source"] == "config, changed in store"
 
     clarion(dep, "enable", "7")
     c = eventually(lambda: dep.client(0, "7", secret=new_secret))

@@ -119,7 +119,7 @@ GE1, LE = "Input should be greater than or equal to 1", "Input should be less th
     ({"history": {"retention": 7 * 86400 + 1}}, f"apps.0.history.retention: {LE} 604800"),
     ({"history": {"max_events": 0}}, f"apps.0.history.max_events: {GE1}"),
     ({"history": {"max_events": 1_000_001}}, f"apps.0.history.max_events: {LE} 1000000"),
-    ({"history": {"size": 5}}, "apps.0.history.size: Extra inputs"),
+    ({"history": {"size": 5}}, "unknown key apps.0.history.size"),
     ({"idempotency_window": 0}, f"apps.0.idempotency_window: {GE1}"),
     ({"idempotency_window": 86401}, f"apps.0.idempotency_window: {LE} 86400"),
 ])

@@ -61,6 +61,12 @@ class Exchange:
         return None if self.gone is None else self.gone - self.arrived
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: a client opening its pool of connections at once
+    # (as Google's front end takes them) would see SYNs dropped and connects stall for seconds.
+    request_queue_size = 512
+
+
 def _rsa_pem() -> tuple[str, Any]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
@@ -88,7 +94,7 @@ class FcmEmulator:
         self.delay = 0.0  # seconds every send waits before it is answered (slow provider)
         # False: ``delivered`` keeps None per accepted message instead of the message (benchmarks).
         self.record_messages = True
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = _Server(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

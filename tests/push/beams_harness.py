@@ -6,8 +6,9 @@ One worker and one API server serve the whole module set (their settings, with t
 addresses, are fixed when they start); tests keep apart by using their own tokens, interests
 and users. Apps:
 
-- ``beams1``: good FCM and APNs credentials;
-- ``badcreds``: an FCM service account and an APNs key the emulators do not know.
+- ``beams1``: good FCM, APNs and VAPID credentials;
+- ``badcreds``: an FCM service account, an APNs key and a VAPID key the emulators do not know
+  (web subscriptions are made with ``beams1``'s key).
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ import trustme
 from _harness.worker import CeleryWorker
 from emulators.apns import ApnsEmulator, make_p8
 from emulators.fcm import FcmEmulator
+from emulators.webpush import WebPushEmulator
 from flask import Flask
 from werkzeug.serving import make_server
 
 from config.settings import Settings
+from gateway.vapid import generate as generate_vapid
 
 APP_ID, SECRET = "beams1", "beams-secret-key-0123456789abcdef-0123456789"
 BAD_APP = "badcreds"
+VAPID_PRIVATE, VAPID_PUBLIC = generate_vapid()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,6 +62,13 @@ def fcm_emu() -> Iterator[FcmEmulator]:
 
 
 @pytest.fixture(scope="session")
+def web_emu() -> Iterator[WebPushEmulator]:
+    emu = WebPushEmulator().start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture(scope="session")
 def apns_emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApnsEmulator]:
     emu = ApnsEmulator(tmp_path_factory.mktemp("apns")).start()
     yield emu
@@ -74,11 +85,14 @@ def make_settings(
         "apns_team_id": apns.team_id,
         "apns_topic": apns.topic,
         "beams_secret_key": SECRET,
+        "web_vapid_private_key": VAPID_PRIVATE,
+        "web_vapid_subject": "mailto:push@example.com",
     }
     bad = {
         **good,
         "fcm_service_account": fcm.service_account(foreign_key=True),
         "apns_key": make_p8()[0],
+        "web_vapid_private_key": generate_vapid()[0],  # not the key browsers subscribed with
     }
     return Settings(
         redis={"url": redis_url, "key_prefix": prefix},

@@ -1,4 +1,4 @@
-"""Push providers: FCM (pyfcm, HTTP v1) and APNs (aioapns, HTTP/2).
+"""Push providers: FCM (pyfcm, HTTP v1), APNs (aioapns, HTTP/2), Web Push (pywebpush, VAPID).
 
 :func:`sender_for` gives the worker process's sender for an app and platform, built lazily
 after the fork (a client built in the parent is never used in a child) and cached per
@@ -61,6 +61,12 @@ def _build(platform: str, app: AppSettings, push: PushSettings) -> Any:
             creds.apns_environment == "sandbox",
             push,
         )
+    if platform == "web":
+        if not (creds.web_vapid_private_key and creds.web_vapid_subject):
+            raise CredentialsError("no VAPID key is configured for this app")
+        from workers.providers.webpush import WebPushSender
+
+        return WebPushSender(creds.web_vapid_private_key, creds.web_vapid_subject, push)
     raise CredentialsError(f"unsupported platform {platform!r}")
 
 

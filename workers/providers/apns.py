@@ -3,17 +3,14 @@
 aioapns's traps (reference: push-beams-fcm-apns.md, sections 0.3-0.5, 3.6 and the addendum)
 and what is done about each here:
 
-- it binds to the event loop current when ``APNs(...)`` is built and breaks on any other: each
-  worker process runs ONE event loop in a daemon thread (:func:`event_loop`, rebuilt after a
-  fork) and every client is built and used on it; the Celery thread submits batches with
-  ``run_coroutine_threadsafe`` and reads results from a thread-safe queue as they complete;
-- it has no request timeout: every send is wrapped in ``asyncio.wait_for(send_timeout)``, and
-  the whole batch in a second bound;
+- it binds to the event loop current when ``APNs(...)`` is built and breaks on any other:
+  every client is built and used on the worker process's provider loop
+  (workers/providers/loop.py);
+- it has no request timeout: every send is wrapped in ``asyncio.wait_for(send_timeout)``;
 - a cancelled send strands the connection's other requests and raises ``InvalidStateError``
-  when the connection closes: after a batch with a timeout, the finished futures are dropped
-  from each connection and the connections are closed, so the next batch starts clean (once
-  no other batch is in flight: under the threads pool, tasks share the sender, and closing a
-  connection would fail the other batch's sends, which APNs may already have delivered);
+  when the connection closes: after a timeout, once no send is in flight (closing a connection
+  would fail the other sends, which APNs may already have delivered), the finished futures are
+  dropped from each connection and the connections are closed, so later sends start clean;
 - it never returns HTTP/2 flow-control credit for error bodies (about 1,200 error answers
   exhaust a connection): connections are recycled after ``RECYCLE_AFTER_ERRORS`` error answers;
 - it writes a request body whatever the connection's send window, and when the window is short
@@ -42,10 +39,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
-import queue
 import ssl
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -66,6 +60,7 @@ from workers.providers.base import (
     SendResult,
     read_secret,
 )
+from workers.providers.loop import event_loop, send_blocking
 
 PRODUCTION_HOST = "api.push.apple.com"
 SANDBOX_HOST = "api.sandbox.push.apple.com"
@@ -93,34 +88,6 @@ _AUTH_REASONS = {
     "BadTopic",
     "MissingTopic",
 }
-
-
-# --------------------------------------------------------------------------- the loop
-
-
-class _LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, name="apns-loop", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-
-_loop_lock = threading.Lock()
-_loop: _LoopThread | None = None
-_loop_pid: int | None = None
-
-
-def event_loop() -> asyncio.AbstractEventLoop:
-    """The process's APNs event loop (a fresh one in a forked child)."""
-    global _loop, _loop_pid
-    with _loop_lock:
-        if _loop is None or _loop_pid != os.getpid():
-            _loop, _loop_pid = _LoopThread(), os.getpid()
-        return _loop.loop
 
 
 # --------------------------------------------------------------------------- the protocol
@@ -181,8 +148,15 @@ class FlowControlledProtocol(APNsProductionClientProtocol):  # type: ignore[misc
             self._window_event.set()
         super().connection_lost(exc)
 
+    _sized: tuple[Any, int] | None = None  # (message, its JSON size): a publish shares one
+
     async def send_notification(self, request: NotificationRequest) -> Any:
-        size = len(json.dumps(request.message, ensure_ascii=False).encode())
+        sized = self._sized
+        if sized is None or sized[0] is not request.message:
+            sized = self._sized = (
+                request.message, len(json.dumps(request.message, ensure_ascii=False).encode())
+            )
+        size = sized[1]
         while self.conn.outbound_flow_control_window < size:
             if self._lost or self.transport is None or self.transport.is_closing():
                 raise ConnectionClosed("connection closed while waiting for send window")
@@ -195,8 +169,9 @@ class FlowControlledProtocol(APNsProductionClientProtocol):  # type: ignore[misc
 # --------------------------------------------------------------------------- messages
 
 
-def build_request(apns: dict[str, Any], publish_id: str, token: str) -> NotificationRequest:
-    """The aioapns request for a Beams ``apns`` section (the literal APNs JSON body).
+def build_message(apns: dict[str, Any], publish_id: str) -> tuple[dict[str, Any], int, PushType]:
+    """``(body, priority, push type)`` for a Beams ``apns`` section (the literal APNs JSON
+    body), the same for every device of a publish.
 
     Beams' metadata goes in ``data.pusher.publishId`` (the iOS SDK reads it). The push type and
     priority follow the payload: an alert (or badge/sound) is ``alert`` at priority 10, a
@@ -209,12 +184,20 @@ def build_request(apns: dict[str, Any], publish_id: str, token: str) -> Notifica
     aps = message.get("aps") if isinstance(message.get("aps"), dict) else {}
     visible = any(k in aps for k in ("alert", "badge", "sound"))
     background = not visible and aps.get("content-available") == 1
-    return NotificationRequest(
-        device_token=token,
-        message=message,
-        priority=5 if background else 10,
-        push_type=PushType.BACKGROUND if background else PushType.ALERT,
-    )
+    if background:
+        return message, 5, PushType.BACKGROUND
+    return message, 10, PushType.ALERT
+
+
+def request_for(built: tuple[dict[str, Any], int, PushType], token: str) -> NotificationRequest:
+    message, priority, push_type = built
+    return NotificationRequest(device_token=token, message=message, priority=priority,
+                               push_type=push_type)
+
+
+def build_request(apns: dict[str, Any], publish_id: str, token: str) -> NotificationRequest:
+    """The aioapns request for one device (:func:`build_message` and :func:`request_for`)."""
+    return request_for(build_message(apns, publish_id), token)
 
 
 def classify(status: str, reason: str | None) -> SendResult:
@@ -287,63 +270,38 @@ class ApnsSender:
         self.client: APNs = asyncio.run_coroutine_threadsafe(make(), self.loop).result(10)
         # Touched on the loop only.
         self._errors_since_recycle = 0
-        self._batches_in_flight = 0
+        self._in_flight = 0
         self._recycle_due = False
 
     def send(
         self, items: Sequence[tuple[Any, str, NotificationRequest]]
     ) -> Iterator[tuple[Any, SendResult] | None]:
         """Send ``(key, token, request)`` items; yield ``(key, result)`` as each completes, and
-        ``None`` whenever nothing completed for a moment (the caller flushes its records)."""
-        results: queue.Queue[tuple[Any, SendResult]] = queue.Queue()
-        future = asyncio.run_coroutine_threadsafe(self._send_all(items, results), self.loop)
-        # Every send is bounded by wait_for; this only guards against the loop itself stalling.
-        deadline = time.monotonic() + self.timeout * (len(items) / self.concurrency + 2) + 10
-        remaining = len(items)
-        while remaining:
-            try:
-                item = results.get(timeout=0.02)
-            except queue.Empty:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the APNs event loop did not finish the batch") from None
-                yield None
-                continue
-            remaining -= 1
-            yield item
-        future.result(timeout=max(0.1, deadline - time.monotonic()))
+        ``None`` whenever nothing completed for a moment."""
+        return send_blocking(self, items, self.concurrency)
 
-    async def _send_all(
-        self, items: Sequence[tuple[Any, str, NotificationRequest]], out: queue.Queue
-    ) -> None:
-        semaphore = asyncio.Semaphore(self.concurrency)
-        timed_out = False
-
-        async def one(key: Any, request: NotificationRequest) -> None:
-            nonlocal timed_out
-            async with semaphore:
-                try:
-                    response = await asyncio.wait_for(
-                        self.client.send_notification(request), self.timeout
-                    )
-                    result = classify(response.status, response.description)
-                except TimeoutError:
-                    timed_out = True
-                    result = SendResult(RETRY, f"no answer from APNs in {self.timeout} s")
-                except Exception as exc:  # noqa: BLE001 - MaxAttemptsExceeded, ConnectionClosed…
-                    result = SendResult(RETRY, f"{type(exc).__name__}: {exc}")
-                if result.outcome != DELIVERED:
-                    self._errors_since_recycle += 1
-                out.put((key, result))
-
-        self._batches_in_flight += 1
+    async def send_one(self, token: str, request: NotificationRequest) -> SendResult:
+        """One notification, on the provider loop; never raises, never outlasts the timeout."""
+        self._in_flight += 1
         try:
-            await asyncio.gather(*(one(key, request) for key, _token, request in items))
-        finally:
-            self._batches_in_flight -= 1
-        if timed_out or self._errors_since_recycle >= RECYCLE_AFTER_ERRORS:
+            response = await asyncio.wait_for(
+                self.client.send_notification(request), self.timeout
+            )
+            result = classify(response.status, response.description)
+        except TimeoutError:
             self._recycle_due = True
-        if self._recycle_due and not self._batches_in_flight:
+            result = SendResult(RETRY, f"no answer from APNs in {self.timeout} s")
+        except Exception as exc:  # noqa: BLE001 - MaxAttemptsExceeded, ConnectionClosed…
+            result = SendResult(RETRY, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._in_flight -= 1
+        if result.outcome != DELIVERED:
+            self._errors_since_recycle += 1
+            if self._errors_since_recycle >= RECYCLE_AFTER_ERRORS:
+                self._recycle_due = True
+        if self._recycle_due and not self._in_flight:
             self._recycle()
+        return result
 
     def _recycle(self) -> None:
         """Close every connection, forgetting finished (e.g. cancelled) requests first."""

@@ -1,40 +1,41 @@
-"""FCM HTTP v1 through pyfcm, made safe for a Celery worker.
+"""FCM HTTP v1: pyfcm builds each message and owns the credentials; aiohttp sends.
+
+FCM v1 has no batch endpoint: throughput comes from many requests in flight. pyfcm's own
+async helper opens one aiohttp session (one TCP connection) per message; its sync path is one
+blocking request per thread. So the sends run on the worker process's provider loop
+(workers/providers/loop.py) through ONE aiohttp session per sender, a pool of
+``push.fcm_connections`` keep-alive HTTP/1.1 connections, with up to ``push.fcm_concurrency``
+sends in flight. pyfcm's ``parse_payload`` still makes every request body.
 
 pyfcm's traps (reference: push-beams-fcm-apns.md, sections 0.2, 2.4 and the addendum) and what
 is done about each here:
 
-- its default adapter retries 502/503 ten times (about 8 minutes) and repeats a POST after a read
-  timeout: the client gets ``HTTPAdapter(max_retries=0)`` and the worker owns the retry policy;
-- a numeric ``Retry-After`` makes ``send_request`` sleep and recurse forever, an HTTP-date one
-  raises ``ValueError``: ``send_request`` is overridden to do one POST (plus one retry after an
-  ``ACCESS_TOKEN_EXPIRED`` 401) and the caller reads ``Retry-After`` itself;
-- every thread refreshes the OAuth token on first use and google-auth's token request has a
-  120 s default timeout: the access token is shared behind a lock, refreshed only when expired
-  (or refused), with ``send_timeout`` as the token request's timeout;
-- requests' ``timeout`` bounds each socket read, so a server trickling its answer (or the
-  token endpoint's) a byte at a time held a send for minutes: every send, token refresh
-  included, runs under a total deadline of ``send_timeout`` (workers/providers/deadline.py,
-  its adapter in deadline_adapter.py), and a send waits for another thread's token refresh
-  only until then;
-- the first concurrent use of a fresh client fails with ``TypeError``: ``fcm_end_point`` is
-  computed once before any thread uses it;
-- its exceptions drop the response body: responses are classified from the raw
-  ``requests.Response`` (``error.details[].errorCode``).
-
-Sends run on a thread pool (``push.fcm_concurrency`` threads, one keep-alive connection each).
+- its adapter retries 502/503 and repeats a POST after a read timeout, and a numeric
+  ``Retry-After`` makes ``send_request`` sleep and recurse forever: its transport is not used
+  for sends at all; the worker owns the retry policy and reads ``Retry-After`` itself;
+- google-auth's token request has a 120 s default timeout and every pyfcm thread refreshes the
+  token on first use: one refresh at a time per sender, in a thread (google-auth blocks),
+  under a total deadline of ``send_timeout`` (workers/providers/deadline.py), shared by every
+  send waiting for it; a 401 ``ACCESS_TOKEN_EXPIRED`` refreshes and repeats the POST once;
+- a socket timeout bounds each read, not the exchange (an answer trickled a byte at a time):
+  each send, token wait included, is bounded as a whole by ``asyncio.wait_for(send_timeout)``,
+  and a cancelled request closes its connection;
+- its exceptions drop the response body: responses are classified from status, body and
+  headers (``error.details[].errorCode``).
 """
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import json
-import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import aiohttp
 import google.auth.exceptions
 import google.auth.transport.requests
 import requests
@@ -56,6 +57,7 @@ from workers.providers.base import (
     read_secret,
 )
 from workers.providers.deadline_adapter import DeadlineAdapter
+from workers.providers.loop import event_loop, send_blocking
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -165,7 +167,7 @@ class _TimedRequest(google.auth.transport.requests.Request):
 
 
 class ClarionFCM(FCMNotification):
-    """pyfcm with one POST per send, a shared token, and a configurable endpoint."""
+    """pyfcm with a shared, lock-guarded OAuth token and a configurable endpoint."""
 
     def __init__(self, base_url: str, token_timeout: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -173,11 +175,10 @@ class ClarionFCM(FCMNotification):
         self._token_lock = threading.Lock()
         self._token_timeout = token_timeout
 
-    def _get_access_token(self) -> str:
+    def access_token(self) -> str:
+        """A valid token, refreshed if needed (blocking: call it from a thread)."""
         creds = self.credentials
-        # Another thread may be refreshing (for as long as the token endpoint takes): wait no
-        # longer than this send may take, rather than one refresh after another.
-        if not self._token_lock.acquire(timeout=deadline.cap(self._token_timeout)):
+        if not self._token_lock.acquire(timeout=self._token_timeout):
             raise google.auth.exceptions.TransportError("timed out waiting for the OAuth token")
         try:
             if not creds.valid:
@@ -187,35 +188,34 @@ class ClarionFCM(FCMNotification):
         finally:
             self._token_lock.release()
 
-    def invalidate_token(self) -> None:
+    def invalidate_token(self, token: str) -> None:
         with self._token_lock:
-            self.credentials.token = None
-        self.thread_local.token_expiry = 0
-
-    def send_request(self, payload=None, timeout=None):  # type: ignore[no-untyped-def]
-        # One deadline for the token (``requests_session`` refreshes it) and the POST(s).
-        with deadline.within(timeout):
-            session = self.requests_session
-            response = session.post(self.fcm_end_point, data=payload, timeout=timeout)
-            if self._is_access_token_expired(response):
-                self.invalidate_token()
-                response = self.requests_session.post(
-                    self.fcm_end_point, data=payload, timeout=timeout
-                )
-            return response
+            if self.credentials.token == token:
+                self.credentials.token = None
 
 
-def classify(response: requests.Response) -> SendResult:
-    status = response.status_code
+def _error_of(body: bytes) -> dict[str, Any]:
+    try:
+        error = json.loads(body).get("error") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return error if isinstance(error, dict) else {}
+
+
+def token_expired(status: int, body: bytes) -> bool:
+    """A 401 that says our OAuth token expired (refresh it and send again)."""
+    if status != 401:
+        return False
+    details = _error_of(body).get("details") or []
+    return any(isinstance(d, dict) and d.get("reason") == "ACCESS_TOKEN_EXPIRED" for d in details)
+
+
+def classify(status: int, body: bytes, reason: str, headers: Mapping[str, str]) -> SendResult:
+    """What an FCM answer means for the token (``headers``: for ``Retry-After``)."""
     if status == 200:
         return SendResult(DELIVERED)
-    try:
-        error = response.json().get("error") or {}
-    except (ValueError, AttributeError):
-        error = {}
-    if not isinstance(error, dict):
-        error = {}
-    message = str(error.get("message") or response.reason or "")
+    error = _error_of(body)
+    message = str(error.get("message") or reason or "")
     details = error.get("details") or []
     code = next(
         (
@@ -242,7 +242,7 @@ def classify(response: requests.Response) -> SendResult:
         )
         return SendResult(DEAD if token_problem else FAILED, detail)
     if status in RETRY_STATUSES:
-        return SendResult(RETRY, detail, parse_retry_after(response.headers.get("Retry-After")))
+        return SendResult(RETRY, detail, parse_retry_after(headers.get("Retry-After")))
     if status in (401, 403, 404):
         # Our OAuth token or project refused, or THIRD_PARTY_AUTH_ERROR (APNs/web credentials
         # configured in Firebase): a configuration problem, never the token's fault.
@@ -250,8 +250,15 @@ def classify(response: requests.Response) -> SendResult:
     return SendResult(FAILED, detail)
 
 
+def _env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (None: direct)."""
+    if urllib.request.proxy_bypass(urllib.parse.urlsplit(url).hostname or ""):
+        return None
+    return urllib.request.getproxies().get(urllib.parse.urlsplit(url).scheme)
+
+
 class FcmSender:
-    """Sends to many FCM tokens at once; one per (worker process, app credentials)."""
+    """Sends to FCM tokens on the provider loop; one per (worker process, app credentials)."""
 
     platform = "fcm"
 
@@ -264,31 +271,71 @@ class FcmSender:
         except (ValueError, KeyError) as exc:
             raise CredentialsError(f"the FCM service account is unusable: {exc}") from None
         self.timeout = settings.send_timeout
-        self.client = ClarionFCM(
-            settings.fcm_base_url,
-            settings.send_timeout,
-            credentials=credentials,
-            adapter=DeadlineAdapter(
-                max_retries=0, pool_connections=1, pool_maxsize=settings.fcm_concurrency
-            ),
-        )
-        _ = self.client.fcm_end_point  # computed once, before threads race on it
-        self.pool = ThreadPoolExecutor(settings.fcm_concurrency, thread_name_prefix="fcm")
+        self.concurrency = settings.fcm_concurrency
+        self.client = ClarionFCM(settings.fcm_base_url, settings.send_timeout,
+                                 credentials=credentials)
+        self.url = self.client.fcm_end_point
+        self.loop = event_loop()
+        self._refresh: asyncio.Future[str] | None = None  # the refresh in progress, if any
 
-    def send_one(self, token: str, message: dict[str, Any]) -> SendResult:
+        # HTTP(S)_PROXY/NO_PROXY as requests honours them, read once: aiohttp's trust_env
+        # reads them, and ~/.netrc, on a thread for every request (a third of the CPU).
+        self.proxy = _env_proxy(self.url)
+
+        async def make() -> aiohttp.ClientSession:
+            connector = aiohttp.TCPConnector(limit=settings.fcm_connections)
+            return aiohttp.ClientSession(connector=connector,
+                                         timeout=aiohttp.ClientTimeout(total=None))
+
+        self.session = asyncio.run_coroutine_threadsafe(make(), self.loop).result(10)
+
+    def send(
+        self, items: Sequence[tuple[Any, str, dict[str, Any]]]
+    ) -> Iterator[tuple[Any, SendResult] | None]:
+        """Send ``(key, token, message)`` items; yield ``(key, result)`` as each completes, and
+        ``None`` whenever nothing completed for a moment."""
+        return send_blocking(self, items, self.concurrency)
+
+    async def send_one(self, token: str, message: dict[str, Any]) -> SendResult:
+        """One message (pyfcm ``parse_payload`` arguments), on the provider loop; never
+        raises, never outlasts ``send_timeout``."""
         started = time.monotonic()
         try:
             payload = self.client.parse_payload(fcm_token=token, **message)
-            response = self.client.send_request(payload, self.timeout)
+        except FCMError as exc:  # pyfcm refused to build the message
+            return SendResult(FAILED, f"invalid FCM message: {exc}")
+        try:
+            return await asyncio.wait_for(self._post(payload), self.timeout)
         except google.auth.exceptions.RefreshError as exc:
             return SendResult(AUTH, f"FCM OAuth token refused: {exc}")
         except google.auth.exceptions.TransportError as exc:
             return SendResult(RETRY, f"FCM OAuth endpoint unreachable: {exc}")
-        except (requests.exceptions.RequestException, TimeoutError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             return SendResult(RETRY, self._transport_detail(exc, started))
-        except FCMError as exc:  # pyfcm refused to build the message
-            return SendResult(FAILED, f"invalid FCM message: {exc}")
-        return classify(response)
+
+    async def _post(self, payload: bytes) -> SendResult:
+        for first in (True, False):
+            access = await self._access_token()
+            headers = {"Authorization": f"Bearer {access}", "Content-Type": "application/json"}
+            async with self.session.post(
+                self.url, data=payload, headers=headers, proxy=self.proxy
+            ) as response:
+                body = await response.read()
+            if first and token_expired(response.status, body):
+                self.client.invalidate_token(access)
+                continue
+            return classify(response.status, body, response.reason or "", response.headers)
+        raise AssertionError("unreachable")
+
+    async def _access_token(self) -> str:
+        creds = self.client.credentials
+        if creds.valid:
+            return creds.token  # type: ignore[no-any-return]
+        # One refresh at a time, shared by every send that needs it; a send that gives up
+        # (its wait_for) does not cancel it for the others.
+        if self._refresh is None or self._refresh.done():
+            self._refresh = self.loop.run_in_executor(None, self.client.access_token)
+        return await asyncio.shield(self._refresh)
 
     def _transport_detail(self, exc: Exception, started: float) -> str:
         took = time.monotonic() - started
@@ -296,32 +343,5 @@ class FcmSender:
             return f"no complete answer from FCM within {self.timeout:g} s ({type(exc).__name__})"
         return f"{type(exc).__name__}: {exc}"
 
-    def send(
-        self, items: Sequence[tuple[Any, str, dict[str, Any]]]
-    ) -> Iterator[tuple[Any, SendResult] | None]:
-        """Send ``(key, token, message)`` items; yield ``(key, result)`` as each completes, and
-        ``None`` whenever nothing completed for a moment (the caller flushes its records)."""
-        results: queue.Queue[tuple[Any, SendResult]] = queue.Queue()
-
-        def done(key: Any, future: Future[SendResult]) -> None:
-            try:
-                result = future.result()
-            except Exception as exc:  # noqa: BLE001 - one bad send must not lose the others
-                result = SendResult(RETRY, f"{type(exc).__name__}: {exc}")
-            results.put((key, result))
-
-        for key, token, message in items:
-            future = self.pool.submit(self.send_one, token, message)
-            future.add_done_callback(functools.partial(done, key))
-        remaining = len(items)
-        while remaining:
-            try:
-                item = results.get(timeout=0.02)
-            except queue.Empty:
-                yield None
-                continue
-            remaining -= 1
-            yield item
-
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        asyncio.run_coroutine_threadsafe(self.session.close(), self.loop)

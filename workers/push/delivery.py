@@ -6,27 +6,36 @@ One task run (:func:`run_publish`) works for at most ``push.task_time_budget`` s
    ``step`` (a redelivered run of an earlier step finds a later step recorded and stops);
 2. it sends the retries that are due (``P bpr`` zset);
 3. it continues expanding the targets from the saved position: an SSCAN page of an interest's
-   devices, or a group of users' devices; each page's devices with no outcome yet are sent
-   in concurrent batches, and each outcome is recorded as it arrives;
+   devices, or a group of users' devices;
 4. it then either finishes the publish (targets exhausted, no retry pending) or enqueues the
    next step: at once if targets remain, else when the earliest retry is due.
 
-At most once per device under redelivery: the expansion position is saved after each page,
-and each batch (at most the platform's send concurrency) is marked ``sending`` in Redis before
-it goes to the provider. A device with a recorded outcome or marked ``sending`` is never sent
-to again in that publish: a run that takes over records the ``sending`` ones (whose run died
+Sending is a sliding window per platform, not batches: each device is its own send on the
+worker process's provider loop (workers/providers/loop.py), at most ``push.{platform}_
+concurrency`` in flight, and a send that ends frees its slot at once. So a provider that hangs
+on one token holds that token's slot until ``send_timeout``, never the other devices of its
+page nor the other platform; the run itself waits for it only at its very end.
+
+At most once per device under redelivery: the expansion position of a page is saved once every
+device of the page has gone into the window, and devices are marked ``sending`` in Redis (one
+write per handful) just before they go to the provider; a slot is freed only when the device's
+outcome is written. A device with a recorded outcome or marked ``sending`` is never sent to
+again in that publish: a run that takes over records the ``sending`` ones (whose run died
 before the answer was written) as ``unknown``, counted in the publish status, so the status
-says how many deliveries are in doubt. A device appears once per publish even if it matches
-several interests. A retry the code scheduled itself (429/503, timeout) is a new, explicit
-attempt and is sent again.
+says how many deliveries are in doubt: at most the window (``{platform}_concurrency``) per
+worker process killed. A device appears once per publish even if it matches several interests.
+A retry the code scheduled itself (429/503, timeout) is a new, explicit attempt and is sent
+again.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,15 +52,21 @@ from gateway.state.publishes import (
     WAITING,
     Publish,
     PublishStore,
+    platform_of,
 )
 from workers.providers import CredentialsError, sender_for
 from workers.providers import base as outcome
+from workers.providers.loop import start_sends
+from workers.push.live import Live
 
 log = logging.getLogger("clarion.push")
 
 MAX_NEXT_STEP_DELAY = 30.0
-FLUSH_EVERY = 200
-FLUSH_AFTER = 0.02
+# How long the run waits for an answer while its window is full, between looks at its lease.
+WAIT = 0.05
+# Beyond send_timeout, how long the run waits for its last answers before it leaves them
+# ``sending`` (counted ``unknown`` by the next run) rather than hang on a stalled loop.
+STALL_GRACE = 5.0
 
 Enqueue = Callable[[int, float], None]
 
@@ -80,43 +95,92 @@ class _Run:
         client: redis.Redis,
         publish: Publish,
         lease: str = "",
+        live: Live | None = None,
     ) -> None:
         self.settings = settings
+        self.live = live
+        self.live_queued = False
         self.lease = lease
         self._renewed_at = time.monotonic()
         self.app = app
         self.pub = publish
         self.store = PublishStore(client, settings.redis.key_prefix, settings.push.status_ttl)
         self.devices = DeviceStore(client, settings.redis.key_prefix)
-        self.platforms = [p for p in ("fcm", "apns") if isinstance(publish.payload.get(p), dict)]
-        self._fcm_message: dict[str, Any] | None = None  # the same for every FCM device
+        self.platforms = [
+            p for p in ("fcm", "apns", "web") if isinstance(publish.payload.get(p), dict)
+        ]
+        self._messages: dict[str, Any] = {}  # FCM and web: the same for every device
+        self.capacity = {p: getattr(settings.push, f"{p}_concurrency") for p in self.platforms}
+        # Claimed (or due for a retry) and not yet sent: (device, fresh) per platform.
+        self.ready: dict[str, deque[tuple[Device, bool]]] = {p: deque() for p in self.platforms}
+        # In the window: device id -> (device, attempts made before this one).
+        self.flying: dict[str, tuple[Device, int]] = {}
+        self.in_flight = dict.fromkeys(self.platforms, 0)
+        self.answers: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.position: tuple[int, int] | None = None  # saved once the page read is all sent
+        self.retry_ids: set[str] = set()  # due retries this run has taken
+        self.senders: dict[str, Any] = {}
 
-    # ------------------------------------------------------------------ expansion
+    # ------------------------------------------------------------------ the run
 
-    def expand(self, deadline: float) -> bool:
-        """Work through the targets until done (True) or out of time (False)."""
-        pub, push = self.pub, self.settings.push
-        users_per_page = max(1, push.page_size // 20)
-        while pub.target_index < len(pub.targets):
+    def work(self, deadline: float) -> bool:
+        """Due retries, then the targets, until done (True) or out of time (False); returns
+        once every send it started has been answered (or given up on)."""
+        retries_left = True
+        while True:
+            self.pump(WAIT if self._queued() else 0.0)
+            if self._queued():
+                continue
             if time.monotonic() >= deadline:
-                return False
-            if pub.kind == "interests":
-                interest = pub.targets[pub.target_index]
-                cursor, ids = self.devices.scan_interest(
-                    pub.app_id, interest, pub.cursor, push.page_size
-                )
-                self.deliver(ids, fresh=True)
-                if cursor == 0:
-                    pub.target_index, pub.cursor = pub.target_index + 1, 0
-                else:
-                    pub.cursor = cursor
+                break
+            if retries_left:
+                retries_left = self._take_due_retries()
+            elif self._targets_left():
+                self._read_page()
+            elif self._live_due():
+                self.live_queued = True
+                users = self.live.resolve()  # type: ignore[union-attr]
+                self._queue(self.devices.users_devices(self.pub.app_id, users), fresh=True)
             else:
-                users = pub.targets[pub.target_index : pub.target_index + users_per_page]
-                self.deliver(self.devices.users_devices(pub.app_id, users), fresh=True)
-                pub.target_index += len(users)
-            self.store.save_position(pub.app_id, pub.publish_id, pub.target_index, pub.cursor)
+                break
+        self._wait_for_answers()
+        return not self._targets_left()
+
+    def pump(self, wait: float) -> None:
+        """Fill the windows, record the answers that came (waiting up to ``wait`` seconds for
+        the first), fill again, save the position once the page read is all sent."""
+        self._dispatch()
+        if self._collect(wait):
+            self._dispatch()
+        if self.position is not None and not self._queued():
+            self.store.save_position(self.pub.app_id, self.pub.publish_id, *self.position)
+            self.position = None
+        self.keep_lease()
+
+    def _live_due(self) -> bool:
+        """The live users' check is due and not yet made by this run."""
+        if self.live is None or self.live_queued:
+            return False
+        check_at = self.live.check_at()
+        return check_at is None or check_at <= time.time()
+
+    def _queued(self) -> bool:
+        return any(self.ready.values())
+
+    def _targets_left(self) -> bool:
+        return self.pub.target_index < len(self.pub.targets)
+
+    def _wait_for_answers(self) -> None:
+        last_answer = time.monotonic()
+        limit = self.settings.push.send_timeout + STALL_GRACE
+        while self.flying:
+            if self._collect(WAIT):
+                last_answer = time.monotonic()
+            elif time.monotonic() - last_answer > limit:
+                log.error("publish %s: %d send(s) never answered; left in doubt",
+                          self.pub.publish_id, len(self.flying))
+                return
             self.keep_lease()
-        return True
 
     def keep_lease(self) -> None:
         """Renew the lease about once a second while sends are in flight."""
@@ -128,18 +192,42 @@ class _Run:
         ):
             log.warning("publish %s: lease lost while sending", self.pub.publish_id)
 
-    def retry_due(self, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            ids = self.store.due_retries(
-                self.pub.app_id, self.pub.publish_id, self.settings.push.page_size
+    # ------------------------------------------------------------------ what to send
+
+    def _read_page(self) -> None:
+        pub, push = self.pub, self.settings.push
+        if pub.kind == "interests":
+            interest = pub.targets[pub.target_index]
+            cursor, ids = self.devices.scan_interest(
+                pub.app_id, interest, pub.cursor, push.page_size
             )
-            if not ids:
-                return
-            self.deliver(ids, fresh=False)
+            self._queue(ids, fresh=True)
+            if cursor == 0:
+                pub.target_index, pub.cursor = pub.target_index + 1, 0
+            else:
+                pub.cursor = cursor
+        else:
+            users = pub.targets[pub.target_index : pub.target_index + max(1, push.page_size // 20)]
+            pub.target_index += len(users)
+            if self.live is not None:
+                users = self.live.push_now(users)  # the live users are checked later
+            self._queue(self.devices.users_devices(pub.app_id, users), fresh=True)
+        self.position = (pub.target_index, pub.cursor)
 
-    # ------------------------------------------------------------------ sending
+    def _take_due_retries(self) -> bool:
+        """Queue the due retries this run has not taken yet; False when there are none."""
+        taken = self.retry_ids
+        due = self.store.due_retries(
+            self.pub.app_id, self.pub.publish_id, self.settings.push.page_size + len(taken)
+        )
+        ids = [d for d in due if d not in taken]
+        if not ids:
+            return False
+        taken.update(ids)
+        self._queue(ids, fresh=False)
+        return True
 
-    def deliver(self, device_ids: Sequence[str], fresh: bool) -> None:
+    def _queue(self, device_ids: Sequence[str], fresh: bool) -> None:
         app_id, pid = self.pub.app_id, self.pub.publish_id
         device_ids = list(dict.fromkeys(device_ids))
         if not device_ids:
@@ -167,81 +255,93 @@ class _Run:
                 len(lost),
             )
             self.store.record(app_id, pid, [(d, UNKNOWN, None) for d in lost])
+        for device in targeted:
+            self.ready[device.platform].append((device, fresh))
+
+    # ------------------------------------------------------------------ the window
+
+    def _dispatch(self) -> None:
         for platform in self.platforms:
-            group = [d for d in targeted if d.platform == platform]
-            if group:
-                self._send_group(platform, group)
+            ready = self.ready[platform]
+            room = self.capacity[platform] - self.in_flight[platform]
+            if ready and room > 0:
+                self._send_some(platform, [ready.popleft() for _ in range(min(room, len(ready)))])
 
-    def _send_group(self, platform: str, group: list[Device]) -> None:
+    def _send_some(self, platform: str, group: list[tuple[Device, bool]]) -> None:
         app_id, pid = self.pub.app_id, self.pub.publish_id
+        sender = self._sender(platform)
+        if sender is None:
+            self.store.record(app_id, pid, [(d.id, FAILED, None) for d, _ in group])
+            return
+        retried = [d.id for d, fresh in group if not fresh]
+        attempts = dict(zip(retried, self.store.attempts(app_id, pid, retried), strict=True))
+        # Marked before they go: a run that takes over never sends these again.
+        self.store.mark_sending(app_id, pid, [d.id for d, _ in group])
+        items = []
+        for device, _ in group:
+            self.flying[device.id] = (device, attempts.get(device.id, 0))
+            items.append((device.id, device.token, self._message(platform, device)))
+        self.in_flight[platform] += len(items)
+        start_sends(sender.loop, sender.send_one, items, self.answers)
+
+    def _sender(self, platform: str) -> Any:
+        """The platform's sender, or None once its credentials are missing or refused."""
         if platform in self.pub.errors:
-            self.store.record(app_id, pid, [(d.id, FAILED, None) for d in group])
-            return
-        try:
-            sender = sender_for(platform, self.app, self.settings.push)
-        except CredentialsError as exc:
-            self._stop_platform(platform, str(exc))
-            self.store.record(app_id, pid, [(d.id, FAILED, None) for d in group])
-            return
-        ids = [d.id for d in group]
-        attempts = dict(zip(ids, self.store.attempts(app_id, pid, ids), strict=True))
-        # Batches of the provider's concurrency: what is marked SENDING is what is in flight,
-        # so a worker killed mid-send leaves at most that many devices in doubt.
-        size = max(1, getattr(self.settings.push, f"{platform}_concurrency", len(group)))
-        for start in range(0, len(group), size):
-            self._send_batch(platform, sender, group[start : start + size], attempts)
+            return None
+        if platform not in self.senders:
+            try:
+                self.senders[platform] = sender_for(platform, self.app, self.settings.push)
+            except CredentialsError as exc:
+                self._stop_platform(platform, str(exc))
+                return None
+        return self.senders[platform]
 
-    def _send_batch(
-        self, platform: str, sender: Any, group: list[Device], attempts: dict[str, int]
-    ) -> None:
-        app_id, pid = self.pub.app_id, self.pub.publish_id
-        by_id = {d.id: d for d in group}
-        items = [(d.id, d.token, self._message(platform, d)) for d in group]
-        self.store.mark_sending(app_id, pid, [d.id for d in group])
-        rows: list[tuple[str, str, float | None]] = []
-        answered: set[str] = set()  # across flushes: an answered device is never rescheduled
-        first_at = 0.0
+    def _collect(self, wait: float) -> bool:
+        """Record every answer that came (waiting up to ``wait`` for one); False if none."""
         try:
-            for item in sender.send(items):
-                self.keep_lease()
-                if item is not None:
-                    device_id, result = item
-                    if not rows:
-                        first_at = time.monotonic()
-                    answered.add(device_id)
-                    rows.append(self._outcome(platform, by_id[device_id], result, attempts))
-                # Written as they come: at most FLUSH_AFTER seconds or FLUSH_EVERY rows late.
-                if rows and (
-                    item is None
-                    or len(rows) >= FLUSH_EVERY
-                    or time.monotonic() - first_at >= FLUSH_AFTER
-                ):
-                    self.store.record(app_id, pid, rows)
-                    rows = []
-        except Exception:  # noqa: BLE001 - whatever was not answered is retried
-            log.exception("push batch failed on %s", platform)
-            now = time.time()
-            rows.extend(
-                (d.id, WAITING, now + backoff_delay(self.settings, attempts[d.id] + 1, None))
-                for d in group
-                if d.id not in answered
-            )
-        self.store.record(app_id, pid, rows)
+            first = self.answers.get(timeout=wait) if wait > 0 else self.answers.get_nowait()
+        except queue.Empty:
+            return False
+        answers = [first]
+        while True:
+            try:
+                answers.append(self.answers.get_nowait())
+            except queue.Empty:
+                break
+        rows = []
+        for device_id, result in answers:
+            device, attempts = self.flying.pop(device_id)
+            rows.append(self._outcome(device, result, attempts))
+        # Slots free only once the outcomes are written: what is marked SENDING and not yet
+        # recorded never exceeds the window.
+        self.store.record(self.pub.app_id, self.pub.publish_id, rows)
+        for device_id, _ in answers:
+            self.in_flight[platform_of(device_id)] -= 1
+        return True
 
     def _message(self, platform: str, device: Device) -> Any:
         payload = self.pub.payload[platform]
-        if platform == "fcm":
-            from workers.providers.fcm import build_message
+        if platform not in self._messages:
+            if platform == "apns":
+                from workers.providers.apns import build_message as apns_message
 
-            if self._fcm_message is None:
-                self._fcm_message = build_message(payload, self.pub.app_id, self.pub.publish_id)
-            return self._fcm_message
-        from workers.providers.apns import build_request
+                self._messages[platform] = apns_message(payload, self.pub.publish_id)
+            else:
+                if platform == "fcm":
+                    from workers.providers.fcm import build_message
+                else:
+                    from workers.providers.webpush import build_message
+                self._messages[platform] = build_message(
+                    payload, self.pub.app_id, self.pub.publish_id
+                )
+        if platform == "apns":  # the body is shared, the request carries the token
+            from workers.providers.apns import request_for
 
-        return build_request(payload, self.pub.publish_id, device.token)
+            return request_for(self._messages[platform], device.token)
+        return self._messages[platform]
 
     def _outcome(
-        self, platform: str, device: Device, result: Any, attempts: dict[str, int]
+        self, device: Device, result: Any, attempts: int
     ) -> tuple[str, str, float | None]:
         if result.outcome == outcome.DELIVERED:
             return device.id, DELIVERED, None
@@ -250,10 +350,10 @@ class _Run:
             log.info("removed device %s: %s", device.id, result.detail)
             return device.id, REMOVED, None
         if result.outcome == outcome.AUTH:
-            self._stop_platform(platform, result.detail)
+            self._stop_platform(device.platform, result.detail)
             return device.id, FAILED, None
         if result.outcome == outcome.RETRY:
-            made = attempts.get(device.id, 0) + 1
+            made = attempts + 1
             if made < self.settings.push.max_attempts:
                 delay = backoff_delay(self.settings, made, result.retry_after)
                 return device.id, WAITING, time.time() + delay
@@ -273,7 +373,6 @@ class _Run:
                 self.pub.app_id, self.pub.publish_id, platform, description
             )
 
-
 def run_publish(
     settings: Settings,
     client: redis.Redis,
@@ -282,6 +381,7 @@ def run_publish(
     step: int,
     enqueue: Enqueue,
     apps: Any = None,
+    send_task: Any = None,
 ) -> str:
     """One task run for a publish; returns what it did (for logs and tests). ``apps`` is the
     worker's app resolver (gateway/state/apps.py), so credentials changed with ``clarion
@@ -310,10 +410,15 @@ def run_publish(
     try:
         store.begin_step(app_id, publish_id, step)
         deadline = time.monotonic() + push.task_time_budget
-        run = _Run(settings, app, client, publish, lease)
-        run.retry_due(deadline)
-        expanded = run.expand(deadline)
+        live = None
+        if Live.wanted(publish) and send_task is not None:
+            live = Live(settings, client, store, publish, app, send_task)
+            live.start()
+        expanded = _Run(settings, app, client, publish, lease, live).work(deadline)
         next_retry = store.next_retry_at(app_id, publish_id)
+        live_check = live.check_at() if live is not None else None
+        if live_check is not None:
+            next_retry = min(next_retry or live_check, live_check)
         if expanded and next_retry is None:
             store.finish(app_id, publish_id)
             return "done"

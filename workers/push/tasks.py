@@ -28,7 +28,7 @@ def register(app: Celery) -> Task:
             )
 
         result = run_publish(ctx.settings, ctx.redis, app_id, publish_id, step, enqueue,
-                             apps=ctx.apps)
+                             apps=ctx.apps, send_task=self.app.send_task)
         log = ctx.debuglog
         if log is not None and (step == 0 or result == "done") and log.watching(app_id):
             store = PublishStore(ctx.redis, ctx.settings.redis.key_prefix,

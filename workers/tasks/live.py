@@ -1,7 +1,7 @@
 """``clarion.live.deliver``: publish accepted events to the bus for the WebSocket nodes.
 
 Args: ``(app_id, [[channel, event, data, exclude_socket_id, serial, prev], ...])`` as the API
-enqueues them (docs/contracts.md). Every event is published once: one bus message per request
+enqueues them (docs/architecture.md). Every event is published once: one bus message per request
 (``b`` in gateway/state/bus.py), pipelined. The same task then takes the requests that ride on
 it (gateway/state/riders.py) and publishes theirs, and goes on taking until none has come for
 ``worker.live_linger`` seconds or ``worker.live_task_seconds`` have passed.

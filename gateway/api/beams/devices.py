@@ -15,8 +15,10 @@ from gateway.state.devices import (
     MAX_USER_ID_LENGTH,
     PLATFORMS,
     Device,
+    parse_web_subscription,
     valid_interest,
 )
+from gateway.vapid import VapidKeyError, load_vapid, public_key_b64
 
 PREFIX = "/device_api/v1/instances/<instance_id>"
 MAX_DEVICE_BODY = 64 * 1024
@@ -25,8 +27,6 @@ JWT_LEEWAY = 60
 
 
 def _platform(platform: str) -> str:
-    if platform == "web":
-        raise BeamsError(400, "Unsupported platform", "Web push is not supported by this server")
     if platform not in PLATFORMS:
         raise BeamsError(404, "Not Found", f"Unknown platform {platform!r}")
     return platform
@@ -45,7 +45,8 @@ def _device(instance_id: str, platform: str, device_id: str) -> Device:
 def _token(body: dict[str, Any]) -> str:
     token = body.get("token")
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
-        raise BeamsError(400, "Invalid token", "token must be a non-empty string")
+        # "InvalidToken": the Android SDK stops retrying a registration on that title only.
+        raise BeamsError(400, "InvalidToken", "token must be a non-empty string")
     return token
 
 
@@ -70,21 +71,41 @@ def check_interest(name: Any) -> str:
 # --------------------------------------------------------------------------- registration
 
 
+@bp.get(PREFIX + "/web-vapid-public-key")
+def web_vapid_public_key(instance_id: str) -> Response:
+    """What the web SDK subscribes the browser with, before it registers the device."""
+    app = app_for(instance_id)
+    if not app.push.web_vapid_private_key:
+        raise BeamsError(404, "Not Found", "Web Push is not configured for this instance")
+    try:
+        public = public_key_b64(load_vapid(app.push.web_vapid_private_key))
+    except VapidKeyError as exc:
+        raise BeamsError(500, "Internal Server Error", str(exc)) from None
+    return ok({"vapidPublicKey": public})
+
+
+
 @bp.post(PREFIX + "/devices/<platform>")
 def register_device(instance_id: str, platform: str) -> Response:
     app_for(instance_id)
     platform = _platform(platform)
     body = json_body(MAX_DEVICE_BODY)
     token = _token(body)
+    if platform == "web":
+        try:
+            parse_web_subscription(token)
+        except ValueError as exc:
+            raise BeamsError(400, "InvalidToken", f"Invalid web token: {exc}") from None
     metadata = _metadata(body)
     previous = body.get("knownPreviousClientIds") or []
     if not isinstance(previous, list):
         raise BeamsError(400, "Bad Request", "knownPreviousClientIds must be an array")
-    if platform == "apns" and body.get("bundleIdentifier") is not None:
-        metadata = dict(metadata or {})
-        metadata.setdefault("bundleIdentifier", body["bundleIdentifier"])
+    bundle = body.get("bundleIdentifier")
+    if bundle is not None and not isinstance(bundle, str):
+        raise BeamsError(400, "Bad Request", "bundleIdentifier must be a string")
     device_id, interests = beams_ctx().devices.register(
-        instance_id, platform, token, metadata, [p for p in previous if isinstance(p, str)]
+        instance_id, platform, token, metadata, [p for p in previous if isinstance(p, str)],
+        bundle=bundle if platform == "apns" else None,
     )
     return ok({"id": device_id, "initialInterestSet": interests})
 

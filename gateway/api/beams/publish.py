@@ -9,7 +9,7 @@ from typing import Any
 from flask import Response
 
 from gateway.api.beams import beams_ctx
-from gateway.api.beams.common import BeamsError, authorised_app, bp, json_body, ok
+from gateway.api.beams.common import BeamsError, app_for, authorised_app, bp, json_body, ok
 from gateway.api.beams.devices import check_interest
 from gateway.state.devices import MAX_USER_ID_LENGTH
 from gateway.state.publishes import new_publish_id
@@ -20,6 +20,8 @@ PUBLISH_PREFIX = "/publish_api/v1/instances/<instance_id>/publishes"
 MAX_INTERESTS_PER_PUBLISH = 100
 MAX_USERS_PER_PUBLISH = 1000
 APNS_MAX_PAYLOAD = 4096
+WEB_MAX_TTL = 2419200  # Beams: four weeks
+MAX_EVENT_NAME = 200  # Pusher's limit on event names
 TASK_NAME = "clarion.push.publish"  # workers/push/tasks.py
 
 
@@ -28,7 +30,7 @@ def _schema(description: str) -> BeamsError:
 
 
 def _payload(body: dict[str, Any]) -> dict[str, Any]:
-    """The per-platform sections, checked; ``web`` is accepted but not delivered."""
+    """The per-platform sections, checked."""
     payload: dict[str, Any] = {}
     for platform in ("apns", "fcm", "web"):
         if platform in body:
@@ -37,8 +39,13 @@ def _payload(body: dict[str, Any]) -> dict[str, Any]:
             payload[platform] = body[platform]
     if not payload:
         raise _schema("A publish must contain at least one of apns, fcm or web")
-    if "apns" not in payload and "fcm" not in payload:
-        raise _schema("This server delivers apns and fcm publishes; web push is not supported")
+    web = payload.get("web") or {}
+    ttl = web.get("time_to_live")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)
+                            or not 0 <= ttl <= WEB_MAX_TTL):
+        raise _schema(f"web.time_to_live must be an integer from 0 to {WEB_MAX_TTL}")
+    if isinstance(web.get("data"), dict) and "pusher" in web["data"]:
+        raise _schema("web.data must not contain the key 'pusher'")
     if "apns" in payload:
         size = len(json.dumps(payload["apns"], ensure_ascii=False).encode())
         if size > APNS_MAX_PAYLOAD:
@@ -90,6 +97,8 @@ def publish_to_interests(instance_id: str) -> Response:
             f"got {len(interests)}",
         )
     unique = list(dict.fromkeys(check_interest(i) for i in interests))
+    if "live" in body:
+        raise _schema("live is for publishes to users (it needs to know who is signed in)")
     return _start(instance_id, "interests", unique, _payload(body))
 
 
@@ -108,7 +117,28 @@ def publish_to_users(instance_id: str) -> Response:
     for user in users:
         if not isinstance(user, str) or not 1 <= len(user) <= MAX_USER_ID_LENGTH:
             raise BeamsError(400, "Invalid user id", "User ids are strings of 1 to 164 characters")
-    return _start(instance_id, "users", list(dict.fromkeys(users)), _payload(body))
+    payload = _payload(body)
+    if "live" in body:
+        payload["live"] = _live(body["live"], app_for(instance_id).max_event_bytes)
+    return _start(instance_id, "users", list(dict.fromkeys(users)), payload)
+
+
+def _live(live: Any, max_bytes: int) -> dict[str, Any]:
+    """Clarion's ``live`` extension (deliver live to signed-in users, push to the others):
+    ``{"event": name, "data": any JSON}``, sent on ``#server-to-user-{id}`` (docs/push.md)."""
+    if not isinstance(live, dict) or set(live) - {"event", "data"}:
+        raise _schema('live must be an object {"event": name, "data": ...}')
+    event = live.get("event")
+    if not isinstance(event, str) or not 1 <= len(event) <= MAX_EVENT_NAME:
+        raise _schema(f"live.event must be an event name of 1 to {MAX_EVENT_NAME} characters")
+    if event.startswith(("pusher:", "pusher_internal:")):
+        raise _schema("live.event may not start with pusher: or pusher_internal:")
+    data = live.get("data")
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    if len(text.encode()) > max_bytes:
+        raise BeamsError(413, "Payload Too Large",
+                         f"live.data is {len(text.encode())} bytes; the app accepts {max_bytes}")
+    return {"event": event, "data": data}
 
 
 @bp.get(PUBLISH_PREFIX + "/<publish_id>")

@@ -18,7 +18,6 @@ import os
 import secrets
 import signal
 import socket
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,15 @@ import click
 
 from config import Settings
 from gateway import processes
-from gateway.cli_common import cli_settings, store_redis
+from gateway.cli.common import cli_settings
+from gateway.cli.runtime import (
+    AlreadyRunning,
+    InstanceLock,
+    Runtime,
+    foreign_listeners,
+    port_in_use,
+    remove_runtime,
+)
 from gateway.dashboard.local import banner_lines as dashboard_banner_lines
 from gateway.dashboard.local import with_local_token
 from gateway.embedded_redis import EmbeddedRedisError, free_port
@@ -169,175 +176,6 @@ def worker(
                         pool or settings.worker.pool))
 
 
-# --------------------------------------------------------------------------- webhooks
-
-
-@main.group()
-def webhooks() -> None:
-    """Webhook deliveries: list, show attempts, replay; endpoints: list, enable."""
-
-
-def _webhook_store(ctx: click.Context, app_id: str | None) -> tuple[Any, str]:
-    from gateway.state.apps import AppStore
-    from gateway.state.keys import Keys
-    from gateway.webhooks.store import Store
-
-    client, settings = store_redis(ctx, "webhook deliveries live in Redis")
-    keys = Keys(settings.redis.key_prefix)
-    # Config apps overlaid by `clarion apps`' Redis store.
-    apps = AppStore(client, keys).view(settings)
-    if app_id is None:
-        if len(apps.all()) != 1:
-            raise click.ClickException("several apps are configured: choose one with --app")
-        app_id = apps.all()[0].id
-    elif apps.by_id(app_id) is None:
-        raise click.ClickException(f"no app {app_id!r}")
-    return Store(client, keys, settings, apps), app_id
-
-
-def _parse_time(value: str | None) -> int | None:
-    """Unix ms, or an ISO 8601 time (UTC unless it says otherwise)."""
-    if value is None:
-        return None
-    if value.isdigit():
-        return int(value)
-    from datetime import UTC, datetime
-
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give unix ms or an ISO 8601 time") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
-
-
-def _ms_text(ms: int | None) -> str:
-    if not ms:
-        return "-"
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-_APP_OPTION = click.option("--app", "app_id", default=None, help="App id (default: the only app).")
-_JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-
-
-@webhooks.command("list")
-@_APP_OPTION
-@click.option("--status", type=click.Choice(["pending", "failed", "dead", "delivered"]),
-              default="dead", show_default=True)
-@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
-@_JSON_OPTION
-@click.pass_context
-def webhooks_list(ctx: click.Context, app_id: str | None, status: str, limit: int,
-                  as_json: bool) -> None:
-    """List deliveries by status, newest first."""
-    store, app_id = _webhook_store(ctx, app_id)
-    items = [d.summary() for d in store.list(app_id, status, limit=limit)]
-    if as_json:
-        click.echo(json.dumps({"counts": store.counts(app_id), "deliveries": items}, indent=2))
-        return
-    counts = store.counts(app_id)
-    click.echo("  ".join(f"{k}: {v}" for k, v in counts.items()))
-    for d in items:
-        last = d["last_status"] or d["last_error"] or "-"
-        click.echo(f"{d['id']}  {_ms_text(d['created_ms'])}  {d['status']:<9}  "
-                   f"attempts={d['attempt_count']}  last={last}  events={d['events']}  "
-                   f"{d['url']}" + (f"  ({d['reason']})" if d["reason"] else ""))
-
-
-@webhooks.command("show")
-@click.argument("delivery_id")
-@_APP_OPTION
-@_JSON_OPTION
-@click.pass_context
-def webhooks_show(ctx: click.Context, delivery_id: str, app_id: str | None,
-                  as_json: bool) -> None:
-    """Show one delivery and every attempt."""
-    store, app_id = _webhook_store(ctx, app_id)
-    d = store.load(delivery_id)
-    if d is None or d.app_id != app_id:
-        raise click.ClickException(f"no delivery {delivery_id}")
-    detail = d.detail()
-    if as_json:
-        click.echo(json.dumps(detail, indent=2))
-        return
-    click.echo(f"{d.id}  {d.status}  {d.url}")
-    click.echo(f"  created {_ms_text(d.created_ms)}  next attempt {_ms_text(d.next_ms)}"
-               + (f"  reason: {d.reason}" if d.reason else ""))
-    click.echo(f"  events: {json.dumps(detail['body_events'])}")
-    for a in d.attempts:
-        outcome = a.get("status") or a.get("error")
-        click.echo(f"  #{a['n']} {_ms_text(a['at_ms'])}  {outcome}  {a['latency_ms']} ms"
-                   + ("  (replay)" if a.get("manual") else "")
-                   + (f"  {a['detail']}" if a.get("detail") else "")
-                   + (f"  next {_ms_text(a['next_attempt_ms'])}" if a.get("next_attempt_ms")
-                      else ""))
-
-
-@webhooks.command("replay")
-@click.argument("delivery_id", required=False)
-@_APP_OPTION
-@click.option("--all", "replay_all", is_flag=True,
-              help="Replay every delivery with --status (in --since/--until if given).")
-@click.option("--status", type=click.Choice(["dead", "failed"]), default="dead",
-              show_default=True)
-@click.option("--since", default=None, help="Created at or after (unix ms or ISO 8601).")
-@click.option("--until", default=None, help="Created at or before (unix ms or ISO 8601).")
-@click.pass_context
-def webhooks_replay(ctx: click.Context, delivery_id: str | None, app_id: str | None,
-                    replay_all: bool, status: str, since: str | None,
-                    until: str | None) -> None:
-    """Replay one delivery, or all (optionally a time range): due now, one attempt each."""
-    store, app_id = _webhook_store(ctx, app_id)
-    if delivery_id:
-        if replay_all or since or until:
-            raise click.UsageError("give a delivery id or --all/--since/--until, not both")
-        outcome = store.replay(app_id, delivery_id)
-        if outcome == "missing":
-            raise click.ClickException(f"no delivery {delivery_id}")
-        click.echo(f"{delivery_id}: {outcome}")
-        return
-    if not (replay_all or since or until):
-        raise click.UsageError("give a delivery id, --all, or a time range")
-    ids = store.replay_many(app_id, status, _parse_time(since), _parse_time(until))
-    click.echo(f"replayed {len(ids)} deliveries")
-
-
-@webhooks.command("endpoints")
-@_APP_OPTION
-@_JSON_OPTION
-@click.pass_context
-def webhooks_endpoints(ctx: click.Context, app_id: str | None, as_json: bool) -> None:
-    """List the app's endpoints and whether they are disabled or failing."""
-    store, app_id = _webhook_store(ctx, app_id)
-    items = store.endpoints(app_id)
-    if as_json:
-        click.echo(json.dumps(items, indent=2))
-        return
-    for e in items:
-        state = ("DISABLED " + _ms_text(e["disabled_at_ms"]) + f" ({e['disabled_reason']})"
-                 if e["disabled"] else
-                 f"failing since {_ms_text(e['failing_since_ms'])}"
-                 if e["failing_since_ms"] else "ok")
-        click.echo(f"{e['endpoint_id']}  {e['url']}  {state}")
-
-
-@webhooks.command("enable")
-@click.argument("endpoint_id")
-@_APP_OPTION
-@click.pass_context
-def webhooks_enable(ctx: click.Context, endpoint_id: str, app_id: str | None) -> None:
-    """Enable a disabled endpoint again (then replay its dead deliveries)."""
-    store, app_id = _webhook_store(ctx, app_id)
-    if endpoint_id not in {e["endpoint_id"] for e in store.endpoints(app_id)}:
-        raise click.ClickException(f"no endpoint {endpoint_id}")
-    store.enable_endpoint(app_id, endpoint_id)
-    click.echo(f"{endpoint_id}: enabled")
-
-
 # --------------------------------------------------------------------------- up
 
 
@@ -379,7 +217,9 @@ def banner(settings: Settings, app: Any, redis_url: str, embedded: bool) -> str:
     ws_host = probe_host(settings.websocket.host)
     ws_port = settings.websocket.port
     api_host = probe_host(settings.api.host)
-    api_url = f"http://{api_host}:{settings.api.port}"
+    api_url = api_base_url(settings)
+    tls = settings.websocket.tls
+    ports = f"wssPort: {ws_port}, forceTLS: true" if tls else f"wsPort: {ws_port}, forceTLS: false"
     n = settings.websocket.processes
     processes = f"{n} process{'es' if n > 1 else ''}"
     where = f"   (embedded, data in {Path(settings.data_dir) / 'redis'})" if embedded else ""
@@ -387,7 +227,7 @@ def banner(settings: Settings, app: Any, redis_url: str, embedded: bool) -> str:
         "",
         "Clarion is up.",
         "",
-        f"  WebSocket   ws://{ws_host}:{ws_port}/app/{app.key}   ({processes})",
+        f"  WebSocket   {ws_base_url(settings)}/app/{app.key}   ({processes})",
         f"  HTTP API    {api_url}   (Pusher REST: {api_url}/apps/{app.id}/events)",
         f"  Redis       {redis_url}{where}",
         "",
@@ -398,18 +238,83 @@ def banner(settings: Settings, app: Any, redis_url: str, embedded: bool) -> str:
         *dashboard_banner_lines(settings, api_url),
         "  pusher-js:",
         f"    const pusher = new Pusher('{app.key}', {{",
-        f"      wsHost: '{ws_host}', wsPort: {ws_port}, forceTLS: false,",
-        "      enabledTransports: ['ws'], cluster: 'mt1', disableStats: true,",
+        f"      wsHost: '{ws_host}', {ports},",
+        "      enabledTransports: ['ws'], cluster: 'mt1',",
+        "      channelAuthorization: { endpoint: '/pusher/auth' },  // your backend's",
         "    });",
         "",
         "  Server SDK (Python):",
         f"    pusher.Pusher(app_id='{app.id}', key='{app.key}', secret='{app.secret}',",
-        f"                  host='{api_host}', port={settings.api.port}, ssl=False)",
+        f"                  host='{api_host}', port={settings.api.port}, ssl={settings.api.tls})",
         "",
         "Press Ctrl-C to stop.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _claim(ctx: click.Context, settings: Settings, data_dir: Path,
+           redis_port: int | None) -> InstanceLock:
+    """Lock the data dir and check the ports are free, or end with exit 1 naming the conflict:
+    a second instance must not share the ports (SO_REUSEPORT would split the traffic) nor
+    the embedded Redis's data."""
+    lock = InstanceLock(data_dir)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        click.echo(f"clarion up: another `clarion up` (pid {exc}) is running with data dir "
+                   f"{data_dir}; stop it first, or give this one its own data_dir "
+                   "(CLARION_DATA_DIR)", err=True)
+        ctx.exit(1)
+    wanted = [("api.port", settings.api.host, settings.api.port),
+              ("websocket.port", settings.websocket.host, settings.websocket.port)]
+    if redis_port and settings.redis.url is None:
+        wanted.append(("--redis-port", "127.0.0.1", redis_port))
+    for name, host, port in wanted:
+        if port_in_use(host, port):
+            lock.release()
+            click.echo(f"clarion up: port {port} ({name}) is already in use on {host}, maybe "
+                       "by another `clarion up`; stop it, or choose another port", err=True)
+            ctx.exit(1)
+    return lock
+
+
+def _shared_port(settings: Settings) -> str | None:
+    """Whether another process also listens on our ports (then "up" would be a lie)."""
+    import psutil
+
+    ours = {os.getpid(), *(p.pid for p in psutil.Process().children(recursive=True))}
+    for name, port in (("api.port", settings.api.port),
+                       ("websocket.port", settings.websocket.port)):
+        others = foreign_listeners(port, ours)
+        if others:
+            return (f"port {port} ({name}) is also served by pid "
+                    f"{', '.join(map(str, others))}, maybe another `clarion up`")
+    return None
+
+
+def _runtime(settings: Settings, embedded: bool, demo: dict[str, str] | None,
+             supervisor: Supervisor) -> Runtime:
+    return Runtime(
+        pid=os.getpid(),
+        redis_url=settings.redis.url or "",
+        embedded_redis=embedded,
+        api_url=api_base_url(settings),
+        ws_url=ws_base_url(settings),
+        demo_app_id=demo["id"] if demo else None,
+        children={c.name: c.pid for c in supervisor.children},
+        settings=json.loads(settings.model_dump_json()),
+    )
+
+
+def api_base_url(settings: Settings) -> str:
+    scheme = "https" if settings.api.tls else "http"
+    return f"{scheme}://{probe_host(settings.api.host)}:{settings.api.port}"
+
+
+def ws_base_url(settings: Settings) -> str:
+    scheme = "wss" if settings.websocket.tls else "ws"
+    return f"{scheme}://{probe_host(settings.websocket.host)}:{settings.websocket.port}"
 
 
 @main.command()
@@ -428,6 +333,7 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
     settings = cli_settings(ctx)
     # Absolute: redis-server changes into --dir before it opens its log file.
     data_dir = Path(settings.data_dir).resolve()
+    lock = _claim(ctx, settings, data_dir, redis_port)
     supervisor = Supervisor()
     # Installed first: a Ctrl-C during start-up still stops whatever was started.
     supervisor.install_signal_handlers()
@@ -443,8 +349,9 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
             redis_server.start()
             supervisor.keep_alive(redis_server)
             settings = settings.with_overrides(redis={"url": redis_server.url})
-        if not settings.apps:
-            settings = settings.with_overrides(apps=[demo_app(data_dir)])
+        demo = None if settings.apps else demo_app(data_dir)
+        if demo is not None:
+            settings = settings.with_overrides(apps=[demo])
         settings = with_local_token(settings, data_dir)
         api_child = supervisor.add(Child.cli("api", settings, "api"))
         ws_child = supervisor.add(
@@ -454,14 +361,21 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
             supervisor.add(Child.cli(name, settings, *args))
             for name, args in worker_commands(settings)
         ]
-        ws_ready = f"http://{probe_host(settings.websocket.host)}:{settings.websocket.port}/ready"
-        api_ready = f"http://{probe_host(settings.api.host)}:{settings.api.port}/ready"
+        ws_scheme = "https" if settings.websocket.tls else "http"
+        ws_ready = (f"{ws_scheme}://{probe_host(settings.websocket.host)}:"
+                    f"{settings.websocket.port}/ready")
+        api_ready = api_base_url(settings) + "/ready"
         stopping = lambda: supervisor.stopping  # noqa: E731
         for url, child in ((api_ready, api_child), (ws_ready, ws_child)):
             processes.wait_http_ready(url, child, ready_timeout, cancelled=stopping)
         processes.wait_workers_ready(settings, worker_children, ready_timeout, cancelled=stopping)
-        if not supervisor.stopping:
+        shared = _shared_port(settings)
+        if shared:
+            click.echo(f"clarion up: {shared}; shutting down", err=True)
+            exit_code = 1
+        elif not supervisor.stopping:
             embedded = redis_server is not None
+            _runtime(settings, embedded, demo, supervisor).save(data_dir)
             click.echo(banner(settings, settings.apps[0], settings.redis.url or "", embedded))
             dead = supervisor.watch()
             if dead is not None:
@@ -484,13 +398,15 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
         supervisor.stop_all(timeout=settings.websocket.shutdown_grace + 10)
         if redis_server is not None:
             redis_server.stop()
+        remove_runtime(data_dir)
+        lock.release()
     if exit_code == 0:
         click.echo("clarion up: stopped", err=True)
     ctx.exit(exit_code)
 
-from gateway.cli_push import push; main.add_command(push)  # noqa: E402, E702, I001
-from gateway.cli_apps import apps; main.add_command(apps)  # noqa: E402, E702, I001
+from gateway.cli.push import push; main.add_command(push)  # noqa: E402, E702, I001
+from gateway.cli.apps import apps; main.add_command(apps)  # noqa: E402, E702, I001
+from gateway.cli.webhooks import webhooks; main.add_command(webhooks)  # noqa: E402, E702, I001
+from gateway.cli.config import config_group; main.add_command(config_group)  # noqa: E402, E702, I001
+from gateway.cli.status import status; main.add_command(status)  # noqa: E402, E702, I001
 
-
-if __name__ == "__main__":  # `python -m gateway.cli`, used for child processes
-    sys.exit(main())

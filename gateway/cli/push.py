@@ -1,12 +1,14 @@
-"""``clarion push``: Beams push commands (registered on the ``clarion`` group by gateway/cli.py).
+"""``clarion push``: Beams push commands (registered on ``clarion`` by gateway/cli/main.py).
 
-    clarion [--config FILE] push status PUBLISH_ID --app APP_ID [--json]
+    clarion [--config FILE] push status PUBLISH_ID [--app APP_ID] [--json]
+    clarion push vapid-keys [--app APP_ID]
 
 ``status`` reads the publish from Redis (the same record ``GET /publish_api/v1/instances/{app}/
 publishes/{id}`` shows): state, devices targeted, delivered, failed, retried, removed, unknown
 (in doubt: sent by a worker that died before the answer; never sent again), retries
 still pending, and credential errors. Exit codes: 0 shown, 1 unknown (or expired) publish or
-Redis unreachable, 2 bad configuration.
+Redis unreachable, 2 bad configuration. ``vapid-keys`` prints a new Web Push key pair (the
+private key for ``web_vapid_private_key``, the public one browsers subscribe with).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import click
 import redis
 
-from gateway.cli_common import cli_settings
+from gateway.cli.common import only_app_id, operator_settings
 from gateway.state.publishes import PublishStore
 
 
@@ -58,19 +60,14 @@ def format_status(app_id: str, status: dict[str, Any]) -> str:
 
 @push.command()
 @click.argument("publish_id")
-@click.option("--app", "app_id", required=True, help="The app (Beams instance) id.")
+@click.option("--app", "app_id", default=None,
+              help="The app (Beams instance) id (default: the only app).")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_context
 def status(ctx: click.Context, publish_id: str, app_id: str, as_json: bool) -> None:
     """Show a publish's delivery status: delivered, failed, retried, removed."""
-    settings = cli_settings(ctx)
-    if not settings.redis.url:
-        click.echo(
-            "clarion: redis.url is not set: give the Redis the workers use "
-            "(--config FILE or CLARION_REDIS__URL)",
-            err=True,
-        )
-        ctx.exit(2)
+    settings = operator_settings(ctx, "publishes are recorded in Redis")
+    app_id = app_id or only_app_id(settings)
     client = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=3, socket_timeout=5)
     try:
         found = PublishStore(client, settings.redis.key_prefix).status(app_id, publish_id)
@@ -85,3 +82,23 @@ def status(ctx: click.Context, publish_id: str, app_id: str, as_json: bool) -> N
         )
         ctx.exit(1)
     click.echo(json.dumps(found, indent=2) if as_json else format_status(app_id, found))
+
+
+@push.command("vapid-keys")
+@click.option("--app", "app_id", default=None, help="Print the keys as this app's TOML section.")
+def vapid_keys(app_id: str | None) -> None:
+    """Make a VAPID key pair for Web Push: the private key goes in the app's config
+    (``web_vapid_private_key``), browsers subscribe with the public one (the web SDK fetches it
+    from ``GET /device_api/v1/instances/{id}/web-vapid-public-key``)."""
+    from gateway.vapid import generate
+
+    private, public = generate()
+    if app_id is None:
+        click.echo(f"private key: {private}\npublic key:  {public}")
+        return
+    click.echo(
+        f'# app {app_id}; browsers subscribe with the public key {public}\n'
+        f"[apps.push]\n"
+        f'web_vapid_private_key = "{private}"\n'
+        f'web_vapid_subject = "mailto:you@example.com"  # a contact the push services can use'
+    )
