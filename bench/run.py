@@ -19,6 +19,7 @@ if __package__ in (None, ""):  # `python bench/run.py`: make `bench` and `gatewa
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import report  # noqa: E402
+from bench.dashboard_watch import ConsoleWatcher  # noqa: E402
 from bench.scenarios import SCENARIOS, Options  # noqa: E402
 from bench.subscriber import raise_nofile  # noqa: E402
 from bench.targets import (  # noqa: E402
@@ -94,6 +95,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--clarion-ws-processes", type=int, default=1)
     ap.add_argument("--clarion-worker-pool", choices=["prefork", "threads", "solo"],
                     default="prefork", help="worker.pool of the Clarion under test")
+    ap.add_argument("--clarion-dashboard", choices=["off", "unwatched", "watched"],
+                    default="unwatched",
+                    help="the Clarion under test: dashboard off, on with nobody watching, or "
+                         "with a console open on app 1 (bench/dashboard_watch.py)")
     ap.add_argument("--ratio", default="clarion/soketi", help="ratio column A/B ('' for none)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -119,7 +124,8 @@ def build_targets(args: argparse.Namespace) -> list[Target]:
         elif spec == "clarion":
             targets.append(clarion_preset(args.clarion_ws_port, args.clarion_api_port,
                                           args.clarion_ws_processes, args.clarion_redis_port,
-                                          args.clarion_worker_pool))
+                                          args.clarion_worker_pool,
+                                          args.clarion_dashboard != "off"))
         else:
             targets.append(parse_spec(spec))
     return targets
@@ -156,6 +162,9 @@ def run(args: argparse.Namespace) -> list[Path]:
             for s in args.scenarios:
                 failures[s][target.name] = str(exc)
             continue
+        watcher = None
+        if target.name == "clarion" and args.clarion_dashboard == "watched":
+            watcher = ConsoleWatcher(target.app.http_url).start()
         try:
             for scenario in args.scenarios:
                 print(f"-- {target.name} / {scenario}", flush=True)
@@ -169,6 +178,10 @@ def run(args: argparse.Namespace) -> list[Path]:
                 results[scenario][target.name] = result
                 print_figures(result, time.monotonic() - started)
         finally:
+            if watcher is not None:
+                watcher.stop()
+                print(f"   console: {watcher.polls} polls, {watcher.entries} log entries read",
+                      flush=True)
             target.stop()
             print(f"== {target.name}: stopped (logs in {log_dir})", flush=True)
     written = []

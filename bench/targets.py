@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from bench import soketi
+from bench.dashboard_watch import TOKEN as DASHBOARD_TOKEN
 from bench.procstats import ServerProcesses, pids_listening_on
 from bench.publisher import App, Publisher
 from bench.wsframes import Endpoint, require_local
@@ -208,6 +209,10 @@ port = {api_port}
 [worker]
 pool = "{worker_pool}"
 
+[dashboard]
+enabled = {dashboard_enabled}
+admin_token = "{dashboard_token}"
+
 [[apps]]
 id = "1"
 key = "app-key"
@@ -215,9 +220,11 @@ secret = "app-secret"
 """
 
     def __init__(self, ws_port: int, api_port: int, ws_processes: int = 1,
-                 redis_port: int | None = None, worker_pool: str = "prefork") -> None:
+                 redis_port: int | None = None, worker_pool: str = "prefork",
+                 dashboard: bool = True) -> None:
         super().__init__()
         self.ws_port, self.api_port, self.ws_processes = ws_port, api_port, ws_processes
+        self.dashboard = dashboard
         self.worker_pool = worker_pool
         self.redis_port = redis_port if redis_port else api_port + 1
 
@@ -228,7 +235,8 @@ secret = "app-secret"
         config = workdir / "clarion.toml"
         config.write_text(self.CONFIG.format(
             data_dir=workdir / "data", ws_port=self.ws_port, api_port=self.api_port,
-            ws_processes=self.ws_processes, worker_pool=self.worker_pool))
+            ws_processes=self.ws_processes, worker_pool=self.worker_pool,
+            dashboard_enabled=str(self.dashboard).lower(), dashboard_token=DASHBOARD_TOKEN))
         (log_dir / "clarion.toml").write_text(config.read_text())
         # `--config` is an option of the `clarion` group, so it goes before `up`.
         return [str(CLARION_BIN), "--config", str(config), "up",
@@ -247,11 +255,12 @@ def soketi_preset(port: int) -> Target:
 
 
 def clarion_preset(ws_port: int, api_port: int, ws_processes: int = 1,
-                   redis_port: int | None = None, worker_pool: str = "prefork") -> Target:
+                   redis_port: int | None = None, worker_pool: str = "prefork",
+                   dashboard: bool = True) -> Target:
     app = App(f"http://127.0.0.1:{api_port}", "1", "app-key", "app-secret")
     return Target("clarion", f"ws://127.0.0.1:{ws_port}", app.http_url, app,
                   launcher=ClarionLauncher(ws_port, api_port, ws_processes, redis_port,
-                                           worker_pool))
+                                           worker_pool, dashboard))
 
 
 # --------------------------------------------------------------------------- helpers

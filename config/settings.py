@@ -463,6 +463,26 @@ class WebhooksSettings(_Section):
         return v
 
 
+class DashboardSettings(_Section):
+    """The dashboard and debug console at ``/dashboard`` on the API port (docs/dashboard.md):
+    served only when enabled and an admin token is set (`clarion up` makes one for its demo)."""
+
+    enabled: bool = True
+    # Signs in an operator; anyone holding it sees every app. At least 16 characters.
+    admin_token: str | None = Field(None, min_length=16)
+    # Entries kept in each app's debug log (a Redis stream, trimmed approximately).
+    log_max_entries: int = Field(1000, ge=10, le=100_000)
+    # Seconds an open console keeps its app watched after its last poll: only watched apps
+    # are logged.
+    watch_ttl: float = Field(15.0, ge=2, le=600)
+    # Minutes of per-app samples kept for the charts.
+    chart_minutes: int = Field(60, ge=5, le=1440)
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.admin_token is not None
+
+
 class AppSettings(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -523,6 +543,7 @@ class Settings(_Section):
     push: PushSettings = PushSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
     apps: list[AppSettings] = []
+    dashboard: DashboardSettings = DashboardSettings()
     # Directory for the embedded Redis data and the demo app of `clarion up`.
     data_dir: str = ".clarion"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"

@@ -33,6 +33,7 @@ from celery import Celery, Task
 from kombu import Exchange, Queue
 
 from config.settings import Settings
+from gateway.dashboard.debuglog import DebugLog
 from gateway.state.apps import AppResolver
 from gateway.state.keys import Keys
 from workers.kombu_fixes import closed_channel_is_a_connection_error
@@ -54,6 +55,7 @@ class WorkerContext:
         self._redis: redis.Redis | None = None
         self._pid: int | None = None
         self._apps: AppResolver | None = None
+        self._debuglog: DebugLog | None = None
 
     @property
     def redis(self) -> redis.Redis:
@@ -69,6 +71,19 @@ class WorkerContext:
                     )
                     self._pid = pid
         return self._redis
+
+    @property
+    def debuglog(self) -> DebugLog | None:
+        """The debug log of watched apps (gateway/dashboard), None when the dashboard is off."""
+        dash = self.settings.dashboard
+        if not dash.active:
+            return None
+        client = self.redis
+        log = self._debuglog
+        if log is None or log.client is not client:
+            log = self._debuglog = DebugLog(client, self.settings.redis.key_prefix,
+                                            dash.log_max_entries, "worker")
+        return log
 
     @property
     def apps(self) -> AppResolver:

@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 from config.settings import Settings
 from gateway.api.deliver_message import DeliverMessage
 from gateway.api.metrics import ApiMetrics
+from gateway.dashboard.debuglog import DebugLog
 from gateway.protocol.errors import ApiError
 from gateway.state.apps import AppResolver
 from gateway.state.history import History
@@ -57,6 +58,8 @@ class ApiContext:
     apps: AppResolver | None = None
     # The live delivery task's message, enqueued by the accept script (gateway/api/channels.py).
     deliver: DeliverMessage | None = None
+    # Each app's debug log, written only while a dashboard console watches (gateway/dashboard).
+    debuglog: DebugLog | None = None
 
     def close(self) -> None:
         self.redis.close()
@@ -100,10 +103,14 @@ def create_app(settings: Settings) -> Flask:
         apps=apps,
         deliver=DeliverMessage(settings.redis.key_prefix),
         idempotency=IdempotencyRecords(client, keys),
+        debuglog=DebugLog(client, settings.redis.key_prefix,
+                          settings.dashboard.log_max_entries, "api")
+        if settings.dashboard.active else None,
     )
 
     from gateway.api import beams, channels, health, history
     from gateway.api import metrics as metrics_bp
+    from gateway.dashboard import views as dashboard
     from gateway.webhooks import api as webhooks_api
 
     app.register_blueprint(channels.bp)
@@ -112,6 +119,7 @@ def create_app(settings: Settings) -> Flask:
     app.register_blueprint(metrics_bp.bp)
     app.register_blueprint(webhooks_api.bp)
     beams.register(app, settings)
+    dashboard.register(app, settings, app.extensions["clarion"])
     metrics.install(app)
     _install_error_handlers(app)
     return app

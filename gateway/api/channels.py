@@ -156,9 +156,10 @@ def _answer(body: bytes, replayed: bool = False) -> Response:
 
 def _accept_and_enqueue(
     c: ApiContext, app: AppSettings, publishes: list[Publish],
-    claim: IdempotencyClaim | None = None,
+    claim: IdempotencyClaim | None = None, via: str = "rest",
 ) -> SeenRequest | None:
-    """Accept ``publishes`` (with ``claim``: unless its key was used, then what it holds)."""
+    """Accept ``publishes`` (with ``claim``: unless its key was used, then what it holds);
+    ``via``: who sent them, for the debug log (rest, dashboard)."""
     events = [(ch, p.event, p.data, p.exclude) for p in publishes for ch in p.channels]
     if not events:
         return None
@@ -173,19 +174,32 @@ def _accept_and_enqueue(
             limits, claim)
         if isinstance(result, SeenRequest):
             return result
-        _serials, queued = result
+        serials, queued = result
     else:
         accepted = c.history.accept(app_id, events, limits, claim)
         if isinstance(accepted, SeenRequest):
             return accepted
         payload = [[a.channel, a.event, a.data, a.exclude, a.serial, a.prev] for a in accepted]
         c.celery.send_task(DELIVER_TASK, args=(app_id, payload), queue="live")
-        queued = True
+        serials, queued = [a.serial for a in accepted], True
+    if c.debuglog is not None and c.debuglog.watching(app_id):
+        c.debuglog.write([
+            (app_id, "api_event", {"channel": ch, "event": name, "bytes": len(data),
+                                   "serial": serial, "via": via, "data": data})
+            for (ch, name, data, _), serial in zip(events, serials, strict=True)])
     metrics = c.metrics
     metrics.child(metrics.events_accepted, app_id).inc(len(events))
     if queued:
         metrics.child(metrics.tasks_enqueued, DELIVER_TASK).inc()
     return None
+
+
+def publish_one(c: ApiContext, app: AppSettings, item: dict[str, Any], via: str) -> Publish:
+    """One event (``name``, ``channel``, ``data``) validated and accepted as ``POST
+    /events`` accepts it, for callers other than the REST API (the dashboard's creator)."""
+    publish = _parse_publish(app, item, batch=False)
+    _accept_and_enqueue(c, app, [publish], via=via)
+    return publish
 
 
 def _publish(

@@ -35,6 +35,8 @@ from gateway.cli.runtime import (
     port_in_use,
     remove_runtime,
 )
+from gateway.dashboard.local import banner_lines as dashboard_banner_lines
+from gateway.dashboard.local import with_local_token
 from gateway.embedded_redis import EmbeddedRedisError, free_port
 from gateway.processes import Child, ChildDied, SessionRedis, Supervisor, probe_host
 from workers.groups import worker_commands
@@ -233,6 +235,7 @@ def banner(settings: Settings, app: Any, redis_url: str, embedded: bool) -> str:
         f"  App key     {app.key}",
         f"  App secret  {app.secret}",
         "",
+        *dashboard_banner_lines(settings, api_url),
         "  pusher-js:",
         f"    const pusher = new Pusher('{app.key}', {{",
         f"      wsHost: '{ws_host}', {ports},",
@@ -349,6 +352,7 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
         demo = None if settings.apps else demo_app(data_dir)
         if demo is not None:
             settings = settings.with_overrides(apps=[demo])
+        settings = with_local_token(settings, data_dir)
         api_child = supervisor.add(Child.cli("api", settings, "api"))
         ws_child = supervisor.add(
             Child.cli("ws", settings, "ws", "--processes", str(settings.websocket.processes))

@@ -74,6 +74,18 @@ Channels, complete (cache channels, limits, sign-in, apps; docs/channels.md):
 | P apps                        | hash   | app id -> AppSettings JSON (`clarion apps`),  | kept                  |
 |                               |        | overlaid on the config file's apps            |                       |
 
+Dashboard (gateway/dashboard, docs/dashboard.md):
+
+| key                           | type   | holds                                         | lifetime              |
+|-------------------------------|--------|-----------------------------------------------|-----------------------|
+| P dbg:{app}                   | stream | the app's debug log: k (kind), s (source), d  | trimmed to about      |
+|                               |        | (details JSON); written only while watched    | log_max_entries       |
+| P dbg:watch                   | zset   | app id -> unix ms until which a console       | pruned when renewed   |
+|                               |        | watches it                                    |                       |
+| P dts:{app}:{minute}          | hash   | chart samples: c:{node} connections, e events | chart_minutes         |
+|                               |        | accepted, d messages delivered in that minute |                       |
+| P dbgsi:{address}:{minute}    | string | failed dashboard sign-ins from that address   | 2 minutes             |
+
 A serial is ``max(previous serial + 1, Redis time in microseconds)`` and every logged event
 carries its predecessor's (gateway/state/history.py): serials only grow, even across a counter
 that expired or a Redis that lost its data, and a reader can tell a complete chain from a gap.

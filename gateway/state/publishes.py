@@ -17,6 +17,8 @@ Key schema (``P`` = ``settings.redis.key_prefix``), every key but ``bps`` expiri
 | P bpu:{app}:{pid}    | hash   | user -> path of a deliver-live-else-push publish (push, live,|
 |                      |        | live+push, wait:{sign-outs}), see workers/push/live.py       |
 | P brl:{app}:{second} | string | publish requests in that second (rate limit), 2 s            |
+| P bpx:{app}          | list   | the app's latest publish ids, newest first (at most RECENT), |
+|                      |        | for the dashboard; expires like the publishes                |
 | P bps:{app}          | hash   | the app's cumulative counters, NOT expiring (metrics):       |
 |                      |        | ``publishes``, ``{platform}:{counter}`` for delivered,       |
 |                      |        | failed, retried, removed (platform: the device id prefix)    |
@@ -57,6 +59,8 @@ SENDING, UNKNOWN = "s", "u"
 COUNTERS = ("devices", "delivered", "failed", "retried", "removed", "unknown")
 OUTCOME_COUNTERS = ("delivered", "failed", "retried", "removed", "unknown")
 PLATFORMS = ("fcm", "apns", "web")
+# Publish ids listed per app for the dashboard.
+RECENT = 50
 
 
 def platform_of(device_id: str) -> str:
@@ -116,6 +120,9 @@ class PublishKeys:
 
     def totals(self, app: str) -> str:
         return f"{self.prefix}bps:{app}"
+
+    def recent(self, app: str) -> str:
+        return f"{self.prefix}bpx:{app}"
 
 
 _RELEASE = """
@@ -186,7 +193,15 @@ class PublishStore:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(key, mapping=mapping)
         pipe.expire(key, self.ttl)
+        pipe.lpush(self.keys.recent(app), pid)
+        pipe.ltrim(self.keys.recent(app), 0, RECENT - 1)
+        pipe.expire(self.keys.recent(app), self.ttl)
         pipe.execute()
+
+    def recent(self, app: str, limit: int = RECENT) -> list[dict[str, Any]]:
+        """Status of the app's latest publishes, newest first (those not expired)."""
+        ids = [_s(i) for i in self.r.lrange(self.keys.recent(app), 0, limit - 1)]
+        return [s for s in (self.status(app, pid) for pid in ids if pid) if s is not None]
 
     def count_accepted(self, app: str) -> None:
         """Count a publish that was stored and enqueued (the ``publishes`` metric)."""

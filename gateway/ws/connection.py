@@ -192,6 +192,7 @@ class Connection(WSListener):
         if timeout is not None:
             self._auth_deadline = time.monotonic() + timeout
         self.send(frames.connection_established(self.socket_id, self.ctx.activity_timeout))
+        self.ctx.debug(self.app_id, "connected", socket_id=self.socket_id)
 
     def _check_authorised(self) -> None:
         """user_authentication_timeout passed: a connection that neither signed in nor
@@ -410,6 +411,8 @@ class Connection(WSListener):
             membership = channels.authorise(self.app, self.socket_id, sub, self.user)
         except SubscriptionError as exc:
             self.send(frames.subscription_error(exc))
+            self.ctx.debug(self.app_id, "subscription_error", socket_id=self.socket_id,
+                           channel=sub.channel, error=str(exc))
             return None
         if membership.kind is not ChannelKind.PRESENCE and sub.channel in self.subscriptions:
             self.send(frames.subscription_succeeded(sub.channel))  # idempotent, as soketi
@@ -453,6 +456,8 @@ class Connection(WSListener):
             return
         membership = self.ctx.hub.shared_membership(self.app_id, membership)
         self.subscriptions[membership.channel] = membership
+        self.ctx.debug(self.app_id, "subscribed", socket_id=self.socket_id, channel=channel,
+                       user_id=membership.user_id)
         if members is not None and members.is_new:
             self.ctx.member_added(self.app_id, membership, self.socket_id)
 
@@ -522,6 +527,7 @@ class Connection(WSListener):
             return None
         del self.subscriptions[msg.channel]
         self.ctx.hub.unsubscribe(self, msg.channel)
+        self.ctx.debug(self.app_id, "unsubscribed", socket_id=self.socket_id, channel=msg.channel)
         if membership.kind is ChannelKind.PRESENCE:
             return self.ctx.leave_presence(self.app_id, self.socket_id, [membership])
         return None
@@ -541,6 +547,8 @@ class Connection(WSListener):
         if self.ctx.webhooks is not None:
             self.ctx.webhooks.client_event(
                 self.app_id, msg.channel, msg.event, msg.data, self.socket_id, user_id)
+        self.ctx.debug(self.app_id, "client_event", socket_id=self.socket_id,
+                       channel=msg.channel, event=msg.event, data=msg.data, user_id=user_id)
 
     def _client_event_problem(self, msg: messages.ClientEvent) -> str | None:
         app = self.app

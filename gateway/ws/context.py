@@ -24,6 +24,7 @@ from gateway.ws.quota import ConnectionQuota
 
 if TYPE_CHECKING:
     from gateway.channels.membership import Membership
+    from gateway.dashboard.debuglog import NodeDebugLog
     from gateway.webhooks.reporter import Reporter
     from gateway.ws.connection import Connection
 
@@ -52,6 +53,8 @@ class NodeContext:
     webhooks: Reporter | None = None
     # (app, watched user id) -> connections whose watchlist has that user.
     watchers: dict[tuple[str, str], set[Connection]] = field(default_factory=dict)
+    # The debug log of apps a dashboard console watches (None: dashboard off).
+    debuglog: NodeDebugLog | None = None
 
     @property
     def activity_timeout(self) -> int:
@@ -84,6 +87,8 @@ class NodeContext:
         ))
         if self.webhooks is not None:
             self.webhooks.member_added(app_id, membership.channel, membership.user_id or "")
+        self.debug(app_id, "member_added", channel=membership.channel,
+                   user_id=membership.user_id, socket_id=socket_id)
 
     def member_removed(self, app_id: str, channel: str, user_id: str) -> None:
         data = frames.member_removed_data(user_id)
@@ -92,12 +97,21 @@ class NodeContext:
         )
         if self.webhooks is not None:
             self.webhooks.member_removed(app_id, channel, user_id)
+        self.debug(app_id, "member_removed", channel=channel, user_id=user_id)
+
+    def debug(self, app_id: str, kind: str, **details: Any) -> None:
+        """A debug log entry, kept only if a console watches the app (a set lookup)."""
+        if self.debuglog is not None:
+            self.debuglog.note(app_id, kind, **details)
 
     def forget(self, conn: Connection) -> None:
         """A connection is gone: drop it locally now, leave presence channels in Redis."""
         memberships = list(conn.subscriptions.values())
         conn.subscriptions.clear()
         admitted = conn.socket_id in self.hub.connections
+        if admitted:
+            self.debug(conn.app_id, "disconnected", socket_id=conn.socket_id,
+                       channels=[m.channel for m in memberships])
         self.hub.remove_connection(
             conn, [m.channel for m in memberships], conn.user.id if conn.user else None
         )

@@ -105,6 +105,9 @@ class Hub:
         self.connections: dict[str, Subscriber] = {}
         self.users: dict[tuple[str, str], set[Subscriber]] = {}
         self.app_counts: Counter[str] = Counter()
+        # Frames written per app (the excluded publisher counted too): one addition per event,
+        # read by the dashboard's chart sampler.
+        self.delivered: Counter[str] = Counter()
         self._dirty: list[Subscriber] = []
         self._flush_scheduled = False
         self._hold_until = 0.0  # loop time before which a flush waits (after a big one)
@@ -258,6 +261,7 @@ class Hub:
                 exclude: str | None = None, serial: int | None = None) -> None:
         if not ch.subscribers:
             return
+        self.delivered[ch.app_id] += len(ch.subscribers)
         data_frame = framing.text(frames.channel_event(event, ch.name, data, user_id))
         tracked = ch.tracked
         if tracked is not None and serial is not None:

@@ -23,6 +23,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 
 from config.settings import AppSettings, Settings
+from gateway.dashboard.debuglog import NodeDebugLog
+from gateway.dashboard.timeseries import NodeSampler
 from gateway.logs import configure as configure_logs
 from gateway.protocol.errors import AppDisabled, ReconnectNow, Unauthorized
 from gateway.protocol.names import ChannelKind
@@ -126,6 +128,9 @@ class Node:
             users=self.users, quota=self.quota,
         )
         self.webhooks = Reporter(self.redis, self.keys, settings, self.node_id, apps=self.apps)
+        self.dashboard = _dashboard_jobs(settings, self.redis, self.node_id, self.hub)
+        if self.dashboard:
+            self.ctx.debuglog = self.dashboard[0]
         self.hub.webhooks = self.ctx.webhooks = self.webhooks
         self.listener = BusListener(
             self.bus_redis, self.keys, self.sequencer, self._terminate, self._bus_connected,
@@ -188,7 +193,7 @@ class Node:
                     self.quota.run(),
                     self.subscription_counter.run(), self._apps_loop(),
                     self.http_sessions.run(self._halted), self.waiting.run(self._halted),
-                    self.readiness.run(self._halted)):
+                    self.readiness.run(self._halted), *(d.run() for d in self.dashboard)):
             self._tasks.append(loop.create_task(job))
         try:
             await asyncio.wait_for(self.listener.connected.wait(), BUS_WAIT_ON_START)
@@ -229,6 +234,8 @@ class Node:
         self.quota.stop()
         self.subscription_counter.stop()
         self.publisher.stop()
+        for job in self.dashboard:
+            job.stop()
         self._tasks[0].cancel()  # the bus listener
         for task in [*self._side_tasks, *self.sequencer.tasks]:
             task.cancel()
@@ -416,6 +423,18 @@ class Node:
         task = asyncio.get_running_loop().create_task(coro)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
+
+
+def _dashboard_jobs(settings: Settings, redis: Any, node_id: str,
+                    hub: Hub) -> list[Any]:
+    """The debug log writer and the chart sampler, when the dashboard is on."""
+    dash = settings.dashboard
+    if not dash.active:
+        return []
+    prefix = settings.redis.key_prefix
+    return [NodeDebugLog(redis, prefix, dash.log_max_entries, node_id),
+            NodeSampler(redis, prefix, node_id, dash.chart_minutes, hub.app_counts,
+                        hub.delivered)]
 
 
 async def _wait_all(tasks: set[asyncio.Task[Any]], timeout: float) -> None:

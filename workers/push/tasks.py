@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from celery import Celery, Task
 
+from gateway.state.publishes import PublishStore
 from workers.celery_app import clarion_task, context
 from workers.push.delivery import run_publish
 
@@ -26,7 +27,14 @@ def register(app: Celery) -> Task:
                 (app_id, publish_id, next_step), countdown=countdown or None, queue=QUEUE
             )
 
-        return run_publish(ctx.settings, ctx.redis, app_id, publish_id, step, enqueue,
-                           apps=ctx.apps, send_task=self.app.send_task)
+        result = run_publish(ctx.settings, ctx.redis, app_id, publish_id, step, enqueue,
+                             apps=ctx.apps, send_task=self.app.send_task)
+        log = ctx.debuglog
+        if log is not None and (step == 0 or result == "done") and log.watching(app_id):
+            store = PublishStore(ctx.redis, ctx.settings.redis.key_prefix,
+                                 ctx.settings.push.status_ttl)
+            log.write([(app_id, "push_publish",
+                        {"step": step, "run": result, **(store.status(app_id, publish_id) or {})})])
+        return result
 
     return publish

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from config.settings import AppSettings, Settings, WebhookSettings
+from gateway.dashboard.debuglog import DebugLog
 from gateway.protocol.signatures import (
     standard_webhook_key,
     standard_webhook_signature,
@@ -93,8 +94,10 @@ class Deliverer:
     """Attempts deliveries for one worker process."""
 
     def __init__(self, settings: Settings, redis: Any, keys: Keys,
-                 post: Poster = webhook_http.post, apps: Any = None) -> None:
+                 post: Poster = webhook_http.post, apps: Any = None,
+                 debuglog: DebugLog | None = None) -> None:
         self.settings = settings
+        self.debuglog = debuglog
         self.redis = redis
         self.keys = keys
         self.app_by_id = ev.app_lookup(settings, apps)
@@ -186,6 +189,11 @@ class Deliverer:
     def _finish(self, d: Delivery, status: str, record: dict[str, Any] | None, *,
                 retry_at: int | None, reason: str) -> None:
         attempts = [*d.attempts, record] if record is not None else d.attempts
+        if self.debuglog is not None:
+            self.debuglog.note(
+                d.app_id, "webhook", delivery_id=d.id, url=d.url, outcome=status,
+                attempt=len(attempts), http_status=record.get("status") if record else None,
+                error=(record or {}).get("error") or reason or None, next_attempt_ms=retry_at)
         fields = {"attempts": orjson.dumps(attempts), "reason": reason,
                   "next": retry_at if retry_at is not None else "", "manual": "0"}
         if not self.store.transition(d, d.status, status, retry_at=retry_at, fields=fields):

@@ -38,7 +38,8 @@ def deliverer(app: Celery) -> Deliverer:
     ctx = context(app)
     d = _worker.get("deliverer")
     if d is None or d.redis is not ctx.redis:
-        d = Deliverer(ctx.settings, ctx.redis, ctx.keys, apps=app_resolver(app))
+        d = Deliverer(ctx.settings, ctx.redis, ctx.keys, apps=app_resolver(app),
+                      debuglog=ctx.debuglog)
         _worker["deliverer"] = d
     return d
 
