@@ -52,6 +52,8 @@ def format_status(app_id: str, status: dict[str, Any]) -> str:
     ]
     if status.get("createdAt") and status.get("finishedAt"):
         rows.append(("took", f"{status['finishedAt'] - status['createdAt']:.3f} s"))
+    for platform, outcomes in sorted((status.get("platforms") or {}).items()):
+        rows.append((platform, ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items()))))
     for platform, description in (status.get("errors") or {}).items():
         rows.append((f"error ({platform})", description))
     width = max(len(name) for name, _ in rows)

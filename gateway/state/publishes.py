@@ -6,7 +6,8 @@ Key schema (``P`` = ``settings.redis.key_prefix``), every key but ``bps`` expiri
 | key                  | type   | holds                                                        |
 |----------------------|--------|--------------------------------------------------------------|
 | P bp:{app}:{pid}     | hash   | kind (interests/users), targets, payload (JSON), state, step,|
-|                      |        | ti/cur (expansion position), counters, errors, timestamps    |
+|                      |        | ti/cur (expansion position), counters (also per platform,    |
+|                      |        | ``{platform}:{counter}``), errors, timestamps                |
 | P bpo:{app}:{pid}    | hash   | device id -> outcome: p pending (claimed, not yet sent),     |
 |                      |        | s sending (its batch went to the provider, no answer yet),   |
 |                      |        | d delivered, x removed, f failed, w waiting for a retry,     |
@@ -231,6 +232,7 @@ class PublishStore:
             out[c] = int(row.get(c) or 0)
         out["pending"] = int(self.r.zcard(self.keys.retries(app, pid)))
         out["errors"] = json.loads(row.get("errors") or "{}")
+        out["platforms"] = _by_platform(row)
         paths = self.r.hgetall(self.keys.user_paths(app, pid))
         if paths:
             out["users"] = {_s(u): "pending" if _s(p).startswith("wait:") else _s(p)
@@ -389,7 +391,20 @@ class PublishStore:
         }
         tkey = self.keys.totals(app)
         for (platform, outcome), n in by_platform.items():
-            pipe.hincrby(tkey, f"{platform}:{names[outcome]}", n)
+            name = f"{platform}:{names[outcome]}"
+            pipe.hincrby(pkey, name, n)  # this publish, per platform (its status)
+            pipe.hincrby(tkey, name, n)  # the app's cumulative counters (metrics)
         for key in (okey, rkey, akey):
             pipe.expire(key, self.ttl)
         pipe.execute()
+
+
+def _by_platform(row: dict[str, str]) -> dict[str, dict[str, int]]:
+    """``{platform: {outcome: n}}`` from a publish record's ``{platform}:{outcome}`` fields
+    (only the platforms and outcomes that happened)."""
+    out: dict[str, dict[str, int]] = {}
+    for name, value in row.items():
+        platform, sep, outcome = name.partition(":")
+        if sep and platform in PLATFORMS:
+            out.setdefault(platform, {})[outcome] = int(value)
+    return out

@@ -67,6 +67,7 @@ def test_a_publish_shows_on_the_push_page_and_in_the_console(
     (shown,) = page["publishes"]
     assert shown["publishId"] == publish_id
     assert (shown["devices"], shown["delivered"], shown["failed"]) == (1, 1, 0)
+    assert shown["platforms"] == {"fcm": {"delivered": 1}}
     assert page["totals"]["publishes"] == 1 and page["totals"]["fcm:delivered"] == 1
     assert fcm.messages(token)
 

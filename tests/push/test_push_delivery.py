@@ -148,6 +148,8 @@ def test_dead_tokens_are_removed(api_server, store, fcm_emu, apns_emu):
         api_server, publish(api_server, {"interests": [topic], "fcm": FCM_BODY, "apns": APNS_BODY})
     )
     assert (done["devices"], done["delivered"], done["removed"], done["failed"]) == (8, 2, 6, 0)
+    assert done["platforms"] == {"fcm": {"delivered": 1, "removed": 3},
+                                 "apns": {"delivered": 1, "removed": 3}}
     assert all(store.get(APP_ID, d) is None for d in dead_ids)
     assert store.get(APP_ID, good_fcm) and store.get(APP_ID, good_apns)
     members = store.r.smembers(store.keys.interest(APP_ID, topic))
