@@ -6,19 +6,14 @@ Set CLARION_DASHBOARD_SCREENSHOTS=docs/dashboard to refresh the screenshots of t
 
 from __future__ import annotations
 
-import json
 import os
-import queue
-import shutil
-import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from _harness import Cluster
+from _harness.browser import BrowserDriver, require_chromium
 
 from tests.continuity.continuity_harness import Fleet
 from tests.dashboard.conftest import TOKEN
@@ -27,75 +22,27 @@ from tests.webhooks.harness import Answer, Received, Receiver
 pytestmark = pytest.mark.slow
 
 DRIVER = Path(__file__).parent / "js" / "driver.mjs"
-CHROMIUM = os.environ.get("CLARION_TEST_CHROMIUM", "/usr/bin/chromium")
 SHOTS = os.environ.get("CLARION_DASHBOARD_SCREENSHOTS")
 
 
-class Browser:
+class Browser(BrowserDriver):
     """js/driver.mjs: one page of headless Chromium, driven by commands."""
 
     def __init__(self, node_modules: Path) -> None:
-        env = {**os.environ, "NODE_MODULES": str(node_modules), "CHROMIUM": CHROMIUM}
-        self.proc = subprocess.Popen(["node", str(DRIVER)], env=env, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self._lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.version = self._answer("ready", 60)["version"]
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(json.loads(line))
-
-    def _answer(self, kind: str, timeout: float = 30.0) -> dict[str, Any]:
-        try:
-            got = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"the browser did not answer ({kind}); "
-                                 f"exit code {self.proc.poll()}") from None
-        assert got["kind"] == kind, got
-        return got
-
-    def ask(self, op: str, **args: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
-        self.proc.stdin.flush()
-        return self._answer(op)
+        super().__init__(DRIVER, node_modules)
 
     def texts(self, selector: str) -> list[str]:
         return self.ask("texts", selector=selector)["texts"]  # type: ignore[no-any-return]
-
-    def until(self, check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while not (got := check()):
-            if time.monotonic() > deadline:
-                logs = self.ask("console")["lines"][-10:]
-                raise AssertionError(f"the page never showed {what}; console: {logs}")
-            time.sleep(0.2)
-        return got
 
     def screenshot(self, name: str, tmp: Path) -> None:
         where = Path(SHOTS) if SHOTS else tmp
         where.mkdir(parents=True, exist_ok=True)
         self.ask("screenshot", path=str(where / f"{name}.png"))
 
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.ask("quit")
-            except (AssertionError, OSError):
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
 
 @pytest.fixture(scope="module")
 def browser(node_modules: Path) -> Iterator[Browser]:
-    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium "
-                    "(.ci/run installs it)")
+    require_chromium()
     b = Browser(node_modules)
     yield b
     b.close()

@@ -5,18 +5,16 @@ itself to xhr_streaming on the node's port, and the page renders the events it r
 from __future__ import annotations
 
 import json
-import os
-import queue
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _harness.browser import BrowserDriver, require_chromium
 from _harness.cluster import APP_KEY
 
 from tests.xhr.xhr_harness import CACHE
@@ -24,7 +22,6 @@ from tests.xhr.xhr_harness import CACHE
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent
-CHROMIUM = os.environ.get("CLARION_TEST_CHROMIUM", "/usr/bin/chromium")
 NPM_PACKAGES = ["pusher-js@8", "playwright-core@1"]
 
 
@@ -85,60 +82,16 @@ class Site:
         self.server.server_close()
 
 
-class Browser:
+class Browser(BrowserDriver):
+    """js/browser.mjs: headless Chromium through playwright-core."""
+
     def __init__(self, node_modules: Path) -> None:
-        env = {**os.environ, "NODE_MODULES": str(node_modules), "CHROMIUM": CHROMIUM}
-        self.proc = subprocess.Popen(["node", str(HERE / "js" / "browser.mjs")], env=env,
-                                     text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self._lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.version = self._answer("ready", 60)["version"]
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(json.loads(line))
-
-    def _answer(self, kind: str, timeout: float = 30.0) -> dict[str, Any]:
-        try:
-            got = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"the browser did not answer ({kind}); "
-                                 f"exit code {self.proc.poll()}") from None
-        assert got["kind"] == kind, got
-        return got
-
-    def ask(self, op: str, **args: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
-        self.proc.stdin.flush()
-        return self._answer(op)
-
-    def look_until(self, check, what: str, timeout: float = 30.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while not check(seen := self.ask("look")):
-            if time.monotonic() > deadline:
-                logs = self.ask("console")["lines"][-10:]
-                raise AssertionError(f"the page never showed {what}: {seen}; console: {logs}")
-            time.sleep(0.2)
-        return seen
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.ask("quit")
-            except (AssertionError, OSError):
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        super().__init__(HERE / "js" / "browser.mjs", node_modules)
 
 
 @pytest.fixture
 def browser(browser_modules: Path) -> Iterator[Browser]:
-    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver")
+    require_chromium()
     b = Browser(browser_modules)
     yield b
     b.close()

@@ -1,0 +1,98 @@
+"""Headless Chromium for the browser tests, driven through a Node script of the test's own.
+
+Each browser test has a small playwright-core script (``js/*.mjs`` beside the test) that reads
+one JSON command a line on stdin and answers one JSON line on stdout; this is the Python end of
+that conversation. Debian's ``chromium`` by default (``CLARION_TEST_CHROMIUM`` to use another).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = os.environ.get("CLARION_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+def require_chromium() -> None:
+    """Fail (not skip) without the browser: the browser tests are part of the suite."""
+    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium "
+                    "(.ci/run installs it)")
+
+
+class BrowserDriver:
+    """One ``node SCRIPT`` process holding one headless Chromium page."""
+
+    def __init__(self, script: Path, node_modules: Path) -> None:
+        env = {**os.environ, "NODE_MODULES": str(node_modules), "CHROMIUM": CHROMIUM}
+        self.proc = subprocess.Popen(["node", str(script)], env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.version = self._answer("ready", 60)["version"]
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(json.loads(line))
+
+    def _answer(self, kind: str, timeout: float = 30.0) -> dict[str, Any]:
+        try:
+            got = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"the browser did not answer ({kind}); "
+                                 f"exit code {self.proc.poll()}") from None
+        assert got["kind"] == kind, got
+        return got
+
+    def ask(self, op: str, **args: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
+        self.proc.stdin.flush()
+        return self._answer(op)
+
+    def until(self, check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+        """``check()``'s first truthy answer; the page's last console lines if none comes."""
+        deadline = time.monotonic() + timeout
+        while not (got := check()):
+            if time.monotonic() > deadline:
+                logs = self.ask("console")["lines"][-10:]
+                raise AssertionError(f"the page never showed {what}; console: {logs}")
+            time.sleep(0.2)
+        return got
+
+    def look_until(self, check: Callable[[dict[str, Any]], Any], what: str,
+                   timeout: float = 30.0) -> dict[str, Any]:
+        """The script's ``look`` answer once ``check`` accepts it."""
+        seen: dict[str, Any] = {}
+
+        def look() -> dict[str, Any] | None:
+            nonlocal seen
+            seen = self.ask("look")
+            return seen if check(seen) else None
+
+        try:
+            return self.until(look, what, timeout)  # type: ignore[no-any-return]
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last seen: {seen}") from None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.ask("quit")
+            except (AssertionError, OSError):
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
