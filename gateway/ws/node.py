@@ -276,6 +276,8 @@ class Node:
         ``window`` seconds: the other nodes get the reconnections (each a connect, subscribes
         and a resume read from Redis) as a steady flow, not as one burst."""
         conns = self._local_connections()
+        if not conns:
+            return
         slices = max(1, min(len(conns), int(window / DRAIN_TICK)))
         per_slice = -(-len(conns) // slices)  # ceiling
         for start in range(0, len(conns), per_slice):
