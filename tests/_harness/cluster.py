@@ -205,9 +205,11 @@ class Cluster:
         node = self.nodes[i]
         node.send(signal.SIGTERM)
         signalled = time.monotonic()
-        statuses = set()
+        statuses: list[int | None] = []
         while node.alive and time.monotonic() - signalled < timeout:
-            statuses.add(ready_status(self.node_ready_url(i)))
+            status = ready_status(self.node_ready_url(i))
+            if not statuses or statuses[-1] != status:
+                statuses.append(status)
             time.sleep(0.05)
         code = node.stop(1.0, signalled=True)
         drained = time.monotonic() - signalled
@@ -252,7 +254,9 @@ class Cluster:
 class NodeRestart:
     exit_code: int | None
     drain_seconds: float  # from SIGTERM to the process's exit
-    ready_statuses: set[int | None]  # what /ready answered meanwhile (None: no answer)
+    # What /ready answered meanwhile, in order, repeats left out (None: no answer). It may
+    # start with a 200 read before the node handled the signal.
+    ready_statuses: list[int | None]
 
 
 def ready_status(url: str) -> int | None:

@@ -127,6 +127,12 @@ class Proxy:
             self._checker.cancel()
         await self._close_listener()
         await self._drop_all()
+        # The pipes of the connections just dropped, ended here rather than destroyed pending
+        # when the loop stops.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream = await self._open_upstream()
