@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import multiprocessing
 import random
@@ -149,9 +150,10 @@ class _Client:
         while True:
             try:
                 self.generation += 1
-                generation = self.generation  # this attempt's, not the one current later
+                # Bound now: this attempt's generation, not the one current when picows
+                # makes the listener (another attempt may have begun by then).
                 self.transport, _ = await ws_connect(
-                    lambda: _Listener(self, generation), self.owner.url,
+                    functools.partial(_Listener, self, self.generation), self.owner.url,
                     websocket_handshake_timeout=10)
                 if self.transport.underlying_transport.is_closing():
                     # picows (2.x), its loop overloaded by a reconnect storm, was seen to
