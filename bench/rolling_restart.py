@@ -44,7 +44,7 @@ from _harness.proxy import Proxy  # noqa: E402
 from _harness.redis_binary import redis_binary  # noqa: E402
 
 from bench.publisher import App  # noqa: E402
-from bench.resume_bench import _client_main, _publish  # noqa: E402
+from bench.resume_bench import OUTAGE, _client_main, _publish  # noqa: E402
 from bench.subscriber import raise_nofile  # noqa: E402
 from bench.targets import Target  # noqa: E402
 from bench.wsframes import PUSHER_QUERY  # noqa: E402
@@ -108,7 +108,11 @@ def run(opts: Options, cluster: Cluster, links: list) -> dict:
     time.sleep(opts.warmup)
     first_sigterm = time.time()
     # Node by node, as an operator's rolling restart does: the next once this one is back.
-    restarts = [cluster.restart_node(i) for i in range(len(cluster.nodes))]
+    restarts, back = [], []
+    for i in range(len(cluster.nodes)):
+        watch = Resubscribed(links, opts.clients // opts.procs * opts.procs)
+        restarts.append(cluster.restart_node(i))
+        back.append(watch.result())
     stop[0] = time.monotonic() + opts.tail
     publishing.join()
     time.sleep(3)  # the last events settle
@@ -116,7 +120,45 @@ def run(opts: Options, cluster: Cluster, links: list) -> dict:
     for parent, _ in links:
         parent.send(("report", published, first_sigterm))
         reports.append(parent.recv()[1])
-    return _summary(opts, subscribed, published, reports, restarts)
+    return _summary(opts, subscribed, published, reports, restarts, back)
+
+
+class Resubscribed(threading.Thread):
+    """Polls the client processes while the main thread restarts a node: when every client
+    was last subscribed again (seconds from now), i.e. the first full count after the last
+    short one seen before ``result`` is called (the node drained and back by then)."""
+
+    def __init__(self, links: list, clients: int, timeout: float = 60.0) -> None:
+        super().__init__(daemon=True)
+        self.links, self.clients, self.timeout = links, clients, timeout
+        self.started_at = time.monotonic()
+        self.seconds: float | None = None
+        self.restarted = threading.Event()
+        self.start()
+
+    def _count(self) -> int:
+        total = 0
+        for parent, _ in self.links:
+            parent.send(("count",))
+            total += parent.recv()[1]
+        return total
+
+    def run(self) -> None:
+        short = False
+        while time.monotonic() - self.started_at < self.timeout:
+            if self._count() < self.clients:
+                short = True
+            elif short:
+                self.seconds, short = time.monotonic() - self.started_at, False
+            elif self.restarted.is_set():
+                return
+            time.sleep(0.05)
+        self.seconds = None
+
+    def result(self) -> float | None:
+        self.restarted.set()
+        self.join(self.timeout)
+        return self.seconds
 
 
 async def _publish_until(target: Target, opts: Options, stop: list[float],
@@ -128,7 +170,7 @@ async def _publish_until(target: Target, opts: Options, stop: list[float],
 
 
 def _summary(opts: Options, subscribed: int, published: dict[str, int], reports: list[dict],
-             restarts: list) -> dict:
+             restarts: list, back: list[float | None]) -> dict:
     stats = [r["stats"] for r in reports]
     expected = sum(published.get(f"bench-resume-{i % opts.channels}", 0)
                    for i in range(opts.clients // opts.procs * opts.procs))
@@ -143,9 +185,17 @@ def _summary(opts: Options, subscribed: int, published: dict[str, int], reports:
         "resume failed": sum(s["resume_failed"] for s in stats),
         "reconnects": sum(s["reconnects"] for s in stats),
     }
-    for i, r in enumerate(restarts):
+    for i, (r, b) in enumerate(zip(restarts, back, strict=True)):
         summary[f"node {i}: drain (SIGTERM to exit, s) / exit code / /ready meanwhile"] = (
             f"{r.drain_seconds:.2f} / {r.exit_code} / {' then '.join(map(str, r.ready_statuses))}")
+        summary[f"node {i}: every client subscribed again (s after SIGTERM)"] = (
+            "not within 60 s" if b is None else round(b, 2))
+    latencies = sorted(x for r in reports for x in r["latencies"])
+    if latencies:
+        summary[f"events of the {OUTAGE:g} s after the first SIGTERM: latency p50 / p99 / max "
+                "(ms)"] = " / ".join(
+            str(round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000))
+            for q in (0.5, 0.99, 1.0))
     summary["client errors"] = [e for s in stats for e in s["errors"]
                                 if not e.startswith("client states")][:3]
     summary["client states"] = [e for s in stats for e in s["errors"]
