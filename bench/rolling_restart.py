@@ -184,6 +184,9 @@ def _summary(opts: Options, subscribed: int, published: dict[str, int], reports:
         "out of order": sum(s["out_of_order"] for s in stats),
         "resume failed": sum(s["resume_failed"] for s in stats),
         "reconnects": sum(s["reconnects"] for s in stats),
+        "connections the client library returned closed": sum(
+            s["closed_on_return"] for s in stats),
+        "connections given up unestablished": sum(s["establish_timeouts"] for s in stats),
     }
     for i, (r, b) in enumerate(zip(restarts, back, strict=True)):
         summary[f"node {i}: drain (SIGTERM to exit, s) / exit code / /ready meanwhile"] = (
