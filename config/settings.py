@@ -125,6 +125,10 @@ class WebSocketSettings(_TlsFiles):
     # Seconds a stopping node gives its clients after the last of them was told to reconnect
     # (4200) before it cuts the rest (docs/operations.md, "Draining a node").
     shutdown_grace: float = Field(1.0, ge=0)
+    # Seconds a draining node answers 503 on /ready, refusing new connections, before it tells
+    # its clients to reconnect: a load balancer's health check has taken it out by then, so
+    # no client is sent back to it (set it to the balancer's interval x unhealthy threshold).
+    drain_notice: float = Field(0.0, ge=0, le=300)
     # The 4200s of a draining node are spread over this many seconds, so that its clients do
     # not all reconnect to the other nodes in the same millisecond.
     drain_spread: float = Field(1.0, ge=0, le=300)

@@ -254,11 +254,15 @@ class Node:
             await asyncio.wait(pending, timeout=1.0)
 
     async def _drain(self) -> None:
-        """4200 to every client, spread over drain_spread; wait until they have left (or
-        shutdown_grace after the last 4200, at most drain_timeout from now); cut the rest."""
+        """After drain_notice, 4200 to every client, spread over drain_spread; wait until they
+        have left (or shutdown_grace after the last 4200); cut the rest. All of it within
+        drain_timeout."""
         ws = self.settings.websocket
         deadline = time.monotonic() + ws.drain_timeout
-        await self._tell_to_reconnect(min(ws.drain_spread, ws.drain_timeout))
+        notice = min(ws.drain_notice, ws.drain_timeout)
+        if notice and self.hub.connections:
+            await asyncio.sleep(notice)  # the balancer reads the 503 and takes us out
+        await self._tell_to_reconnect(min(ws.drain_spread, max(0.0, deadline - time.monotonic())))
         until = min(deadline, time.monotonic() + max(ws.shutdown_grace, 0.1))
         while self.hub.connections and time.monotonic() < until:
             await asyncio.sleep(0.02)

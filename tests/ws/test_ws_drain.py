@@ -110,3 +110,20 @@ def test_the_deadline_cuts_a_long_spread_short(run_node):
     assert {code for code, _ in got} == {4200}
     assert max(t for _, t in got) - signalled < 2.0
     assert exited < 1.0 + 3.0, exited
+
+
+def test_the_notice_leaves_the_balancer_time_before_the_4200s(run_node):
+    # For drain_notice the node only answers 503 (and 4200 to newcomers): a balancer's health
+    # check takes it out before any of its clients is told to reconnect.
+    proc, port = run_node(drain_notice=0.8, drain_spread=0.2, drain_timeout=10.0)
+    clients = connected(port, CLIENTS)
+    with ThreadPoolExecutor(1) as pool:
+        closes = pool.submit(close_times, clients)
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert wait_until(lambda: ready_code(port) == 503, timeout=0.5)
+        got = closes.result(30)
+    assert proc.wait(10) == 0
+    offsets = sorted(t - signalled for _, t in got)
+    assert {code for code, _ in got} == {4200}
+    assert offsets[0] >= 0.8 and offsets[-1] < 0.8 + 0.2 + 1.0, offsets
