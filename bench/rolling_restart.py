@@ -63,6 +63,9 @@ class Options:
     warmup: float = 5.0
     tail: float = 5.0
     drain_spread: float = 1.0
+    # The proxies check /ready every 0.1 s: a notice of a few checks and no client is sent
+    # back to the draining node (docs/operations.md, "Draining a node").
+    drain_notice: float = 0.3
     plain: bool = False
     suffix: str = ""
 
@@ -70,7 +73,8 @@ class Options:
 def _start(opts: Options, tmp: Path) -> tuple[EmbeddedRedis, Cluster, list[Proxy]]:
     redis = EmbeddedRedis(tmp / "redis", binary=redis_binary()).start()
     cluster = Cluster(redis.url, tmp / "cluster", nodes=opts.nodes, workers=1,
-                      websocket={"drain_spread": opts.drain_spread, "shutdown_grace": 1.0,
+                      websocket={"drain_spread": opts.drain_spread,
+                                 "drain_notice": opts.drain_notice, "shutdown_grace": 1.0,
                                  "drain_timeout": 10.0})
     cluster.start()
     ports = cluster.node_ports
@@ -212,7 +216,8 @@ def _write(summary: dict, opts: Options) -> Path:
     lines = [f"# Rolling restart of every node: {summary['mode']}", "",
              f"`python -m bench.rolling_restart --clients {opts.clients} --channels "
              f"{opts.channels} --rate {opts.rate:g} --nodes {opts.nodes} --warmup "
-             f"{opts.warmup:g} --tail {opts.tail:g} --drain-spread {opts.drain_spread:g}"
+             f"{opts.warmup:g} --tail {opts.tail:g} --drain-spread {opts.drain_spread:g} "
+             f"--drain-notice {opts.drain_notice:g}"
              f"{' --plain' if opts.plain else ''}`", "",
              "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in summary.items()]
@@ -226,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     d = Options()
     for name in ("clients", "channels", "nodes", "procs"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    for name in ("rate", "warmup", "tail", "drain_spread"):
+    for name in ("rate", "warmup", "tail", "drain_spread", "drain_notice"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
     ap.add_argument("--plain", action="store_true", help="clients without the resume extension")
     ap.add_argument("--suffix", default="", help="appended to the result file name")

@@ -4,8 +4,9 @@ then node B, while 200 events/s flow; with the resume extension no client misses
 Two TCP proxies stand where load balancers stand, each checking the nodes' ``/ready`` as a
 balancer's health check does (tests/_harness/proxy.py): one prefers node A, the other node B,
 so that the clients start spread over both. A draining node answers 503 on ``/ready`` and
-tells its clients to reconnect with 4200, spread over ``websocket.drain_spread``; pusher-js
-reconnects at once, through its proxy, to the node that is ready.
+tells its clients to reconnect with 4200 (after ``websocket.drain_notice``, spread over
+``websocket.drain_spread``); pusher-js reconnects at once, through its proxy, to the node
+that is ready.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ PROCESSES, PER_PROCESS = 4, 40  # 160 clients, half pusher-js, half Laravel Echo
 CHANNELS = [f"drain-{i}" for i in range(10)]
 RATE = 200.0
 TOTAL = 3600  # 18 s at 200/s: both restarts happen while it flows
-DRAIN = {"drain_spread": 1.0, "shutdown_grace": 1.0, "drain_timeout": 10.0}
+# The proxies check /ready every 0.1 s: the notice lets them see the 503 before the 4200s.
+DRAIN = {"drain_notice": 0.3, "drain_spread": 1.0, "shutdown_grace": 1.0, "drain_timeout": 10.0}
 
 
 def spread_fleets(cluster, proxy_factory, fleet_factory, resume: bool) -> list:
@@ -64,7 +66,8 @@ def assert_drained(restarts) -> None:
         # 503 (what tells the proxies to send no one there) until the listener closes.
         statuses = restart.ready_statuses
         assert statuses[statuses[0] == 200:] in ([503], [503, None]), statuses
-        assert restart.drain_seconds < DRAIN["drain_spread"] + DRAIN["shutdown_grace"] + 3
+        assert restart.drain_seconds < (DRAIN["drain_notice"] + DRAIN["drain_spread"]
+                                        + DRAIN["shutdown_grace"] + 3)
 
 
 def test_a_rolling_restart_loses_nothing_with_resume(cluster_factory, proxy_factory,
@@ -78,9 +81,10 @@ def test_a_rolling_restart_loses_nothing_with_resume(cluster_factory, proxy_fact
         clients = fleet.report()
         assert fleet_problems(clients, publisher.accepted) == []
         for client in clients:
-            # Told to reconnect (4200) by each node it was on: 2 or 3 connections.
+            # Told to reconnect (4200) by each node it was on: 2 or 3 connections (4100: sent
+            # to a draining node by a proxy that had not seen its 503 yet).
             assert len(client["socket_ids"]) in (2, 3), client["socket_ids"]
-            assert set(client["codes"]) == {4200}, client["codes"]
+            assert 4200 in client["codes"] and set(client["codes"]) <= {4100, 4200}, client
             assert all(failed == [] for failed in client["failed"].values())
     print(f"\nrolling restart, {PROCESSES * PER_PROCESS} clients with resume: 0 lost; drains "
           f"took {', '.join(f'{r.drain_seconds:.1f}' for r in restarts)} s")
@@ -101,7 +105,7 @@ def test_a_rolling_restart_without_resume_reports_the_lost(cluster_factory, prox
                 lost += len(set(expected) - set(got))
                 duplicated += len(got) - len(set(got))
                 assert got == sorted(got), "out of order"
-                assert set(client["codes"]) == {4200}, client["codes"]
+                assert 4200 in client["codes"] and set(client["codes"]) <= {4100, 4200}
     deliveries = len(fleets) * PER_PROCESS * 2 * TOTAL // len(CHANNELS)
     assert duplicated == 0
     print(f"\nrolling restart, {PROCESSES * PER_PROCESS} clients without resume: {lost} of "

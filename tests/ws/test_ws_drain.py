@@ -1,5 +1,5 @@
 """The drain of a node on SIGTERM (docs/operations.md, "Draining a node"): `run_node` in a
-subprocess, real clients; /ready answers 503, new connections are refused with 4200, the
+subprocess, real clients; /ready answers 503, new connections are refused with 4100, the
 clients are told 4200 over websocket.drain_spread, and the node exits 0 within its deadline."""
 
 from __future__ import annotations
@@ -80,10 +80,11 @@ def test_sigterm_drains_with_4200s_spread_and_503_on_ready(run_node):
         # The listener stays open while the node drains: the load balancer reads 503 ...
         assert wait_until(lambda: ready_code(port) == 503,
                           timeout=1)
-        # ... and a client that still comes is told to go elsewhere at once.
+        # ... and a client that still comes is refused with a code that makes pusher-js
+        # wait a second (4100-4199), not one it would retry at once.
         late = PusherClient(f"ws://127.0.0.1:{port}")
-        assert late.recv()["data"]["code"] == 4200
-        assert late.closed().code == 4200
+        assert late.recv()["data"]["code"] == 4100
+        assert late.closed().code == 4100
         got = closes.result(30)
     assert proc.wait(10) == 0
     exited = time.monotonic() - signalled
@@ -113,7 +114,7 @@ def test_the_deadline_cuts_a_long_spread_short(run_node):
 
 
 def test_the_notice_leaves_the_balancer_time_before_the_4200s(run_node):
-    # For drain_notice the node only answers 503 (and 4200 to newcomers): a balancer's health
+    # For drain_notice the node only answers 503 (and 4100 to newcomers): a balancer's health
     # check takes it out before any of its clients is told to reconnect.
     proc, port = run_node(drain_notice=0.8, drain_spread=0.2, drain_timeout=10.0)
     clients = connected(port, CLIENTS)
