@@ -260,8 +260,10 @@ class Node:
         ws = self.settings.websocket
         deadline = time.monotonic() + ws.drain_timeout
         notice = min(ws.drain_notice, ws.drain_timeout)
-        if notice and self.hub.connections:
-            await asyncio.sleep(notice)  # the balancer reads the 503 and takes us out
+        # The balancer reads the 503 and takes us out. Not with siblings on the port: they
+        # answer /ready (200) and take the newcomers, as they should.
+        if notice and self.hub.connections and not self.reuse_port:
+            await asyncio.sleep(notice)
         await self._tell_to_reconnect(min(ws.drain_spread, max(0.0, deadline - time.monotonic())))
         until = min(deadline, time.monotonic() + max(ws.shutdown_grace, 0.1))
         while self.hub.connections and time.monotonic() < until:
