@@ -209,7 +209,7 @@ class Node:
         registry entry removed."""
         if self.shutting_down:
             return
-        self.shutting_down = True  # /ready answers 503, new connections get 4200
+        self.shutting_down = True  # /ready answers 503, new connections get 4100
         log.info("node_stopping", node=self.node_id, connections=self.connections)
         if self.server is not None and self.reuse_port:
             # Siblings share the port: closing ours makes the kernel send every new connection
