@@ -13,11 +13,13 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 from test_ws_lifecycle import RUN_NODE, ready
-from ws_harness import PusherClient, make_settings, wait_until
+from ws_harness import Closed, PusherClient, make_settings, wait_until
 
 from config import settings_to_env
+from gateway.processes import Child
 
 CLIENTS = 20
 
@@ -128,3 +130,54 @@ def test_the_notice_leaves_the_balancer_time_before_the_4200s(run_node):
     offsets = sorted(t - signalled for _, t in got)
     assert {code for code, _ in got} == {4200}
     assert offsets[0] >= 0.8 and offsets[-1] < 0.8 + 0.2 + 1.0, offsets
+
+
+def close_code_within(client: PusherClient, timeout: float) -> int | None:
+    """The close code if the server closes ``client`` within ``timeout`` seconds, else None."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            client.recv(max(0.01, deadline - time.monotonic()))
+    except Closed as exc:
+        return exc.code
+    except TimeoutError:
+        return None
+
+
+def listening(parent: int, port: int) -> set[int]:
+    """The children of ``parent`` listening on ``port``."""
+    pids = set()
+    for child in psutil.Process(parent).children():
+        try:
+            if any(c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                   for c in child.net_connections("tcp")):
+                pids.add(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return pids
+
+
+def test_one_process_of_several_on_a_port_drains_and_is_started_again(
+        redis_url: str, key_prefix: str, tmp_path):
+    # `clarion ws --processes 2`: the processes share the port (SO_REUSEPORT). One of them
+    # SIGTERMed tells its clients 4200 and closes its share of the port at once; they
+    # reconnect to the same port, which its sibling serves; the supervisor starts it again.
+    settings = make_settings(redis_url, key_prefix, drain_spread=0.3)
+    port = settings.websocket.port
+    parent = Child.cli("ws", settings, "ws", "--processes", "2",
+                       log_path=tmp_path / "ws.log").start()
+    try:
+        wait_until(lambda: len(listening(parent.pid, port)) == 2, timeout=20)
+        children = listening(parent.pid, port)
+        clients = connected(port, CLIENTS)
+        victim = min(children)
+        os.kill(victim, signal.SIGTERM)
+        with ThreadPoolExecutor(len(clients)) as pool:
+            codes = list(pool.map(lambda c: close_code_within(c, 5.0), clients))
+        assert set(codes) <= {4200, None} and 4200 in codes, codes
+        for _ in range(codes.count(4200)):  # what pusher-js does on 4200: at once, same port
+            connected(port, 1)[0].close()
+        wait_until(lambda: len(listening(parent.pid, port) - {victim}) == 2, timeout=20)
+        assert "exited with code 0" in (tmp_path / "ws.log").read_text()
+    finally:
+        parent.stop(20)
