@@ -265,7 +265,10 @@ class Node:
         if notice and self.hub.connections and not self.reuse_port:
             await asyncio.sleep(notice)
         await self._tell_to_reconnect(min(ws.drain_spread, max(0.0, deadline - time.monotonic())))
-        until = min(deadline, time.monotonic() + max(ws.shutdown_grace, 0.1))
+        await self._cut_the_rest(min(deadline, time.monotonic() + max(ws.shutdown_grace, 0.1)))
+
+    async def _cut_the_rest(self, until: float) -> None:
+        """Wait until every client has left, or ``until``; disconnect those still there."""
         while self.hub.connections and time.monotonic() < until:
             await asyncio.sleep(0.02)
         left = self.connections
