@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import multiprocessing
 import random
@@ -127,7 +128,8 @@ class _ClientProcess:
 
 class _Client:
     __slots__ = ("owner", "index", "channel", "transport", "socket_id", "previous_socket",
-                 "serial", "got", "last_n", "subscribed", "times", "state", "generation")
+                 "serial", "got", "last_n", "subscribed", "times", "state", "generation",
+                 "close_code")
 
     def __init__(self, owner: _ClientProcess, index: int, channel: str) -> None:
         self.owner, self.index, self.channel = owner, index, channel
@@ -141,14 +143,17 @@ class _Client:
         self.times = 0
         self.state = "new"
         self.generation = 0  # which connection is the current one (see _Listener)
+        self.close_code: int | None = None  # of the server's close frame, if it sent one
 
     async def connect(self) -> None:
         self.state = "connecting"
         while True:
             try:
                 self.generation += 1
+                # Bound now: this attempt's generation, not the one current when picows
+                # makes the listener (another attempt may have begun by then).
                 self.transport, _ = await ws_connect(
-                    lambda: _Listener(self, self.generation), self.owner.url,
+                    functools.partial(_Listener, self, self.generation), self.owner.url,
                     websocket_handshake_timeout=10)
                 if self.transport.underlying_transport.is_closing():
                     # picows (2.x), its loop overloaded by a reconnect storm, was seen to
@@ -225,7 +230,11 @@ class _Client:
         asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
-        await asyncio.sleep(random.random())  # pusher-js spreads its reconnects too
+        # pusher-js reconnects at once when told to (4200-4299: a draining node), and spreads
+        # its reconnects otherwise (a lost connection).
+        code, self.close_code = self.close_code, None
+        if not (code is not None and 4200 <= code < 4300):
+            await asyncio.sleep(random.random())
         await self.connect()
 
 
@@ -242,6 +251,7 @@ class _Listener(WSListener):
         if frame.msg_type is WSMsgType.TEXT:
             self.client.on_message(transport, json.loads(frame.get_payload_as_bytes()))
         elif frame.msg_type is WSMsgType.CLOSE:
+            self.client.close_code = frame.get_close_code().value
             transport.disconnect()
 
     def on_ws_disconnected(self, transport) -> None:

@@ -122,7 +122,19 @@ class WebSocketSettings(_TlsFiles):
     reconcile_interval: float = Field(1.0, gt=0)
     # A node whose heartbeat is older than this is declared dead and its state cleaned up.
     node_timeout: float = Field(10.0, gt=0)
+    # Seconds a stopping node gives its clients after the last of them was told to reconnect
+    # (4200) before it cuts the rest (docs/operations.md, "Draining a node").
     shutdown_grace: float = Field(1.0, ge=0)
+    # Seconds a draining node answers 503 on /ready, refusing new connections, before it tells
+    # its clients to reconnect: a load balancer's health check has taken it out by then, so
+    # no client is sent back to it (set it to the balancer's interval x unhealthy threshold).
+    drain_notice: float = Field(0.0, ge=0, le=300)
+    # The 4200s of a draining node are spread over this many seconds, so that its clients do
+    # not all reconnect to the other nodes in the same millisecond.
+    drain_spread: float = Field(1.0, ge=0, le=300)
+    # Deadline of a drain, from SIGTERM: the node exits when its last client has left or at
+    # this deadline, whatever is still connected then being cut.
+    drain_timeout: float = Field(10.0, ge=0, le=3600)
     # pusher-js's HTTP fallback (xhr_streaming, xhr_polling; docs/http-fallback.md): a session
     # with no request of its client open for this long is closed like a dropped socket.
     http_session_timeout: float = Field(10.0, gt=0, le=3600)

@@ -105,7 +105,7 @@ def ws(ctx: click.Context, processes: int | None, reuse_port: bool) -> None:
     if dead is not None:
         click.echo(f"clarion ws: {dead.name} keeps dying ({dead.describe_exit()}); "
                    "stopping the other processes", err=True)
-    supervisor.stop_all(timeout=settings.websocket.shutdown_grace + 10)
+    supervisor.stop_all(timeout=settings.websocket.drain_timeout + 10)
     ctx.exit(1 if dead is not None else 0)
 
 
@@ -395,7 +395,7 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
     finally:
         # Ignore further Ctrl-C while stopping: a second one must not leave orphans.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        supervisor.stop_all(timeout=settings.websocket.shutdown_grace + 10)
+        supervisor.stop_all(timeout=settings.websocket.drain_timeout + 10)
         if redis_server is not None:
             redis_server.stop()
         remove_runtime(data_dir)

@@ -75,6 +75,13 @@ class OverCapacity(ConnectionError_):
     code, close, message = 4100, True, "Over capacity"
 
 
+class Draining(ConnectionError_):
+    # A new connection to a draining node (docs/operations.md, "Draining a node"). In the
+    # 4100s, not 4200: pusher-js waits a second before it tries again, instead of bouncing
+    # off the node as fast as it can until the balancer (or the node's exit) stops it.
+    code, close, message = 4100, True, "Server is shutting down. Please reconnect in a moment."
+
+
 class ReconnectNow(ConnectionError_):
     code, close, message = 4200, True, "Server is closing. Please reconnect shortly."
 

@@ -65,6 +65,8 @@ READ_BUFFER_INIT = 2048
 BUS_WAIT_ON_START = 5.0
 # How often the node re-reads the Redis app store (also at once on an ``apps`` bus message).
 APPS_REFRESH = 1.0
+# A draining node sends its 4200s in slices this far apart (see Node._tell_to_reconnect).
+DRAIN_TICK = 0.05
 
 
 def make_node_id() -> str:
@@ -203,14 +205,20 @@ class Node:
         log.info("node_started", node=self.node_id, host=ws.host, port=self.port)
 
     async def stop(self) -> None:
-        """Graceful shutdown: 4200 to every client, presence left, registry entry removed."""
+        """Graceful shutdown: the drain (docs/operations.md), then presence left and the
+        registry entry removed."""
         if self.shutting_down:
             return
-        self.shutting_down = True
+        self.shutting_down = True  # /ready answers 503, new connections get 4100
         log.info("node_stopping", node=self.node_id, connections=self.connections)
+        if self.server is not None and self.reuse_port:
+            # Siblings share the port: closing ours makes the kernel send every new connection
+            # (and /ready) to them. Alone on the port, it stays open during the drain so that
+            # a load balancer's health check reads the 503 instead of a refused connection.
+            self.server.close()
+        await self._drain()
         if self.server is not None:
             self.server.close()
-        await self._close_connections()
         await _wait_all(self.ctx.cleanups, 5.0)
         await self.webhooks.close()
         await self._stop_background()
@@ -245,18 +253,48 @@ class Node:
         if pending:
             await asyncio.wait(pending, timeout=1.0)
 
-    async def _close_connections(self) -> None:
-        for conn in self._local_connections():
-            conn.close(ReconnectNow())
-        deadline = time.monotonic() + max(self.settings.websocket.shutdown_grace, 0.1)
-        while self.hub.connections and time.monotonic() < deadline:
+    async def _drain(self) -> None:
+        """After drain_notice, 4200 to every client, spread over drain_spread; wait until they
+        have left (or shutdown_grace after the last 4200); cut the rest. All of it within
+        drain_timeout."""
+        ws = self.settings.websocket
+        deadline = time.monotonic() + ws.drain_timeout
+        notice = min(ws.drain_notice, ws.drain_timeout)
+        # The balancer reads the 503 and takes us out. Not with siblings on the port: they
+        # answer /ready (200) and take the newcomers, as they should.
+        if notice and self.hub.connections and not self.reuse_port:
+            await asyncio.sleep(notice)
+        await self._tell_to_reconnect(min(ws.drain_spread, max(0.0, deadline - time.monotonic())))
+        await self._cut_the_rest(min(deadline, time.monotonic() + max(ws.shutdown_grace, 0.1)))
+
+    async def _cut_the_rest(self, until: float) -> None:
+        """Wait until every client has left, or ``until``; disconnect those still there."""
+        while self.hub.connections and time.monotonic() < until:
             await asyncio.sleep(0.02)
+        left = self.connections
         for conn in self._local_connections():
             if conn.transport is not None:
                 conn.transport.disconnect(graceful=False)
+        log.info("node_drained", node=self.node_id, cut=left)
         deadline = time.monotonic() + CLOSE_TIMEOUT
         while self.hub.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+
+    async def _tell_to_reconnect(self, window: float) -> None:
+        """Close with 4200 (pusher-js reconnects at once) in slices every DRAIN_TICK over
+        ``window`` seconds: the other nodes get the reconnections (each a connect, subscribes
+        and a resume read from Redis) as a steady flow, not as one burst."""
+        conns = self._local_connections()
+        if not conns:
+            return
+        slices = max(1, min(len(conns), int(window / DRAIN_TICK)))
+        per_slice = -(-len(conns) // slices)  # ceiling
+        for start in range(0, len(conns), per_slice):
+            if start:
+                await asyncio.sleep(window / slices)
+            for conn in conns[start:start + per_slice]:
+                if conn.socket_id in self.hub.connections:  # not gone meanwhile
+                    conn.close(ReconnectNow())
 
     # ----------------------------------------------------------------- background loops
 

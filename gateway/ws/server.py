@@ -4,8 +4,8 @@
   ``"status": "shutting_down"``, or ``"unavailable"`` and an ``"error"`` saying why while Redis
   cannot be reached (gateway/ws/readiness.py).
 - ``/app/{key}?protocol=7&client=js&version=...``: a Pusher connection, or a refusal that is
-  still upgraded so the client can read the Pusher error (4001, 4003, 4004, 4007, and 4009
-  for an Origin the app does not allow).
+  still upgraded so the client can read the Pusher error (4001, 4003, 4004, 4007, 4009
+  for an Origin the app does not allow, and 4100 while the node drains).
 - any other WebSocket path: refused with 4005; any other plain request: 404.
 
 Requests under ``/pusher/`` (pusher-js's HTTP transports) never reach picows: the port switch
@@ -36,9 +36,9 @@ from gateway.protocol.errors import (
     AppDisabled,
     AppNotFound,
     ConnectionError_,
+    Draining,
     OverConnectionQuota,
     PathNotFound,
-    ReconnectNow,
     Unauthorized,
     UnsupportedProtocol,
 )
@@ -81,7 +81,7 @@ class Router:
     def __init__(self, ctx: NodeContext, is_ready: Callable[[], bool],
                  not_ready: Callable[[], str | None] = lambda: None) -> None:
         self.ctx = ctx
-        # Whether new connections are taken (False once shutting down: 4200).
+        # Whether new connections are taken (False once draining: 4100, see Draining).
         self.is_ready = is_ready
         # Why /ready should steer clients elsewhere (None: it should not).
         self.not_ready = not_ready
@@ -145,7 +145,7 @@ class Router:
                 origin: str | None) -> ConnectionError_ | None:
         """Why a new connection to app ``key`` is refused (None: it is not)."""
         if not self.is_ready():
-            return ReconnectNow()
+            return Draining()
         app = self.app_by_key(key)
         if app is None:
             return AppNotFound(f"Application does not exist: no app with key {key[:64]!r}")

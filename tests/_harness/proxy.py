@@ -7,6 +7,10 @@ can cut every proxied connection at once (both sides closed with a reset, as whe
 path or a node goes away), refuse new connections (the listening socket is closed: clients get
 "connection refused") and accept them again.
 
+With ``health_check=True`` it also does what a load balancer's health check does: it reads
+every upstream's ``GET /ready`` every HEALTH_INTERVAL and forwards new connections to the
+upstreams that answered 200 (a draining node answers 503), to the others only when none did.
+
 It runs on an asyncio loop in a thread of its own; its methods are called from the test thread.
 """
 
@@ -20,11 +24,17 @@ from typing import Any
 
 from gateway.embedded_redis import free_port
 
+HEALTH_INTERVAL = 0.1
+
 
 class Proxy:
-    def __init__(self, upstreams: list[int], host: str = "127.0.0.1") -> None:
+    def __init__(self, upstreams: list[int], host: str = "127.0.0.1",
+                 health_check: bool = False) -> None:
         self.upstreams = list(upstreams)
         self.host = host
+        self.health_check = health_check
+        self.healthy = set(self.upstreams)
+        self._checker: asyncio.Task[None] | None = None
         self.port = free_port()
         self.accepted = 0  # connections forwarded since the start
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
@@ -37,6 +47,8 @@ class Proxy:
     def start(self) -> Proxy:
         self._thread.start()
         self._call(self._listen())
+        if self.health_check:
+            self._checker = self._call(self._start_checker())
         return self
 
     def stop(self) -> None:
@@ -85,9 +97,42 @@ class Proxy:
             upstream.transport.abort()
         return len(pairs)
 
+    async def _start_checker(self) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(self._check_health())
+
+    async def _check_health(self) -> None:
+        while True:
+            answers = await asyncio.gather(*(self._ready(port) for port in self.upstreams))
+            self.healthy = {port for port, ok in zip(self.upstreams, answers, strict=True) if ok}
+            await asyncio.sleep(HEALTH_INTERVAL)
+
+    async def _ready(self, port: int) -> bool:
+        """Whether ``GET /ready`` on ``port`` answers 200 within a second."""
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, port), 1.0)
+        except (OSError, TimeoutError):
+            return False
+        try:
+            writer.write(b"GET /ready HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+            status = await asyncio.wait_for(reader.readline(), 1.0)
+            return status.split(b" ")[1:2] == [b"200"]
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.transport.abort()
+
     async def _shutdown(self) -> None:
+        if self._checker is not None:
+            self._checker.cancel()
         await self._close_listener()
         await self._drop_all()
+        # The pipes of the connections just dropped, ended here rather than destroyed pending
+        # when the loop stops.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream = await self._open_upstream()
@@ -111,7 +156,8 @@ class Proxy:
             up_writer.transport.abort()
 
     async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-        for port in self.upstreams:
+        healthy = [port for port in self.upstreams if port in self.healthy]
+        for port in healthy or self.upstreams:
             with contextlib.suppress(OSError):
                 return await asyncio.open_connection(self.host, port)
         return None

@@ -33,11 +33,11 @@ def cluster(redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture
-def proxy_factory() -> Iterator[Callable[[list[int]], Proxy]]:
+def proxy_factory() -> Iterator[Callable[..., Proxy]]:
     made: list[Proxy] = []
 
-    def make(upstreams: list[int]) -> Proxy:
-        proxy = Proxy(upstreams).start()
+    def make(upstreams: list[int], **kwargs: Any) -> Proxy:
+        proxy = Proxy(upstreams, **kwargs).start()
         made.append(proxy)
         return proxy
 

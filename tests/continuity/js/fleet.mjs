@@ -59,6 +59,10 @@ class Client {
     this.members = {}; // channel -> member ids now (joined, then member events)
     this.rawFrames = 0;
     this.rawWithSerial = 0; // frames carrying a top-level serial, as the wire had them
+    this.codes = []; // codes of the pusher:error frames received (4200: reconnect now)
+    this.pusher.connection.bind("error", (err) => {
+      if (err && err.type === "PusherError" && err.data) this.codes.push(err.data.code);
+    });
     this.pusher.connection.bind("state_change", ({ current }) => {
       if (current !== "connected") return;
       this.socketIds.push(this.pusher.connection.socket_id);
@@ -124,7 +128,8 @@ class Client {
              subscribed: this.subscribed, joined: this.joined, serials,
              members: Object.fromEntries(Object.entries(this.members)
                .map(([name, ids]) => [name, [...ids].sort()])),
-             raw_frames: this.rawFrames, raw_with_serial: this.rawWithSerial };
+             raw_frames: this.rawFrames, raw_with_serial: this.rawWithSerial,
+             codes: this.codes };
   }
 }
 
