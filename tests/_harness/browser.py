@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,41 @@ def require_chromium() -> None:
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
         pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium "
                     "(.ci/run installs it)")
+
+
+class Site:
+    """A test page and its scripts on a localhost port of their own (a thread): ``files`` maps
+    a URL path to (file, content type); ``/config.json`` answers ``config``."""
+
+    def __init__(self, files: dict[str, tuple[Path, str]], config: dict[str, Any]) -> None:
+        config_body = json.dumps(config).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                if self.path == "/config.json":
+                    body, kind = config_body, "application/json"
+                elif self.path in files:
+                    path, kind = files[self.path]
+                    body = path.read_bytes()
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class BrowserDriver:

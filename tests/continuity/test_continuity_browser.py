@@ -5,16 +5,13 @@ after it reconnects, each once, in order."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _harness.browser import BrowserDriver, require_chromium
+from _harness.browser import BrowserDriver, Site, require_chromium
 from _harness.cluster import APP_KEY
 
 from tests.continuity.continuity_harness import EXTENSION, Publisher
@@ -24,44 +21,14 @@ pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent
 
 
-class Site:
-    """The app's page and its scripts on a localhost port (a thread of its own)."""
-
-    def __init__(self, node_modules: Path, config: dict[str, Any]) -> None:
-        files = {
-            "/": (HERE / "browser" / "index.html", "text/html"),
-            "/pusher.min.js": (node_modules / "pusher-js" / "dist" / "web" / "pusher.min.js",
-                               "text/javascript"),
-            "/clarion-resume.mjs": (EXTENSION / "index.mjs", "text/javascript"),
-        }
-        body_of_config = json.dumps(config).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                if self.path == "/config.json":
-                    body, kind = body_of_config, "application/json"
-                elif self.path in files:
-                    path, kind = files[self.path]
-                    body = path.read_bytes()
-                else:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def page_site(node_modules: Path, config: dict[str, Any]) -> Site:
+    """The app's page, pusher-js and the resume extension."""
+    return Site({
+        "/": (HERE / "browser" / "index.html", "text/html"),
+        "/pusher.min.js": (node_modules / "pusher-js" / "dist" / "web" / "pusher.min.js",
+                           "text/javascript"),
+        "/clarion-resume.mjs": (EXTENSION / "index.mjs", "text/javascript"),
+    }, config)
 
 
 class Browser(BrowserDriver):
@@ -83,7 +50,7 @@ def test_a_page_renders_the_events_it_missed_while_cut_off(
         cluster, proxy_factory, node_modules, browser, tmp_path):
     channel = "resume-browser"
     proxy = proxy_factory([cluster.node_ports[0]])
-    site = Site(node_modules, {"key": APP_KEY, "wsPort": proxy.port, "channel": channel})
+    site = page_site(node_modules, {"key": APP_KEY, "wsPort": proxy.port, "channel": channel})
     try:
         browser.ask("open", url=site.url)
         browser.look_until(lambda s: s["subscribed"] == 1, "the subscription")

@@ -4,17 +4,14 @@ itself to xhr_streaming on the node's port, and the page renders the events it r
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _harness.browser import BrowserDriver, require_chromium
+from _harness.browser import BrowserDriver, Site, require_chromium
 from _harness.cluster import APP_KEY
 
 from tests.xhr.xhr_harness import CACHE
@@ -42,44 +39,14 @@ def browser_modules() -> Path:
     return modules
 
 
-class Site:
-    """The app's page and pusher-js on a localhost port of their own (another origin than
-    the node's: every request to the node is cross-origin, preflighted)."""
-
-    def __init__(self, node_modules: Path, config: dict[str, Any]) -> None:
-        files = {
-            "/": (HERE / "browser" / "index.html", "text/html"),
-            "/pusher.min.js": (node_modules / "pusher-js" / "dist" / "web" / "pusher.min.js",
-                               "text/javascript"),
-        }
-        config_body = json.dumps(config).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                if self.path == "/config.json":
-                    body, kind = config_body, "application/json"
-                elif self.path in files:
-                    path, kind = files[self.path]
-                    body = path.read_bytes()
-                else:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def page_site(node_modules: Path, config: dict[str, Any]) -> Site:
+    """The app's page and pusher-js (another origin than the node's: every request to the
+    node is cross-origin, preflighted)."""
+    return Site({
+        "/": (HERE / "browser" / "index.html", "text/html"),
+        "/pusher.min.js": (node_modules / "pusher-js" / "dist" / "web" / "pusher.min.js",
+                           "text/javascript"),
+    }, config)
 
 
 class Browser(BrowserDriver):
@@ -101,7 +68,7 @@ def test_a_page_without_websockets_falls_back_and_receives_events(
         cluster, browser_modules, browser) -> None:
     channel = "browser-fallback"
     port = cluster.node_ports[0]
-    site = Site(browser_modules, {"key": APP_KEY, "port": port, "channel": channel})
+    site = page_site(browser_modules, {"key": APP_KEY, "port": port, "channel": channel})
     sdk = cluster.pusher()
     try:
         browser.ask("open", url=site.url)
