@@ -381,6 +381,20 @@ def _summary(opts: Options, subscribed: int, published: dict[str, int], reports:
         "clients": opts.clients, "subscribed before the kill": subscribed,
         "events published": sum(published.values()), "deliveries expected": expected,
         "missing": sum(r["missing"] for r in reports),
+        **client_counts(stats),
+        f"events of the {OUTAGE:g} s after the kill: last one received (s after the kill)": (
+            round(max(arrivals) - killed_at, 2) if arrivals else "-"),
+        f"events of the {OUTAGE:g} s after the kill: latency p50 / p99 / max (ms)": (
+            f"{pct(0.5)} / {pct(0.99)} / {pct(1.0)}"),
+        "server CPU in the recovery window (s)": round(server_cpu, 2),
+        "server CPU per resumed client (ms)": round(server_cpu * 1000 / max(1, opts.clients), 3),
+        **client_notes(stats),
+    }
+
+
+def client_counts(stats: list[dict]) -> dict[str, int]:
+    """What the client processes counted, summed (also bench/rolling_restart.py's)."""
+    return {
         "duplicated": sum(s["duplicates"] for s in stats),
         "out of order": sum(s["out_of_order"] for s in stats),
         "resume failed": sum(s["resume_failed"] for s in stats),
@@ -388,29 +402,32 @@ def _summary(opts: Options, subscribed: int, published: dict[str, int], reports:
         "connections given up unestablished": sum(s["establish_timeouts"] for s in stats),
         "connections the client library returned closed": sum(
             s["closed_on_return"] for s in stats),
-        f"events of the {OUTAGE:g} s after the kill: last one received (s after the kill)": (
-            round(max(arrivals) - killed_at, 2) if arrivals else "-"),
-        f"events of the {OUTAGE:g} s after the kill: latency p50 / p99 / max (ms)": (
-            f"{pct(0.5)} / {pct(0.99)} / {pct(1.0)}"),
-        "server CPU in the recovery window (s)": round(server_cpu, 2),
-        "server CPU per resumed client (ms)": round(server_cpu * 1000 / max(1, opts.clients), 3),
-        "client errors": [e for s in stats for e in s["errors"]
-                          if not e.startswith("client states")][:3],
-        "client states": [e for s in stats for e in s["errors"] if e.startswith("client states")],
     }
 
 
-def _write(summary: dict, opts: Options) -> Path:
+def client_notes(stats: list[dict]) -> dict[str, list[str]]:
+    """The client processes' first errors, and the state every client was left in."""
+    notes = [e for s in stats for e in s["errors"]]
+    return {"client errors": [e for e in notes if not e.startswith("client states")][:3],
+            "client states": [e for e in notes if e.startswith("client states")]}
+
+
+def write_table(name: str, suffix: str, title: str, command: str, summary: dict) -> Path:
+    """``summary`` as a two-column table in bench/results/<name>-<date><suffix>.md."""
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"resume-{date.today().isoformat()}{opts.suffix}.md"
-    lines = [f"# Resume after a node SIGKILL: {summary['mode']}", "",
-             f"`python -m bench.resume_bench --clients {opts.clients} --channels "
-             f"{opts.channels} --rate {opts.rate:g} --seconds {opts.seconds:g} --kill-after "
-             f"{opts.kill_after:g}{' --plain' if opts.plain else ''}`", "",
-             "| figure | value |", "|---|---|"]
+    path = RESULTS / f"{name}-{date.today().isoformat()}{suffix}.md"
+    lines = [f"# {title}", "", f"`{command}`", "", "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in summary.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _write(summary: dict, opts: Options) -> Path:
+    return write_table(
+        "resume", opts.suffix, f"Resume after a node SIGKILL: {summary['mode']}",
+        f"python -m bench.resume_bench --clients {opts.clients} --channels {opts.channels} "
+        f"--rate {opts.rate:g} --seconds {opts.seconds:g} --kill-after {opts.kill_after:g}"
+        f"{' --plain' if opts.plain else ''}", summary)
 
 
 def main(argv: list[str] | None = None) -> None:

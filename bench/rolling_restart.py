@@ -32,7 +32,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -44,13 +43,18 @@ from _harness.proxy import Proxy  # noqa: E402
 from _harness.redis_binary import redis_binary  # noqa: E402
 
 from bench.publisher import App  # noqa: E402
-from bench.resume_bench import OUTAGE, _client_main, _publish  # noqa: E402
+from bench.resume_bench import (  # noqa: E402
+    OUTAGE,
+    _client_main,
+    _publish,
+    client_counts,
+    client_notes,
+    write_table,
+)
 from bench.subscriber import raise_nofile  # noqa: E402
 from bench.targets import Target  # noqa: E402
 from bench.wsframes import PUSHER_QUERY  # noqa: E402
 from gateway.embedded_redis import EmbeddedRedis  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @dataclass
@@ -184,13 +188,7 @@ def _summary(opts: Options, subscribed: int, published: dict[str, int], reports:
         "clients": opts.clients, "nodes": opts.nodes, "subscribed before the restarts": subscribed,
         "events published": sum(published.values()), "deliveries expected": expected,
         "missing": missing, "missing (%)": round(100 * missing / max(1, expected), 3),
-        "duplicated": sum(s["duplicates"] for s in stats),
-        "out of order": sum(s["out_of_order"] for s in stats),
-        "resume failed": sum(s["resume_failed"] for s in stats),
-        "reconnects": sum(s["reconnects"] for s in stats),
-        "connections the client library returned closed": sum(
-            s["closed_on_return"] for s in stats),
-        "connections given up unestablished": sum(s["establish_timeouts"] for s in stats),
+        **client_counts(stats),
     }
     for i, (r, b) in enumerate(zip(restarts, back, strict=True)):
         summary[f"node {i}: drain (SIGTERM to exit, s) / exit code / /ready meanwhile"] = (
@@ -203,26 +201,17 @@ def _summary(opts: Options, subscribed: int, published: dict[str, int], reports:
                 "(ms)"] = " / ".join(
             str(round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000))
             for q in (0.5, 0.99, 1.0))
-    summary["client errors"] = [e for s in stats for e in s["errors"]
-                                if not e.startswith("client states")][:3]
-    summary["client states"] = [e for s in stats for e in s["errors"]
-                                if e.startswith("client states")]
+    summary.update(client_notes(stats))
     return summary
 
 
 def _write(summary: dict, opts: Options) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"rolling-restart-{date.today().isoformat()}{opts.suffix}.md"
-    lines = [f"# Rolling restart of every node: {summary['mode']}", "",
-             f"`python -m bench.rolling_restart --clients {opts.clients} --channels "
-             f"{opts.channels} --rate {opts.rate:g} --nodes {opts.nodes} --warmup "
-             f"{opts.warmup:g} --tail {opts.tail:g} --drain-spread {opts.drain_spread:g} "
-             f"--drain-notice {opts.drain_notice:g}"
-             f"{' --plain' if opts.plain else ''}`", "",
-             "| figure | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in summary.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_table(
+        "rolling-restart", opts.suffix, f"Rolling restart of every node: {summary['mode']}",
+        f"python -m bench.rolling_restart --clients {opts.clients} --channels {opts.channels} "
+        f"--rate {opts.rate:g} --nodes {opts.nodes} --warmup {opts.warmup:g} --tail "
+        f"{opts.tail:g} --drain-spread {opts.drain_spread:g} --drain-notice "
+        f"{opts.drain_notice:g}{' --plain' if opts.plain else ''}", summary)
 
 
 def main(argv: list[str] | None = None) -> None:
