@@ -4,7 +4,9 @@ All keys start with ``settings.redis.key_prefix`` (default ``clarion:``), shown 
 
 | key                           | type   | holds                                         | lifetime              |
 |-------------------------------|--------|-----------------------------------------------|-----------------------|
-| P bus                         | pubsub | bus messages (see bus.py) to every WS node    | -                     |
+| P bus                         | pubsub | control messages (see bus.py) to every WS node| -                     |
+| P bus:{app}:{channel}         | pubsub | the channel's events (see bus.py), to the WS  | -                     |
+|                               |        | nodes with local subscribers on it            |                       |
 | P sn:{app}:{channel}          | string | last serial given to an event on the channel  | a day (at least       |
 |                               |        |                                               | retention), renewed   |
 | P h:{app}:{channel}           | zset   | the channel's log: events of the last         | retention, renewed    |
@@ -100,7 +102,12 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.bus = f"{prefix}bus"
+        # Every channel's topic (PSUBSCRIBE pattern, for tools and tests).
+        self.bus_channels = f"{prefix}bus:*"
         self.nodes = f"{prefix}nodes"
+
+    def bus_channel(self, app_id: str, channel: str) -> str:
+        return f"{self.prefix}bus:{app_id}:{channel}"
 
     def serial(self, app_id: str, channel: str) -> str:
         return f"{self.prefix}sn:{app_id}:{channel}"

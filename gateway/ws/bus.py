@@ -36,6 +36,7 @@ from gateway.state.history import History, LogEntry
 from gateway.state.keys import Keys
 from gateway.ws.background import WakeLoop
 from gateway.ws.hub import Channel, Hub
+from gateway.ws.topics import Topics
 
 log = structlog.get_logger("clarion.ws.bus")
 
@@ -208,23 +209,26 @@ def _links_up(last: int, parked: list[BusEvent], top: int) -> bool:
 
 
 class BusListener:
-    """Subscribes to ``P bus`` and feeds the sequencer, reconnecting with back-off.
+    """Listens to the node's bus topics (gateway/ws/topics.py: ``P bus`` and one per local
+    channel) and feeds the sequencer, reconnecting with back-off.
 
     Uses its own client without retries, so that a lost connection surfaces here (and the
     node reconciles its channels) instead of being silently re-established by redis-py.
+    ``connected`` is set, and ``on_connected`` called, once Redis has confirmed every topic
+    the connection subscribed when it was made: events published after that reach the node.
     """
 
     def __init__(
         self,
         redis: Any,
-        keys: Keys,
+        topics: Topics,
         sequencer: Sequencer,
         on_terminate: Callable[[Terminate], None],
         on_connected: Callable[[], None],
         on_control: Callable[[BusMessage], None] | None = None,
     ) -> None:
         self.redis = redis
-        self.keys = keys
+        self.topics = topics
         self.sequencer = sequencer
         self.on_terminate = on_terminate
         self.on_connected = on_connected
@@ -235,23 +239,25 @@ class BusListener:
     async def run(self) -> None:
         backoff = 0.1
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(self.keys.bus)
-                self.connected.set()
-                backoff = 0.1
-                log.info("bus_subscribed", channel=self.keys.bus)
-                self.on_connected()
+                await self.topics.attach(pubsub)
                 async for msg in pubsub.listen():
-                    if msg["type"] == "message":
+                    kind = msg["type"]
+                    if kind == "message":
                         self.handle(msg["data"])
-                    pass  # await self._drain(pubsub)
+                    elif kind == "subscribe" and self.topics.confirmed(msg["channel"]):
+                        self.connected.set()
+                        backoff = 0.1
+                        log.info("bus_subscribed", topics=len(self.topics.wanted) + 1)
+                        self.on_connected()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("bus_disconnected", error=str(exc), retry_in=backoff)
             finally:
                 self.connected.clear()
+                self.topics.detach()
                 await _close_quietly(pubsub)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
@@ -293,17 +299,20 @@ async def _close_quietly(pubsub: Any) -> None:
 
 
 class BusPublisher(WakeLoop):
-    """Publishes node-made events (member_added/removed, client events) in order, pipelined.
+    """Publishes node-made messages in order, pipelined: events (member_added/removed, client
+    events, subscription counts) on their channel's topic, the rest on ``P bus``.
     ``stop`` lets ``run`` return after its current batch; ``flush`` sends what is left."""
 
     def __init__(self, redis: Any, keys: Keys) -> None:
         super().__init__()
         self.redis = redis
         self.keys = keys
-        self._queue: list[bytes] = []
+        self._queue: list[tuple[str, bytes]] = []
 
     def publish(self, msg: BusMessage) -> None:
-        self._queue.append(msg.encode())
+        topic = (self.keys.bus_channel(msg.app_id, msg.channel) if isinstance(msg, BusEvent)
+                 else self.keys.bus)
+        self._queue.append((topic, msg.encode()))
         self._wake.set()
 
     async def round(self) -> None:
@@ -315,8 +324,8 @@ class BusPublisher(WakeLoop):
             return
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for raw in batch:
-                pipe.publish(self.keys.bus, raw)
+            for topic, raw in batch:
+                pipe.publish(topic, raw)
             await pipe.execute()
         except Exception as exc:
             # Nothing to roll back: these are live notifications, not accepted API events.

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from gateway.webhooks.reporter import Reporter
     from gateway.ws.bus import Sequencer
     from gateway.ws.occupancy import OccupancyWriter
+    from gateway.ws.topics import Topics
 
 
 class Subscriber(Protocol):
@@ -101,6 +102,8 @@ class Hub:
         self.occupancy = occupancy
         self.sequencer: Sequencer | None = None  # set by the node (the two refer to each other)
         self.webhooks: Reporter | None = None  # set by the node
+        # The bus topics the node listens to (set by the node): one per channel entry here.
+        self.topics: Topics | None = None
         self.channels: dict[tuple[str, str], Channel] = {}
         self.connections: dict[str, Subscriber] = {}
         self.users: dict[tuple[str, str], set[Subscriber]] = {}
@@ -158,19 +161,25 @@ class Hub:
         None; ``failure`` says why a resume could not be honoured. A resuming subscriber is
         first sent the events it missed (gateway/ws/resume.py).
 
-        The first local subscriber reads the channel's current serial as the baseline before
-        it is answered, so it gets exactly the events accepted after that point.
+        The first local subscriber has the node listen to the channel's bus topic, then reads
+        the channel's current serial as the baseline before it is answered, so it gets exactly
+        the events accepted after that point (gateway/ws/topics.py).
         """
         key = (conn.app_id, name)
         ch = self.channels.get(key)
         first = ch is None
+        topic = None
         if ch is None:
             ch = self.channels[key] = Channel(conn.app_id, name)
             ch.held = []
             ch.baseline = asyncio.Event()
+            if self.topics is not None:
+                topic = self.topics.want(conn.app_id, name)
         ch.joining += 1
         try:
             if first:
+                if topic is not None and self.topics is not None:
+                    await self.topics.live(topic)
                 await self._read_baseline(ch)
             elif resume is not None and ch.baseline is not None:
                 await ch.baseline.wait()
@@ -221,7 +230,7 @@ class Hub:
             self.sequencer.release(ch)
         if (not ch.subscribers and not ch.joining
                 and self.channels.get((ch.app_id, ch.name)) is ch):
-            del self.channels[(ch.app_id, ch.name)]
+            self._forget(ch.app_id, ch.name)
 
     def unsubscribe(self, conn: Subscriber, name: str) -> None:
         key = (conn.app_id, name)
@@ -233,8 +242,14 @@ class Hub:
             if not ch.tracked:
                 ch.tracked = None
         if not ch.subscribers and not ch.joining:
-            del self.channels[key]
+            self._forget(conn.app_id, name)
         self._counted(conn.app_id, name, -1)
+
+    def _forget(self, app_id: str, name: str) -> None:
+        """The channel has no local subscriber left: drop its entry and its bus topic."""
+        del self.channels[(app_id, name)]
+        if self.topics is not None:
+            self.topics.drop(app_id, name)
 
     def _counted(self, app_id: str, name: str, delta: int) -> None:
         """A local subscription came or went: occupancy and the occupied/vacated webhooks."""

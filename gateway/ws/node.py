@@ -50,6 +50,7 @@ from gateway.ws.quota import ConnectionQuota
 from gateway.ws.readiness import Readiness
 from gateway.ws.server import Router
 from gateway.ws.subcount import SubscriptionCounter
+from gateway.ws.topics import Topics
 from gateway.ws.xhr.sessions import HttpSessions
 
 log = structlog.get_logger("clarion.ws.node")
@@ -113,6 +114,8 @@ class Node:
         self.occupancy.count = self.hub.local_count
         self.sequencer = Sequencer(self.hub, self.history, on_gap=self.hub.signal_gap)
         self.hub.sequencer = self.sequencer
+        self.topics = Topics(self.keys)
+        self.hub.topics = self.topics
         self.publisher = BusPublisher(self.redis, self.keys)
         self.apps = AppDirectory(settings, self.redis, self.keys)
         self.users = SignedInUsers(self.redis, self.keys, self.node_id)
@@ -135,7 +138,7 @@ class Node:
             self.ctx.debuglog = self.dashboard[0]
         self.hub.webhooks = self.ctx.webhooks = self.webhooks
         self.listener = BusListener(
-            self.bus_redis, self.keys, self.sequencer, self._terminate, self._bus_connected,
+            self.bus_redis, self.topics, self.sequencer, self._terminate, self._bus_connected,
             self._control,
         )
         self.readiness = Readiness(settings.redis.url or DEFAULT_REDIS_URL,
@@ -190,7 +193,8 @@ class Node:
             ssl=server_context(ws.tls_cert_file, ws.tls_key_file) if ws.tls_cert_file
             and ws.tls_key_file else None,
         )
-        for job in (self.listener.run(), self.publisher.run(), self.occupancy.run(),
+        for job in (self.listener.run(), self.topics.run(), self.publisher.run(),
+                    self.occupancy.run(),
                     self._heartbeat_loop(), self._liveness_loop(), self._reconcile_loop(),
                     self.quota.run(),
                     self.subscription_counter.run(), self._apps_loop(),
@@ -242,6 +246,7 @@ class Node:
         self.quota.stop()
         self.subscription_counter.stop()
         self.publisher.stop()
+        self.topics.stop()
         for job in self.dashboard:
             job.stop()
         self._tasks[0].cancel()  # the bus listener

@@ -45,6 +45,6 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator:
 
 @pytest.fixture
 def bus(redis_url: str, keys: Keys) -> Iterator[BusCollector]:
-    collector = BusCollector(redis_url, keys.bus)
+    collector = BusCollector(redis_url, keys.bus_channels)
     yield collector
     collector.close()

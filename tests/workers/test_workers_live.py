@@ -43,6 +43,8 @@ def test_worker_publishes_api_events_to_bus(settings, start_worker, bus, keys, r
     time.sleep(0.2)  # anything extra would have arrived by now
     got = [decode(orjson.dumps(m)) for m in bus.messages]
     assert len(got) == 4
+    # Each on its own channel's topic: a node receives only the channels it has subscribers on.
+    assert bus.topics == [keys.bus_channel("1", e.channel) for e in got]
 
     serial_a = int(redis_client.get(keys.serial("1", "a")))
     serial_b = int(redis_client.get(keys.serial("1", "b")))
@@ -232,7 +234,7 @@ def test_a_task_out_of_time_leaves_riders_to_a_successor(settings, bus, keys, re
     riders = Riders(redis_client, keys)
     assert riders.release() is True
     assert redis_client.exists(keys.live_armed) and redis_client.llen(keys.live_pending) == 2
-    assert deliver_with_riders(redis_client, riders, keys.bus, "1", [], budget=0) == (2, False)
+    assert deliver_with_riders(redis_client, riders, keys, "1", [], budget=0) == (2, False)
     assert _riders_keys(redis_client, keys) == []
     assert bus.wait_for(lambda m: len(m) >= 2, 10)
     assert [decode(orjson.dumps(m)).data for m in bus.messages] == ["1", "2"]

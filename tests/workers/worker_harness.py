@@ -34,13 +34,16 @@ def _events(msg: dict) -> list[dict]:
 
 
 class BusCollector:
-    """Subscribes to the bus and collects decoded messages on a background thread."""
+    """Subscribes to the bus topics matching ``pattern`` (every channel's: ``P bus:*``) and
+    collects decoded messages on a background thread."""
 
-    def __init__(self, url: str, channel: str) -> None:
+    def __init__(self, url: str, pattern: str) -> None:
         self.client = redis.Redis.from_url(url)
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.subscribe(channel)
+        self.pubsub.psubscribe(pattern)
         self.messages: list[dict] = []
+        # The topic each of ``messages`` came on.
+        self.topics: list[str] = []
         # (channel, serial) of every event seen, kept as messages arrive.
         self.seen: set[tuple[str, int]] = set()
         self._stop = threading.Event()
@@ -53,6 +56,7 @@ class BusCollector:
             if msg is not None:
                 for decoded in _events(orjson.loads(msg["data"])):
                     self.seen.add((decoded.get("c"), decoded.get("s")))
+                    self.topics.append(msg["channel"].decode())
                     self.messages.append(decoded)
 
     def wait_for(self, predicate, timeout: float = 30.0) -> bool:

@@ -333,7 +333,7 @@ def test_slow_subscriber_is_cut_off_without_slowing_others(start_node, bus: Bus)
     for _ in range(300):
         pipe = bus.redis.pipeline(transaction=False)
         for i in range(sent, sent + 25):
-            pipe.publish(bus.keys.bus, BusEvent(APP_ID, "firehose", f"e{i}", payload).encode())
+            pipe.publish(bus.keys.bus_channel(APP_ID, "firehose"), BusEvent(APP_ID, "firehose", f"e{i}", payload).encode())
         pipe.execute()
         for i in range(sent, sent + 25):
             assert fast.expect(f"e{i}")["data"] == payload

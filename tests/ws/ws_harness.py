@@ -230,9 +230,9 @@ class Bus:
     def publish(self, channel: str, event: str, data: Any, serial: int | None = None,
                 exclude: str | None = None, app_id: str = APP_ID) -> None:
         """What a worker publishes for an accepted event (``serial``, and its prev), or a
-        serial-less server-made event."""
+        serial-less server-made event, on the channel's topic."""
         prev = None if serial is None else self.prev(channel, serial, app_id)
-        self.redis.publish(self.keys.bus, BusEvent(
+        self.redis.publish(self.keys.bus_channel(app_id, channel), BusEvent(
             app_id, channel, event, data, serial, exclude, prev=prev).encode())
 
     def raw(self, message: bytes) -> None:

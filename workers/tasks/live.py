@@ -1,8 +1,10 @@
 """``clarion.live.deliver``: publish accepted events to the bus for the WebSocket nodes.
 
 Args: ``(app_id, [[channel, event, data, exclude_socket_id, serial, prev], ...])`` as the API
-enqueues them (docs/architecture.md). Every event is published once: one bus message per request
-(``b`` in gateway/state/bus.py), pipelined. The same task then takes the requests that ride on
+enqueues them (docs/architecture.md). Every event is published once, on its channel's topic
+``P bus:{app}:{channel}`` (gateway/state/keys.py), so only the nodes with subscribers on the
+channel receive it: one bus message per channel of a request (``b`` in gateway/state/bus.py),
+pipelined. The same task then takes the requests that ride on
 it (gateway/state/riders.py) and publishes theirs, and goes on taking until none has come for
 ``worker.live_linger`` seconds or ``worker.live_task_seconds`` have passed.
 
@@ -28,6 +30,7 @@ from celery import Celery, Task
 from gateway.protocol.names import is_cache_channel
 from gateway.state.bus import encode_batch
 from gateway.state.cache import ChannelCache
+from gateway.state.keys import Keys
 from gateway.state.riders import Rider, Riders, decode
 from workers.celery_app import clarion_task, context
 
@@ -37,21 +40,25 @@ RIDERS_PER_PIPELINE = 200
 
 
 def queue_events(
-    pipe: Any, bus_key: str, app_id: str, events: Sequence[Sequence[Any]],
+    pipe: Any, keys: Keys, app_id: str, events: Sequence[Sequence[Any]],
     cache: ChannelCache | None = None,
 ) -> None:
-    """Queue on ``pipe`` one bus PUBLISH for the events (one request's); with a ``cache``,
-    the last event of each cache channel is stored first."""
+    """Queue on ``pipe`` one PUBLISH per channel of the events (one request's), each on the
+    channel's topic, the channel's events in their order; with a ``cache``, the last event of
+    each cache channel is stored first."""
     if cache is not None:
         for channel, event, data, _exclude, serial, *_prev in events:
             if is_cache_channel(channel):
                 cache.store_in(pipe, app_id, channel, int(serial), event, data)
-    if events:
-        pipe.publish(bus_key, encode_batch(app_id, events))
+    by_channel: dict[str, list[Sequence[Any]]] = {}
+    for item in events:
+        by_channel.setdefault(item[0], []).append(item)
+    for channel, its_events in by_channel.items():
+        pipe.publish(keys.bus_channel(app_id, channel), encode_batch(app_id, its_events))
 
 
 def _publish_then(
-    client: Any, riders: Riders, bus_key: str, batches: list[Rider],
+    client: Any, riders: Riders, keys: Keys, batches: list[Rider],
     cache: ChannelCache | None, *, take: bool,
 ) -> list[bytes]:
     """Publish ``batches`` (one bus message each) and, with ``take``, take the riders waiting
@@ -60,7 +67,7 @@ def _publish_then(
     for start in range(0, max(len(batches), 1), RIDERS_PER_PIPELINE):
         pipe = client.pipeline(transaction=False)
         for app_id, events in batches[start : start + RIDERS_PER_PIPELINE]:
-            queue_events(pipe, bus_key, app_id, events, cache)
+            queue_events(pipe, keys, app_id, events, cache)
         last = start + RIDERS_PER_PIPELINE >= len(batches)
         if last and take:
             riders.take_in(pipe)
@@ -72,7 +79,7 @@ def _publish_then(
 
 
 def deliver_with_riders(
-    client: Any, riders: Riders, bus_key: str, app_id: str,
+    client: Any, riders: Riders, keys: Keys, app_id: str,
     events: Sequence[Sequence[Any]], cache: ChannelCache | None = None,
     budget: float = 5.0, linger: float = 0.05,
 ) -> tuple[int, bool]:
@@ -81,7 +88,7 @@ def deliver_with_riders(
     seconds. Returns how many events were published and whether riders were left waiting
     for a successor task."""
     deadline = time.monotonic() + budget
-    taken = _publish_then(client, riders, bus_key, [(app_id, list(events))], cache, take=True)
+    taken = _publish_then(client, riders, keys, [(app_id, list(events))], cache, take=True)
     count = len(events)
     while True:
         if not taken:
@@ -91,7 +98,7 @@ def deliver_with_riders(
         batches = list(decode(taken))
         count += sum(len(e) for _, e in batches)
         more = time.monotonic() < deadline
-        taken = _publish_then(client, riders, bus_key, batches, cache, take=more)
+        taken = _publish_then(client, riders, keys, batches, cache, take=more)
         if not more:
             return count, riders.release()
 
@@ -104,7 +111,7 @@ def register(app: Celery) -> Task:
         riders = Riders(ctx.redis, ctx.keys)
         worker = ctx.settings.worker
         count, more = deliver_with_riders(
-            ctx.redis, riders, ctx.keys.bus, app_id, events, cache,
+            ctx.redis, riders, ctx.keys, app_id, events, cache,
             budget=worker.live_task_seconds, linger=worker.live_linger)
         if more:
             # Riders came in after the budget ran out: a successor (no events of its own)
