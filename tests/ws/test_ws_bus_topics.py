@@ -3,8 +3,10 @@ while it has local subscribers on it, and nothing published while it subscribes 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
+import pytest
 import redis
 from ws_harness import APP_ID, Bus, NodeThread, wait_until
 
@@ -80,3 +82,55 @@ def test_events_published_while_the_node_subscribes_the_topic_are_not_lost(
         streamer.join(5)
     assert node.node.sequencer.filled == 0
     assert node.node.sequencer.gaps == 0
+
+
+def test_a_new_channels_position_is_read_after_redis_has_subscribed_its_topic(
+        node: NodeThread, client, bus: Bus, redis_client: redis.Redis) -> None:
+    """The order that makes the race above impossible, as Redis executed it (MONITOR), with
+    the node's topic subscription held back for a while (as a busy node's would be): the
+    first subscriber waits; Redis sees the SUBSCRIBE of the topic, then the read of the
+    channel's serial."""
+    topic, serial_key = bus.keys.bus_channel(APP_ID, "mon"), bus.keys.serial(APP_ID, "mon")
+    topics = node.node.topics
+    node.call(_stop_loop(topics))
+    seen: list[str] = []
+    ready = threading.Event()
+
+    def watch() -> None:
+        with redis_client.monitor() as monitor:
+            ready.set()
+            for _ in range(10_000):
+                command = monitor.next_command()["command"]
+                seen.append(command)
+                if serial_key in command and command.startswith("GET"):
+                    return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert ready.wait(5)
+    c = client()
+    c.subscribe("mon", clarion=V1)
+    with pytest.raises(TimeoutError):
+        c.recv(0.5)  # not answered: the topic is not subscribed yet
+    node.call(_restart_loop(topics))
+    c.expect("pusher_internal:subscription_succeeded", "mon")
+    watcher.join(5)
+    subscribed = [i for i, c in enumerate(seen) if c.startswith("SUBSCRIBE") and topic in c]
+    read = [i for i, c in enumerate(seen) if c.startswith("GET") and serial_key in c]
+    assert subscribed and read, seen[-20:]
+    assert subscribed[0] < read[0]
+
+
+def _stop_loop(topics):
+    async def stop() -> None:
+        topics.stop()
+        await asyncio.sleep(0.05)  # its run() returns
+    return stop
+
+
+def _restart_loop(topics):
+    async def restart() -> None:
+        topics._stopped = False
+        asyncio.get_running_loop().create_task(topics.run())
+        topics._wake.set()
+    return restart
