@@ -330,10 +330,11 @@ def test_slow_subscriber_is_cut_off_without_slowing_others(start_node, bus: Bus)
     # (kernel buffers, which loopback autotunes to megabytes, then ours) passes the cap.
     payload = "x" * 4000
     sent = 0
+    topic = bus.keys.bus_channel(APP_ID, "firehose")
     for _ in range(300):
         pipe = bus.redis.pipeline(transaction=False)
         for i in range(sent, sent + 25):
-            pipe.publish(bus.keys.bus_channel(APP_ID, "firehose"), BusEvent(APP_ID, "firehose", f"e{i}", payload).encode())
+            pipe.publish(topic, BusEvent(APP_ID, "firehose", f"e{i}", payload).encode())
         pipe.execute()
         for i in range(sent, sent + 25):
             assert fast.expect(f"e{i}")["data"] == payload
