@@ -39,6 +39,23 @@ def test_a_node_listens_to_a_channels_topic_only_while_it_has_subscribers(
     assert c.expect("e2", "a")["data"] == "y"
 
 
+def test_after_losing_its_bus_connection_a_node_listens_to_its_channels_again(
+        client, bus: Bus, redis_client: redis.Redis) -> None:
+    """Every channel's topic is subscribed again on the new connection, and what was
+    accepted while the node was deaf comes from the log."""
+    c = client()
+    c.subscribed("x")
+    c.subscribed("y")
+    assert redis_client.client_kill_filter(_type="pubsub") >= 1
+    (missed,) = bus.accept("x", [("missed", "m")])  # its doorbell was never rung
+    for channel in ("x", "y"):
+        wait_until(lambda ch=channel: _listeners(redis_client, bus.keys.bus_channel(APP_ID, ch)))
+    assert c.expect("missed", "x")["data"] == "m"
+    (live,) = bus.accept("y", [("live", "l")])
+    bus.publish("y", "live", "l", live)
+    assert c.expect("live", "y")["data"] == "l"
+
+
 def test_events_on_the_shared_bus_from_older_workers_still_arrive(client, bus: Bus) -> None:
     """Upgrading (docs/architecture.md): workers of the previous version publish every
     request on ``P bus``; a node listens there too."""
