@@ -1,7 +1,10 @@
-"""The bus between workers, API and WebSocket nodes: one Redis pub/sub channel, ``P bus``.
+"""The bus between workers, API and WebSocket nodes: Redis pub/sub, one topic per channel.
 
-Every node subscribes to it and drops what has no local subscriber. Messages are orjson
-objects; ``t`` says which kind:
+A channel's events (``e`` and ``b`` below) go on its topic ``P bus:{app}:{channel}``, which a
+node subscribes only while it has local subscribers on the channel (gateway/ws/topics.py);
+everything else goes on ``P bus``, which every node listens to (events arriving there, from
+workers of a version before per-channel topics, are handled like the others). Messages are
+orjson objects; ``t`` says which kind:
 
 - ``{"t": "e", "a": app, "c": channel, "e": event, "d": data, "s": serial|null,
   "p": prev|null, "x": socket_id|null, "u": user_id|null}``: an event for a channel's
@@ -10,8 +13,8 @@ objects; ``t`` says which kind:
   (member_added/removed, client events) carry neither and are not ordered against them. ``x``
   is the socket to leave out. ``u`` is the sending user's id, added on presence client events.
 - ``{"t": "b", "a": app, "ev": [[channel, event, data, exclude|null, serial, prev], ...]}``:
-  the events one API request accepted, in one message (as the live task received them): one
-  PUBLISH and one decode per request instead of per event. Each is handled as an ``e``.
+  the events of one channel that one API request accepted, in one message: one PUBLISH and
+  one decode per channel of a request instead of per event. Each is handled as an ``e``.
   (An event without ``prev``, from a version before chained serials, has ``serial - 1``.)
 - ``{"t": "terminate", "a": app, "u": user_id}``: close every connection signed in as the user.
 - ``{"t": "apps", "a": app}``: the app changed in the Redis app store (``clarion apps``):
