@@ -250,7 +250,8 @@ class BusListener:
                     # (un)subscribe answers go through redis-py's bookkeeping.
                     reply = await conn.read_response(disconnect_on_error=False,
                                                      push_request=True)
-                    if type(reply) is list and reply[0] == b"message":
+                    # A list, or under RESP3 a push notification (a list's subclass).
+                    if isinstance(reply, list) and reply[0] == b"message":
                         self.handle(reply[2])
                         continue
                     msg = await pubsub.handle_message(reply)

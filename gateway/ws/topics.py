@@ -42,8 +42,10 @@ class Topics(WakeLoop):
         super().__init__()
         self.keys = keys
         self.control = keys.bus.encode()
-        # The channels' topics the hub has entries for.
+        # The channels' topics the hub has entries for, and those wanted or dropped since the
+        # last round (a round looks at these only, not at every channel of the node).
         self.wanted: set[bytes] = set()
+        self._changed: set[bytes] = set()
         # The listener's connection, once its control topic subscription was sent.
         self._pubsub: Any = None
         # Topics whose last command on this connection was SUBSCRIBE, and the SUBSCRIBE
@@ -61,11 +63,14 @@ class Topics(WakeLoop):
     def want(self, app_id: str, channel: str) -> bytes:
         topic = self.topic(app_id, channel)
         self.wanted.add(topic)
+        self._changed.add(topic)
         self._wake.set()
         return topic
 
     def drop(self, app_id: str, channel: str) -> None:
-        self.wanted.discard(self.topic(app_id, channel))
+        topic = self.topic(app_id, channel)
+        self.wanted.discard(topic)
+        self._changed.add(topic)
         self._wake.set()
 
     def is_live(self, topic: bytes) -> bool:
@@ -89,6 +94,7 @@ class Topics(WakeLoop):
         """A new connection of the listener: subscribe the control topic and every wanted
         one. ``confirmed`` says when all of them are."""
         self._reset()
+        self._changed.clear()  # all of them are subscribed below
         self._initial = {self.control, *self.wanted}
         self._mark_sent([self.control])
         await pubsub.subscribe(self.control)  # connects
@@ -123,8 +129,9 @@ class Topics(WakeLoop):
         pubsub = self._pubsub
         if pubsub is None:
             return  # attach subscribes every wanted topic
-        gone = [t for t in self._sent if t not in self.wanted and t != self.control]
-        new = [t for t in self.wanted if t not in self._sent]
+        changed, self._changed = self._changed, set()
+        gone = [t for t in changed if t not in self.wanted and t in self._sent]
+        new = [t for t in changed if t in self.wanted and t not in self._sent]
         try:
             for start in range(0, len(gone), PER_COMMAND):
                 if self._pubsub is not pubsub:
