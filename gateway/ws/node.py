@@ -3,7 +3,8 @@
 ``run_node(settings)`` is what ``clarion ws`` calls: one process, one event loop (uvloop when
 installed), one server on settings.websocket.host/port (SO_REUSEPORT when several processes
 share the port) whose connections go to picows (WebSockets, /ready) or to pusher-js's HTTP
-transports (gateway/ws/portswitch.py), one Redis bus subscription.
+transports (gateway/ws/portswitch.py), one Redis bus connection (subscribed to the control
+topic and to the topic of every channel with local subscribers, gateway/ws/topics.py).
 """
 
 from __future__ import annotations
