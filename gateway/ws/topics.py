@@ -141,7 +141,9 @@ class Topics(WakeLoop):
                 await pubsub.unsubscribe(*chunk)
             await self._subscribe(pubsub, new)
         except Exception as exc:
-            # The listener sees the connection fail too, and attaches again.
+            # The listener sees the connection fail too, and attaches again (subscribing
+            # every wanted topic); until then these are still to do.
+            self._changed |= set(changed)
             log.warning("bus_topics_failed", error=str(exc))
 
     async def _subscribe(self, pubsub: Any, topics: list[bytes]) -> None:
