@@ -31,6 +31,7 @@ from gateway.state.history import History
 from gateway.state.idempotency import IdempotencyRecords
 from gateway.state.keys import Keys
 from gateway.state.publishes import PublishStore
+from gateway.state.redis_client import sync_client
 from workers.celery_app import create_celery
 
 log = logging.getLogger("clarion.api")
@@ -72,15 +73,13 @@ def ctx() -> ApiContext:
 
 
 def create_app(settings: Settings) -> Flask:
-    if not settings.redis.url:
-        raise ValueError("settings.redis.url is not set: the API needs Redis")
     app = Flask("clarion.api")
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
 
-    client = redis.Redis.from_url(
-        settings.redis.url,
+    client = sync_client(
+        settings.redis, "the API",
         socket_connect_timeout=2,
         socket_timeout=5,
         health_check_interval=30,
