@@ -8,11 +8,25 @@ its first write (redis-py turns READONLY into a connection error). Callers keep 
 timeouts and retry policies: a request still gets 503 fast, the bus listener still reconnects
 and catches up from the logs.
 
+Sentinel alone does not move a client that is still connected to a master it demoted: after
+a graceful ``SENTINEL FAILOVER`` the old master keeps accepting writes for seconds (until the
+sentinels reconfigure it), and those writes are discarded when it resyncs from the new one. So
+every process also listens to the sentinels' announcements (:class:`FailoverWatch`): from the
+moment one of them starts a failover of our service until ``+switch-master``, connections are
+refused (the API answers 503 and Retry-After, the node retries), and at ``+switch-master`` every
+connection of the process is closed, so each reconnects to the new master.
+
 The Celery broker on Sentinel is kombu's ``sentinel://`` transport (:func:`celery_broker`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -35,9 +49,158 @@ class RedisNotConfigured(ValueError):
         super().__init__(f"redis.url (or redis.sentinels) is not set: {who} needs Redis")
 
 
-class _BlockingSentinelPool(aiosentinel.SentinelConnectionPool, aioredis.BlockingConnectionPool):
+# Sentinel events that begin a failover of a master, and those that end one.
+FAILOVER_BEGINS = frozenset({"+try-failover", "+selected-slave",
+                             "+failover-state-send-slaveof-noone"})
+FAILOVER_ENDS = frozenset({"+switch-master", "-failover-abort-not-elected",
+                           "-failover-abort-no-good-slave", "-failover-abort-slave-timeout"})
+# Writes are refused at most this long after a failover began without +switch-master (an
+# aborted failover whose abort we missed must not stop a process for good).
+PAUSE_MAX = 10.0
+WATCH_RETRY = 0.5
+
+
+class FailoverInProgress(redis.exceptions.ConnectionError):
+    """A sentinel is moving the master: refused rather than written to a master being
+    demoted (whose writes would be lost)."""
+
+
+class FailoverWatch:
+    """Listens to every sentinel's announcements for one service, in daemon threads of the
+    current process (started again in a forked child)."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        self.paused_until = 0.0
+        # Bumped at every +switch-master: pools compare it with what they last saw.
+        self.generation = 0
+        self.on_switch: list[Callable[[], None]] = []
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def check(self) -> int:
+        """The current generation; raises FailoverInProgress while a failover runs."""
+        if self._pid != os.getpid():
+            self._start()
+        if self.paused_until and time.monotonic() < self.paused_until:
+            raise FailoverInProgress(f"Redis failover of {self.settings.service_name!r} "
+                                     "in progress")
+        return self.generation
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self.on_switch = []  # a forked child's loops are not its parent's
+            for host, port in self.settings.sentinel_addresses:
+                threading.Thread(target=self._listen, args=(host, port), daemon=True,
+                                 name=f"sentinel-watch-{port}").start()
+
+    def _listen(self, host: str, port: int) -> None:
+        kwargs = _sentinel_kwargs(self.settings)
+        kwargs["socket_timeout"] = None  # a subscription waits as long as it takes
+        while True:
+            client = redis.Redis(host=host, port=port, decode_responses=True, **kwargs)
+            try:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(*FAILOVER_BEGINS, *FAILOVER_ENDS)
+                for msg in pubsub.listen():
+                    self.handle(msg["channel"], msg["data"])
+            except redis.exceptions.RedisError:
+                pass
+            finally:
+                client.close()
+            time.sleep(WATCH_RETRY)
+
+    def handle(self, event: str, data: str) -> None:
+        """One sentinel announcement (``data`` names the master, after ``@`` for events about
+        a replica)."""
+        words = data.split()
+        if "@" in words:
+            name = words[words.index("@") + 1]
+        elif event == "+switch-master":
+            name = words[0]
+        else:  # "master <name> <ip> <port>"
+            name = words[1] if len(words) > 1 else ""
+        if name != self.settings.service_name:
+            return
+        if event in FAILOVER_BEGINS:
+            self.paused_until = time.monotonic() + PAUSE_MAX
+        elif event == "+switch-master":
+            self.generation += 1
+            self.paused_until = 0.0
+            for callback in list(self.on_switch):
+                callback()
+        else:
+            self.paused_until = 0.0
+
+
+_WATCHES: dict[tuple[Any, ...], FailoverWatch] = {}
+
+
+def failover_watch(settings: RedisSettings) -> FailoverWatch:
+    """The process's watch of this deployment's sentinels (one for all its clients)."""
+    key = (tuple(settings.sentinels), settings.service_name, settings.sentinel_password)
+    watch = _WATCHES.get(key)
+    if watch is None:
+        watch = _WATCHES[key] = FailoverWatch(settings)
+    return watch
+
+
+class _WatchedPool(redis.sentinel.SentinelConnectionPool):
+    """Refuses connections while a failover runs; closes every connection, in use or not,
+    once the master has switched, so each reconnects to the new master."""
+
+    watch: FailoverWatch
+    _seen = 0
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        generation = self.watch.check()
+        if generation != self._seen:
+            self._seen = generation
+            self.disconnect(inuse_connections=True)
+        return super().get_connection(*args, **kwargs)
+
+
+class _AsyncWatchedPool(aiosentinel.SentinelConnectionPool):
+    """As _WatchedPool; besides, at a switch the pool's connections are closed on its event
+    loop at once, even if no command asks for a connection (a pub/sub subscription holds its
+    one connection for good)."""
+
+    watch: FailoverWatch
+    _seen = 0
+    _following = False
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        generation = self.watch.check()
+        if not self._following:
+            self._following = True
+            self._follow(asyncio.get_running_loop())
+        if generation != self._seen:
+            self._seen = generation
+            await self.disconnect(inuse_connections=True)
+        return await super().get_connection(*args, **kwargs)
+
+    def _follow(self, loop: asyncio.AbstractEventLoop) -> None:
+        pool = weakref.ref(self)
+
+        def switched() -> None:
+            live = pool()
+            if live is not None:
+                loop.call_soon_threadsafe(
+                    lambda: loop.create_task(live.disconnect(inuse_connections=True)))
+
+        self.watch.on_switch.append(switched)
+
+
+class _BlockingWatchedPool(_AsyncWatchedPool, aioredis.BlockingConnectionPool):
     """Sentinel-managed connections in a bounded pool that makes callers wait for a free one
     (the WebSocket node's command pool)."""
+
+
+def _watched(cls: type, settings: RedisSettings) -> type:
+    return type(cls.__name__, (cls,), {"watch": failover_watch(settings)})
 
 
 def _sentinel_kwargs(settings: RedisSettings) -> dict[str, Any]:
@@ -59,7 +222,8 @@ def sync_client(settings: RedisSettings, who: str, **options: Any) -> redis.Redi
         manager = redis.sentinel.Sentinel(
             settings.sentinel_addresses, sentinel_kwargs=_sentinel_kwargs(settings))
         return manager.master_for(  # type: ignore[no-any-return]
-            settings.service_name, **_master_kwargs(settings), **options)
+            settings.service_name, connection_pool_class=_watched(_WatchedPool, settings),
+            **_master_kwargs(settings), **options)
     if settings.url is None:
         raise RedisNotConfigured(who)
     return redis.Redis.from_url(settings.url, **options)
@@ -72,11 +236,13 @@ def async_client(settings: RedisSettings, who: str, *, max_connections: int | No
     if settings.sentinels:
         manager = aiosentinel.Sentinel(
             settings.sentinel_addresses, sentinel_kwargs=_sentinel_kwargs(settings))
+        pool_class = _AsyncWatchedPool
         if max_connections is not None:
-            options.update(connection_pool_class=_BlockingSentinelPool,
-                           max_connections=max_connections, timeout=pool_timeout)
+            pool_class = _BlockingWatchedPool
+            options.update(max_connections=max_connections, timeout=pool_timeout)
         return manager.master_for(  # type: ignore[no-any-return]
-            settings.service_name, **_master_kwargs(settings), **options)
+            settings.service_name, connection_pool_class=_watched(pool_class, settings),
+            **_master_kwargs(settings), **options)
     if settings.url is None:
         raise RedisNotConfigured(who)
     if max_connections is not None:
