@@ -109,6 +109,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     broker_url, sentinel_options = celery_broker(settings.redis)
     return {
         "broker_url": broker_url,
+        # kombu's sentinel transport, made to follow failovers (workers/sentinel_broker.py).
+        **({"broker_transport": "workers.sentinel_broker:Transport"} if sentinel_options
+           else {}),
         "result_backend": None,
         "task_ignore_result": True,
         "task_serializer": "json",

@@ -22,7 +22,9 @@ The Celery broker on Sentinel is kombu's ``sentinel://`` transport (:func:`celer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import threading
 import time
 import weakref
@@ -74,25 +76,30 @@ class FailoverWatch:
         self.paused_until = 0.0
         # Bumped at every +switch-master: pools compare it with what they last saw.
         self.generation = 0
-        self.on_switch: list[Callable[[], None]] = []
+        # (pid, callback): called at +switch-master in the process that registered it.
+        self._on_switch: list[tuple[int, Callable[[], None]]] = []
         self._pid: int | None = None
         self._lock = threading.Lock()
 
-    def check(self) -> int:
-        """The current generation; raises FailoverInProgress while a failover runs."""
+    def check(self, pause: bool = True) -> int:
+        """The current generation; raises FailoverInProgress while a failover runs (with
+        ``pause``)."""
         if self._pid != os.getpid():
             self._start()
-        if self.paused_until and time.monotonic() < self.paused_until:
+        if pause and self.paused_until and time.monotonic() < self.paused_until:
             raise FailoverInProgress(f"Redis failover of {self.settings.service_name!r} "
                                      "in progress")
         return self.generation
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (in a watch thread) at every switch of the master."""
+        self._on_switch.append((os.getpid(), callback))
 
     def _start(self) -> None:
         with self._lock:
             if self._pid == os.getpid():
                 return
             self._pid = os.getpid()
-            self.on_switch = []  # a forked child's loops are not its parent's
             for host, port in self.settings.sentinel_addresses:
                 threading.Thread(target=self._listen, args=(host, port), daemon=True,
                                  name=f"sentinel-watch-{port}").start()
@@ -130,8 +137,10 @@ class FailoverWatch:
         elif event == "+switch-master":
             self.generation += 1
             self.paused_until = 0.0
-            for callback in list(self.on_switch):
-                callback()
+            pid = os.getpid()
+            for owner, callback in list(self._on_switch):
+                if owner == pid:  # a forked child's pools and loops are not its parent's
+                    callback()
         else:
             self.paused_until = 0.0
 
@@ -150,13 +159,44 @@ def failover_watch(settings: RedisSettings) -> FailoverWatch:
 
 class _WatchedPool(redis.sentinel.SentinelConnectionPool):
     """Refuses connections while a failover runs; closes every connection, in use or not,
-    once the master has switched, so each reconnects to the new master."""
+    once the master has switched (at once, from the watch thread), so each reconnects to the
+    new master."""
 
     watch: FailoverWatch
     _seen = 0
+    # Refuse connections while a failover runs (kombu's pool does not: see follow_failovers).
+    pauses = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._follow()
+
+    def _follow(self) -> None:
+        pool = weakref.ref(self)
+
+        def switched() -> None:
+            live = pool()
+            if live is not None:
+                live.switched()
+
+        self.watch.subscribe(switched)
+
+    def switched(self) -> None:
+        """Idle connections are closed; those in use are shut down, not closed, so that their
+        owner (a thread blocked reading, kombu's event loop polling the socket) sees the end
+        of the stream and reconnects itself: a socket closed under an event loop's poller
+        never wakes it."""
+        self.disconnect(inuse_connections=False)
+        with self._lock:
+            busy = list(self._in_use_connections)
+        for connection in busy:
+            sock = getattr(connection, "_sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        generation = self.watch.check()
+        generation = self.watch.check(self.pauses)
         if generation != self._seen:
             self._seen = generation
             self.disconnect(inuse_connections=True)
@@ -191,7 +231,7 @@ class _AsyncWatchedPool(aiosentinel.SentinelConnectionPool):
                 loop.call_soon_threadsafe(
                     lambda: loop.create_task(live.disconnect(inuse_connections=True)))
 
-        self.watch.on_switch.append(switched)
+        self.watch.subscribe(switched)
 
 
 class _BlockingWatchedPool(_AsyncWatchedPool, aioredis.BlockingConnectionPool):
@@ -201,6 +241,20 @@ class _BlockingWatchedPool(_AsyncWatchedPool, aioredis.BlockingConnectionPool):
 
 def _watched(cls: type, settings: RedisSettings) -> type:
     return type(cls.__name__, (cls,), {"watch": failover_watch(settings)})
+
+
+def follow_failovers(pool: redis.sentinel.SentinelConnectionPool, settings: RedisSettings
+                     ) -> None:
+    """Make a Sentinel pool made elsewhere (kombu's) follow a switch as ours do
+    (:class:`_WatchedPool`), without refusing connections meanwhile: a refused connection makes
+    a Celery worker restart its consumer, and the restarted one was seen waiting on the old
+    master until the sentinels reconfigured it. What a worker writes to the broker during the
+    failover (acks) is idempotent: a task whose ack was lost runs again, and nodes drop what
+    they already delivered."""
+    cls = _watched(_WatchedPool, settings)
+    cls.pauses = False
+    pool.__class__ = cls
+    pool._follow()  # type: ignore[attr-defined]
 
 
 def _sentinel_kwargs(settings: RedisSettings) -> dict[str, Any]:

@@ -13,11 +13,13 @@ import pytest
 
 from _harness.cluster import Cluster
 from _harness.redis_binary import redis_binary
+from _harness.sentinel import SentinelGroup
 from gateway.embedded_redis import EmbeddedRedis
 
 _ACTIVE: list[Cluster] = []
 
-__all__ = ["cluster_factory", "dedicated_redis", "pytest_runtest_makereport", "start_cluster"]
+__all__ = ["cluster_factory", "dedicated_redis", "pytest_runtest_makereport",
+           "sentinel_group", "start_cluster"]
 
 
 def start_cluster(redis_url: str, tmp_dir: Any, **kwargs: Any) -> Cluster:
@@ -65,6 +67,15 @@ def dedicated_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), binary=redis_binary()).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """One master, one replica and three sentinels of the test's own (tests/_harness/
+    sentinel.py). Request it before ``cluster_factory`` so that it outlives the deployments."""
+    group = SentinelGroup(tmp_path_factory.mktemp("sentinel"), binary=redis_binary()).start()
+    yield group
+    group.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)
