@@ -15,6 +15,7 @@ from _harness.cluster import Cluster
 from _harness.redis_binary import redis_binary
 from _harness.sentinel import SentinelGroup
 from gateway.embedded_redis import EmbeddedRedis
+from gateway.processes import ChildDied
 
 _ACTIVE: list[Cluster] = []
 
@@ -22,14 +23,25 @@ __all__ = ["cluster_factory", "dedicated_redis", "pytest_runtest_makereport",
            "sentinel_group", "start_cluster"]
 
 
+# A free port can be taken by someone else before the process it was chosen for binds it (the
+# kernel hands ports out in sequence): the deployment is then started again on other ports.
+PORT_ATTEMPTS = 3
+
+
 def start_cluster(redis_url: str, tmp_dir: Any, **kwargs: Any) -> Cluster:
-    cluster = Cluster(redis_url, tmp_dir, **kwargs)
-    _ACTIVE.append(cluster)
-    try:
-        return cluster.start()
-    except BaseException:
-        _ACTIVE.remove(cluster)
-        raise
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        cluster = Cluster(redis_url, tmp_dir, **kwargs)
+        _ACTIVE.append(cluster)
+        try:
+            return cluster.start()
+        except ChildDied as exc:
+            _ACTIVE.remove(cluster)
+            if "Address already in use" not in str(exc) or attempt == PORT_ATTEMPTS:
+                raise
+        except BaseException:
+            _ACTIVE.remove(cluster)
+            raise
+    raise AssertionError("unreachable")
 
 
 def stop_cluster(cluster: Cluster) -> None:

@@ -57,6 +57,8 @@ class Probe:
             try:
                 resp = signed_request(sdk, "POST", f"/apps/{APP_ID}/events", body=body)
                 status, retry = resp.status_code, resp.headers.get("Retry-After")
+                if status not in (200, 503):
+                    retry = resp.text[:200]
             except Exception:  # noqa: BLE001 - recorded: no answer
                 status, retry = None, None
             self.answers.append((start, status, retry, time.time() - start))
@@ -124,7 +126,9 @@ def _run_failover(group: SentinelGroup, cluster_factory, fault) -> dict[str, flo
     subscribers.stop()
     figures = {
         "sentinels": switched - t0,
-        "api": probe.first_ok_after(t0) - t0,
+        # Until the API answers 200 again after its last refusal.
+        "api": probe.first_ok_after(max((a[0] for a in probe.answers
+                                         if a[0] >= t0 and a[1] != 200), default=t0)) - t0,
         "workers_live": _live_again(subscribers, t0),
         "workers_ping": workers_back - t0,
         "delivery": _first_delivery_after(subscribers, t0 + 0.001) - t0,
