@@ -27,11 +27,12 @@ from gateway.api.metrics import ApiMetrics
 from gateway.dashboard.debuglog import DebugLog
 from gateway.protocol.errors import ApiError
 from gateway.state.apps import AppResolver
+from gateway.state.chain_heads import ChainHeads
 from gateway.state.history import History
 from gateway.state.idempotency import IdempotencyRecords
 from gateway.state.keys import Keys
 from gateway.state.publishes import PublishStore
-from gateway.state.redis_client import sync_client
+from gateway.state.redis_client import failover_watch, sync_client
 from workers.celery_app import create_celery
 
 log = logging.getLogger("clarion.api")
@@ -86,6 +87,11 @@ def create_app(settings: Settings) -> Flask:
         retry_on_timeout=False,
     )
     keys = Keys(settings.redis.key_prefix)
+    history = History(client, keys, settings.history.max_events, settings.history.retention)
+    if settings.redis.sentinels:
+        # A failover must not hide the events the old master took with it.
+        history.heads = ChainHeads()
+        failover_watch(settings.redis).before_resume(history.heads.restore)
     apps = AppResolver(settings, client, keys)
     metrics = ApiMetrics()
     metrics.add_push_collector(
@@ -96,7 +102,7 @@ def create_app(settings: Settings) -> Flask:
         settings=settings,
         redis=client,
         keys=keys,
-        history=History(client, keys, settings.history.max_events, settings.history.retention),
+        history=history,
         celery=create_celery(settings),
         metrics=metrics,
         apps=apps,

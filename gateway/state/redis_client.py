@@ -36,8 +36,11 @@ import redis
 import redis.asyncio as aioredis
 import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
+import structlog
 
 from config.settings import RedisSettings
+
+log = structlog.get_logger("clarion.redis")
 
 # A sentinel that does not answer within this long is skipped for the next one: discovering
 # the master must not take a request's whole deadline.
@@ -78,6 +81,9 @@ class FailoverWatch:
         self.generation = 0
         # (pid, callback): called at +switch-master in the process that registered it.
         self._on_switch: list[tuple[int, Callable[[], None]]] = []
+        self._repairs: list[tuple[int, Callable[[redis.Redis], None]]] = []
+        # The master announced last ((host, port)), None until a switch was seen.
+        self.master: tuple[str, int] | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
 
@@ -135,14 +141,43 @@ class FailoverWatch:
         if event in FAILOVER_BEGINS:
             self.paused_until = time.monotonic() + PAUSE_MAX
         elif event == "+switch-master":
-            self.generation += 1
-            self.paused_until = 0.0
-            pid = os.getpid()
-            for owner, callback in list(self._on_switch):
-                if owner == pid:  # a forked child's pools and loops are not its parent's
-                    callback()
+            with self._lock:  # every sentinel announces it: the first one is acted on
+                new = (words[3], int(words[4]))
+                if new == self.master:
+                    return
+                self.master = new
+                self._switched(*new)
         else:
             self.paused_until = 0.0
+
+    def _switched(self, host: str, port: int) -> None:
+        pid = os.getpid()
+        # Before anything of this process writes to the new master (still paused).
+        repairs = [repair for owner, repair in self._repairs if owner == pid]
+        if repairs:
+            client = self.master_client(host, port)
+            try:
+                for repair in repairs:
+                    repair(client)
+            except Exception as exc:  # noqa: BLE001 - never keep the process paused
+                log.warning("failover_repair_failed", error=str(exc))
+            finally:
+                client.close()
+        self.generation += 1
+        self.paused_until = 0.0
+        for owner, callback in list(self._on_switch):
+            if owner == pid:  # a forked child's pools and loops are not its parent's
+                callback()
+
+    def master_client(self, host: str, port: int) -> redis.Redis:
+        """A plain client on the new master, for repairs made while the pools are paused."""
+        return redis.Redis(host=host, port=port, socket_connect_timeout=SENTINEL_TIMEOUT,
+                           socket_timeout=2, **_master_kwargs(self.settings))
+
+    def before_resume(self, repair: Callable[[redis.Redis], None]) -> None:
+        """Call ``repair`` with a client on the new master at every switch, before this
+        process's pools may connect to it."""
+        self._repairs.append((os.getpid(), repair))
 
 
 _WATCHES: dict[tuple[Any, ...], FailoverWatch] = {}

@@ -67,3 +67,27 @@ def test_other_services_and_aborts() -> None:
     assert watch.paused_until > time.monotonic()
     watch.handle("-failover-abort-no-good-slave", "master clarion 10.0.0.5 6379")
     assert watch.check() == 0
+
+
+def test_chain_heads_make_a_rolled_back_log_report_its_loss(redis_client, key_prefix) -> None:
+    """Events 2 and 3 were accepted on a master that died before its replica had them: the
+    replica (here: the same Redis, rolled back by hand) would link event 4 to event 1; the
+    API's heads put the counter back, so a reader at event 1 is told ("expired")."""
+    from gateway.state.chain_heads import ChainHeads
+    from gateway.state.history import History
+    from gateway.state.keys import Keys
+
+    keys = Keys(f"{key_prefix}heads:")
+    history = History(redis_client, keys, 100, 600)
+    history.heads = ChainHeads()
+    first, *lost = [history.accept("1", [("c", "e", str(i), None)])[0] for i in range(3)]
+    other = history.accept("1", [("d", "e", "x", None)])[0]  # a channel that lost nothing
+    redis_client.set(keys.serial("1", "c"), first.serial)  # the replica had event 1 only
+    redis_client.zremrangebyscore(keys.history("1", "c"), f"({first.serial}", "+inf")
+
+    assert history.heads.restore(redis_client) == [keys.serial("1", "c")]
+    fourth = history.accept("1", [("c", "e", "4", None)])[0]
+    assert fourth.prev == lost[-1].serial
+    assert history.page("1", "c", first.serial, 10).gap == "expired"
+    assert history.heads.restore(redis_client) == []  # nothing behind any more
+    assert int(redis_client.get(keys.serial("1", "d"))) == other.serial
