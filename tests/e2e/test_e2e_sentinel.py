@@ -129,7 +129,7 @@ def _run_failover(group: SentinelGroup, cluster_factory, fault) -> dict[str, flo
         # Until the API answers 200 again after its last refusal.
         "api": probe.first_ok_after(max((a[0] for a in probe.answers
                                          if a[0] >= t0 and a[1] != 200), default=t0)) - t0,
-        "workers_live": _live_again(subscribers, t0),
+        "workers_live": switched - t0 + _live_again(subscribers, switched),
         "workers_ping": workers_back - t0,
         "delivery": _first_delivery_after(subscribers, t0 + 0.001) - t0,
         "refused": sum(1 for a in probe.answers if a[0] >= t0 and a[1] != 200),
