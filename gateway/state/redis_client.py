@@ -14,9 +14,12 @@ sentinels reconfigure it), and those writes are discarded when it resyncs from t
 every process also listens to the sentinels' announcements (:class:`FailoverWatch`): from the
 moment one of them starts a failover of our service until ``+switch-master``, connections are
 refused (the API answers 503 and Retry-After, the node retries), and at ``+switch-master`` every
-connection of the process is closed, so each reconnects to the new master.
+connection of the process is closed, so each reconnects to the new master. Before that, the
+repairs registered with ``before_resume`` run on the new master (the API's: put back the chain
+heads the old master took with it, gateway/state/chain_heads.py).
 
-The Celery broker on Sentinel is kombu's ``sentinel://`` transport (:func:`celery_broker`).
+The Celery broker on Sentinel is kombu's ``sentinel://`` transport (:func:`celery_broker`),
+given the same behaviour by workers/sentinel_broker.py.
 """
 
 from __future__ import annotations
@@ -57,8 +60,10 @@ class RedisNotConfigured(ValueError):
 # Sentinel events that begin a failover of a master, and those that end one.
 FAILOVER_BEGINS = frozenset({"+try-failover", "+selected-slave",
                              "+failover-state-send-slaveof-noone"})
-FAILOVER_ENDS = frozenset({"+switch-master", "-failover-abort-not-elected",
-                           "-failover-abort-no-good-slave", "-failover-abort-slave-timeout"})
+# (Not "-failover-abort-not-elected": a sentinel that lost the election says it while the
+# winner goes on.)
+FAILOVER_ENDS = frozenset({"+switch-master", "-failover-abort-no-good-slave",
+                           "-failover-abort-slave-timeout"})
 # Writes are refused at most this long after a failover began without +switch-master (an
 # aborted failover whose abort we missed must not stop a process for good).
 PAUSE_MAX = 10.0
@@ -167,7 +172,10 @@ class FailoverWatch:
         self.paused_until = 0.0
         for owner, callback in list(self._on_switch):
             if owner == pid:  # a forked child's pools and loops are not its parent's
-                callback()
+                try:
+                    callback()
+                except Exception as exc:  # noqa: BLE001 - a closed loop: its pool is gone
+                    log.warning("failover_reconnect_failed", error=str(exc))
 
     def master_client(self, host: str, port: int) -> redis.Redis:
         """A plain client on the new master, for repairs made while the pools are paused."""
@@ -181,14 +189,16 @@ class FailoverWatch:
 
 
 _WATCHES: dict[tuple[Any, ...], FailoverWatch] = {}
+_WATCHES_LOCK = threading.Lock()
 
 
 def failover_watch(settings: RedisSettings) -> FailoverWatch:
     """The process's watch of this deployment's sentinels (one for all its clients)."""
     key = (tuple(settings.sentinels), settings.service_name, settings.sentinel_password)
-    watch = _WATCHES.get(key)
-    if watch is None:
-        watch = _WATCHES[key] = FailoverWatch(settings)
+    with _WATCHES_LOCK:
+        watch = _WATCHES.get(key)
+        if watch is None:
+            watch = _WATCHES[key] = FailoverWatch(settings)
     return watch
 
 
