@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from gateway.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port
+from gateway.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 
 SERVICE = "clarion"
 # Sentinel's own defaults are 30 s and 3 min: far too slow for a test.
@@ -124,9 +124,6 @@ class SentinelGroup:
     def server(self, port: int) -> _Server:
         return next(s for s in self.servers if s.port == port)
 
-    def master_client(self) -> redis.Redis:
-        return redis.Redis(port=self.master_port(), socket_timeout=2)
-
     # ------------------------------------------------------------------ faults
 
     def kill_master(self) -> int:
@@ -194,4 +191,4 @@ class _OneShot(redis.Redis):
             self.close()
 
 
-__all__ = ["SERVICE", "SentinelGroup", "free_port"]
+__all__ = ["SERVICE", "SentinelGroup"]
