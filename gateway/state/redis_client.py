@@ -91,6 +91,11 @@ class FailoverWatch:
         self.master: tuple[str, int] | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
+        # A child forked while a watch thread held the lock would wait on it for ever.
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def check(self, pause: bool = True) -> int:
         """The current generation; raises FailoverInProgress while a failover runs (with
@@ -127,6 +132,8 @@ class FailoverWatch:
                     self.handle(msg["channel"], msg["data"])
             except redis.exceptions.RedisError:
                 pass
+            except Exception as exc:  # noqa: BLE001 - an announcement we cannot read
+                log.warning("sentinel_watch_failed", sentinel=f"{host}:{port}", error=str(exc))
             finally:
                 client.close()
             time.sleep(WATCH_RETRY)
