@@ -207,6 +207,8 @@ class History:
         self.max_events = max_events
         self.retention = retention
         self._accept = redis.register_script(ACCEPT_LUA)
+        # The API's, on Sentinel: the serials it gave last (gateway/state/chain_heads.py).
+        self.heads: Any = None
 
     def accept_args(
         self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]],
@@ -231,7 +233,12 @@ class History:
             keys.append(claim.key)
             args += claim.args()
         out = self._accept(keys=keys, args=args)
-        return SeenRequest.from_reply(out) if out and out[0] == SEEN else out
+        if out and out[0] == SEEN:
+            return SeenRequest.from_reply(out)
+        if self.heads is not None:
+            n = args[3]
+            self.heads.note(keys[0:2 * n:2], [int(s) for s in out[0:2 * n:2]])
+        return out  # type: ignore[no-any-return]
 
     def accept(
         self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]],
