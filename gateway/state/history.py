@@ -86,6 +86,8 @@ if idem then
 end
 local expired = string.format('(%d', now - retention * 1000000)
 local nows = string.format('%d', now)
+-- Numbers given to redis.call are formatted as floats each time: pass strings.
+local keep = string.format('%d', -(cap + 1))
 local out = {}
 local links = {}
 for i = 1, 2 * n, 2 do
@@ -100,11 +102,11 @@ for i = 1, 2 * n, 2 do
     ss = string.format('%d', s)
     redis.call('SET', sk, ss, 'EX', ARGV[3])
   end
-  local ps = string.format('%d', prev)
-  redis.call('ZADD', hk, s, ss .. ' ' .. ps .. ' ' .. ARGV[6 + (i + 1) / 2])
+  local ps = last or '0'
+  redis.call('ZADD', hk, ss, ss .. ' ' .. ps .. ' ' .. ARGV[6 + (i + 1) / 2])
   redis.call('ZREMRANGEBYSCORE', hk, '-inf', expired)
-  redis.call('ZREMRANGEBYRANK', hk, 0, -(cap + 1))
-  redis.call('EXPIRE', hk, retention)
+  redis.call('ZREMRANGEBYRANK', hk, '0', keep)
+  redis.call('EXPIRE', hk, ARGV[2])
   out[#out + 1] = s
   out[#out + 1] = prev
   links[#links + 1] = ss .. ',' .. ps
