@@ -87,16 +87,17 @@ class ClientPool:
     async def open(self, endpoint: Endpoint, channel: str | None, total: int,
                    inflight: int = 100, timeout: float = 30.0,
                    signin: tuple[str, str] | None = None,
-                   own_channels: bool = False) -> OpenResult:
+                   own_channels: bool = False, ping_s: float = 20.0) -> OpenResult:
         """``total`` subscribers on ``channel``; ``signin`` = (key, secret) to pusher:signin.
-        ``own_channels``: subscriber n (0 .. total - 1) on its own ``f"{channel}-{n}"``."""
+        ``own_channels``: subscriber n (0 .. total - 1) on its own ``f"{channel}-{n}"``;
+        ``ping_s``: how often each sends ``pusher:ping``."""
         shares = _split(total, self.size)
         firsts = [sum(shares[:i]) for i in range(len(shares))]
         per_inflight = max(1, inflight // self.size)
         replies = await self._call("open", [
             dict(host=endpoint.host, port=endpoint.port, path=endpoint.path, channel=channel,
                  count=share, inflight=per_inflight, timeout=timeout, signin=signin,
-                 first=first, own_channels=own_channels)
+                 first=first, own_channels=own_channels, ping_s=ping_s)
             for share, first in zip(shares, firsts, strict=True)
         ], timeout=timeout + total / 50 + 30)
         return OpenResult(
@@ -105,6 +106,11 @@ class ClientPool:
             seconds=max(r["seconds"] for r in replies),
             failures=[f for r in replies for f in r["failures"]][:3],
         )
+
+    async def count(self) -> tuple[int, int]:
+        """(still connected, opened) over every client process."""
+        replies = await self._call("count", [{}] * self.size, 30)
+        return sum(r["open"] for r in replies), sum(r["opened"] for r in replies)
 
     async def arm(self, expected_per_subscriber: int, record_latency: bool = False,
                   read_pause_ms: float = 0.0) -> None:

@@ -51,7 +51,7 @@ class ServerProcesses:
                     times = proc.cpu_times()
                     sample.cpu_s[proc.pid] = times.user + times.system
                     sample.rss[proc.pid] = proc.memory_info().rss
-                    sample.names[proc.pid] = _label(proc)
+                    sample.names[proc.pid] = process_label(proc)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         return sample
@@ -78,7 +78,7 @@ def rss_breakdown(before: ProcSample, after: ProcSample) -> dict[str, int]:
             for pid, rss in after.rss.items()}
 
 
-def _label(proc: psutil.Process) -> str:
+def process_label(proc: psutil.Process) -> str:
     try:
         cmd = proc.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):

@@ -127,14 +127,16 @@ def pct(part: float, whole: float) -> float:
 
 async def open_subscribers(target: Target, channel: str | None, count: int, opts: Options,
                            signin_by_default: bool = True,
-                           own_channels: bool = False) -> tuple[ClientPool, float]:
-    """``own_channels``: ``channel`` is a prefix, subscriber n is on ``f"{channel}-{n}"``."""
+                           own_channels: bool = False,
+                           ping_s: float = 20.0) -> tuple[ClientPool, float]:
+    """``own_channels``: ``channel`` is a prefix, subscriber n is on ``f"{channel}-{n}"``;
+    ``ping_s``: how often each subscriber sends ``pusher:ping``."""
     pool = ClientPool(processes_for(count, opts.client_procs))
     signin = opts.signin == "always" or (opts.signin == "auto" and signin_by_default)
     try:
         opened = await pool.open(target.endpoint(), channel, count,
                                  signin=(target.app.key, target.app.secret) if signin else None,
-                                 own_channels=own_channels)
+                                 own_channels=own_channels, ping_s=ping_s)
     except BaseException:
         await pool.close()
         raise

@@ -255,6 +255,19 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+# Loopback source addresses the subscribers take turns on: one source address has about 28,000
+# ephemeral ports towards one server port (net.ipv4.ip_local_port_range), too few for the
+# capacity run's 100,000 connections.
+LOOPBACK_SOURCES = 8
+
+
+def source_address(host: str, n: int) -> tuple[str, int] | None:
+    """Subscriber ``n``'s local address towards ``host`` (None: the kernel's choice)."""
+    if host != "127.0.0.1":
+        return None
+    return (f"127.0.0.{1 + n % LOOPBACK_SOURCES}", 0)
+
+
 class ClientProcess:
     """One client process: holds subscribers and answers the pool's commands."""
 
@@ -287,14 +300,15 @@ class ClientProcess:
 
     async def do_open(self, host: str, port: int, path: str, channel: str | None, count: int,
                       inflight: int, timeout: float, signin: tuple[str, str] | None,
-                      first: int = 0, own_channels: bool = False) -> dict:
+                      first: int = 0, own_channels: bool = False,
+                      ping_s: float = 20.0) -> dict:
         """``count`` subscribers on ``channel``; with ``own_channels``, subscriber number n
         (``first``, ``first + 1``, ... across the pool) on its own ``f"{channel}-{n}"``."""
         loop = asyncio.get_running_loop()
         endpoint = Endpoint(host, port, path)
         signer = SignIn(*signin) if signin else None
         if self.keepalive is None:
-            self.keepalive = asyncio.create_task(self._keepalive())
+            self.keepalive = asyncio.create_task(self._keepalive(ping_s))
         gate = asyncio.Semaphore(inflight)
         failures: list[str] = []
 
@@ -305,7 +319,8 @@ class ClientProcess:
                 request = upgrade_request(endpoint)
                 try:
                     _, sub = await loop.create_connection(
-                        lambda: Subscriber(self.hub, request, name, ready, signer), host, port)
+                        lambda: Subscriber(self.hub, request, name, ready, signer), host, port,
+                        local_addr=source_address(host, n))
                     await asyncio.wait_for(ready, timeout)
                     self.subs.append(sub)
                 except Exception as exc:
@@ -317,6 +332,11 @@ class ClientProcess:
             self.subs[0].trace = array("q")
         return {"opened": len(self.subs), "failed": len(failures), "failures": failures[:3],
                 "seconds": time.perf_counter() - started}
+
+    async def do_count(self) -> dict:
+        """How many of this process's subscribers are still connected."""
+        return {"open": sum(not s.transport.is_closing() for s in self.subs),
+                "opened": len(self.subs)}
 
     async def do_arm(self, expected: int, record_latency: bool, read_pause_ms: float) -> dict:
         live = [s for s in self.subs if not s.transport.is_closing()]

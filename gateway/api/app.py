@@ -27,10 +27,12 @@ from gateway.api.metrics import ApiMetrics
 from gateway.dashboard.debuglog import DebugLog
 from gateway.protocol.errors import ApiError
 from gateway.state.apps import AppResolver
+from gateway.state.chain_heads import ChainHeads
 from gateway.state.history import History
 from gateway.state.idempotency import IdempotencyRecords
 from gateway.state.keys import Keys
 from gateway.state.publishes import PublishStore
+from gateway.state.redis_client import failover_watch, sync_client
 from workers.celery_app import create_celery
 
 log = logging.getLogger("clarion.api")
@@ -72,21 +74,24 @@ def ctx() -> ApiContext:
 
 
 def create_app(settings: Settings) -> Flask:
-    if not settings.redis.url:
-        raise ValueError("settings.redis.url is not set: the API needs Redis")
     app = Flask("clarion.api")
     app.config["MAX_CONTENT_LENGTH"] = settings.api.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
 
-    client = redis.Redis.from_url(
-        settings.redis.url,
+    client = sync_client(
+        settings.redis, "the API",
         socket_connect_timeout=2,
         socket_timeout=5,
         health_check_interval=30,
         retry_on_timeout=False,
     )
     keys = Keys(settings.redis.key_prefix)
+    history = History(client, keys, settings.history.max_events, settings.history.retention)
+    if settings.redis.sentinels:
+        # A failover must not hide the events the old master took with it.
+        history.heads = ChainHeads()
+        failover_watch(settings.redis).before_resume(history.heads.restore)
     apps = AppResolver(settings, client, keys)
     metrics = ApiMetrics()
     metrics.add_push_collector(
@@ -97,7 +102,7 @@ def create_app(settings: Settings) -> Flask:
         settings=settings,
         redis=client,
         keys=keys,
-        history=History(client, keys, settings.history.max_events, settings.history.retention),
+        history=history,
         celery=create_celery(settings),
         metrics=metrics,
         apps=apps,

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from config import ConfigError, Settings, load_settings
 from gateway.cli.runtime import Runtime, read_runtime, starting
+from gateway.state.redis_client import sync_client
 
 
 class NothingRunning(click.ClickException):
@@ -42,14 +43,14 @@ def operator_settings(ctx: click.Context, needs: str) -> Settings:
     ClickException saying what to do when there is neither."""
     settings = cli_settings(ctx)
     runtime = running(ctx)
-    if runtime is not None and not settings.redis.url:
+    if runtime is not None and not settings.redis.configured:
         # The running instance's own settings: its apps (config and demo), its Redis.
         try:
             settings = Settings.model_validate(runtime.settings)
         except ValidationError as exc:
             raise click.ClickException(f"cannot read the running instance's settings: {exc}"
                                        ) from None
-    if not settings.redis.url:
+    if not settings.redis.configured:
         where = Path(settings.data_dir).resolve()
         if starting(where):
             raise NothingRunning(f"{needs}, and the `clarion up` using {where} is still "
@@ -69,12 +70,11 @@ def only_app_id(settings: Settings) -> str:
     from gateway.state.apps import AppStore
     from gateway.state.keys import Keys
 
-    assert settings.redis.url is not None
-    client = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=5)
+    client = sync_client(settings.redis, "this command", socket_connect_timeout=5)
     try:
         apps = AppStore(client, Keys(settings.redis.key_prefix)).view(settings).all()
     except redis.exceptions.RedisError as exc:
-        raise click.ClickException(f"cannot read from Redis at {settings.redis.url}: {exc}"
+        raise click.ClickException(f"cannot read from Redis ({settings.redis.describe()}): {exc}"
                                    ) from None
     finally:
         client.close()
@@ -86,5 +86,4 @@ def only_app_id(settings: Settings) -> str:
 def store_redis(ctx: click.Context, needs: str) -> tuple[redis.Redis, Settings]:
     """A Redis client on the deployment's Redis (:func:`operator_settings`) and the settings."""
     settings = operator_settings(ctx, needs)
-    assert settings.redis.url is not None
-    return redis.Redis.from_url(settings.redis.url, socket_connect_timeout=5), settings
+    return sync_client(settings.redis, "this command", socket_connect_timeout=5), settings

@@ -18,7 +18,7 @@ def config_group() -> None:
 
 
 def summary(settings: Settings) -> str:
-    redis = settings.redis.url or "embedded (started by `clarion up`)"
+    redis = settings.redis.describe()
     apps = ", ".join(a.id for a in settings.apps) or "none (`clarion up` makes a demo app)"
     tls = lambda on: "https" if on else "http"  # noqa: E731
     return "\n".join([

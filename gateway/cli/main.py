@@ -268,7 +268,7 @@ def _claim(ctx: click.Context, settings: Settings, data_dir: Path,
         ctx.exit(1)
     wanted = [("api.port", settings.api.host, settings.api.port),
               ("websocket.port", settings.websocket.host, settings.websocket.port)]
-    if redis_port and settings.redis.url is None:
+    if redis_port and not settings.redis.configured:
         wanted.append(("--redis-port", "127.0.0.1", redis_port))
     for name, host, port in wanted:
         if port_in_use(host, port):
@@ -297,7 +297,7 @@ def _runtime(settings: Settings, embedded: bool, demo: dict[str, str] | None,
              supervisor: Supervisor) -> Runtime:
     return Runtime(
         pid=os.getpid(),
-        redis_url=settings.redis.url or "",
+        redis_url=settings.redis.url or settings.redis.describe(),
         embedded_redis=embedded,
         api_url=api_base_url(settings),
         ws_url=ws_base_url(settings),
@@ -340,7 +340,7 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
     redis_server: SessionRedis | None = None
     exit_code = 0
     try:
-        if settings.redis.url is None:
+        if not settings.redis.configured:
             redis_server = SessionRedis(
                 data_dir / "redis",
                 port=_redis_port(redis_port),
@@ -376,7 +376,8 @@ def up(ctx: click.Context, redis_port: int | None, ready_timeout: float) -> None
         elif not supervisor.stopping:
             embedded = redis_server is not None
             _runtime(settings, embedded, demo, supervisor).save(data_dir)
-            click.echo(banner(settings, settings.apps[0], settings.redis.url or "", embedded))
+            click.echo(banner(settings, settings.apps[0],
+                              settings.redis.url or settings.redis.describe(), embedded))
             dead = supervisor.watch()
             if dead is not None:
                 policy = supervisor.policy

@@ -22,6 +22,7 @@ import redis
 
 from gateway.cli.common import only_app_id, operator_settings
 from gateway.state.publishes import PublishStore
+from gateway.state.redis_client import sync_client
 
 
 @click.group()
@@ -70,11 +71,13 @@ def status(ctx: click.Context, publish_id: str, app_id: str, as_json: bool) -> N
     """Show a publish's delivery status: delivered, failed, retried, removed."""
     settings = operator_settings(ctx, "publishes are recorded in Redis")
     app_id = app_id or only_app_id(settings)
-    client = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=3, socket_timeout=5)
+    client = sync_client(settings.redis, "this command", socket_connect_timeout=3,
+                         socket_timeout=5)
     try:
         found = PublishStore(client, settings.redis.key_prefix).status(app_id, publish_id)
     except redis.exceptions.RedisError as exc:
-        click.echo(f"clarion: cannot read from Redis at {settings.redis.url}: {exc}", err=True)
+        click.echo(f"clarion: cannot read from Redis ({settings.redis.describe()}): {exc}",
+                   err=True)
         ctx.exit(1)
     finally:
         client.close()

@@ -85,20 +85,28 @@ if idem then
   end
 end
 local expired = string.format('(%d', now - retention * 1000000)
+local nows = string.format('%d', now)
+-- Numbers given to redis.call are formatted as floats each time: pass strings.
+local keep = string.format('%d', -(cap + 1))
 local out = {}
 local links = {}
 for i = 1, 2 * n, 2 do
   local sk, hk = KEYS[i], KEYS[i + 1]
-  local last = redis.call('GET', sk)
+  -- The counter is set to now and read in one call; set again only if it was not behind
+  -- the clock (several events of a channel within a microsecond, or a clock that went back).
+  local last = redis.call('SET', sk, nows, 'EX', ARGV[3], 'GET')
   local prev = last and tonumber(last) or 0
-  local s = prev + 1
-  if s < now then s = now end
-  local ss, ps = string.format('%d', s), string.format('%d', prev)
-  redis.call('SET', sk, ss, 'EX', ARGV[3])
-  redis.call('ZADD', hk, s, ss .. ' ' .. ps .. ' ' .. ARGV[6 + (i + 1) / 2])
+  local s, ss = now, nows
+  if prev >= now then
+    s = prev + 1
+    ss = string.format('%d', s)
+    redis.call('SET', sk, ss, 'EX', ARGV[3])
+  end
+  local ps = last or '0'
+  redis.call('ZADD', hk, ss, ss .. ' ' .. ps .. ' ' .. ARGV[6 + (i + 1) / 2])
   redis.call('ZREMRANGEBYSCORE', hk, '-inf', expired)
-  redis.call('ZREMRANGEBYRANK', hk, 0, -(cap + 1))
-  redis.call('EXPIRE', hk, retention)
+  redis.call('ZREMRANGEBYRANK', hk, '0', keep)
+  redis.call('EXPIRE', hk, ARGV[2])
   out[#out + 1] = s
   out[#out + 1] = prev
   links[#links + 1] = ss .. ',' .. ps
@@ -207,6 +215,8 @@ class History:
         self.max_events = max_events
         self.retention = retention
         self._accept = redis.register_script(ACCEPT_LUA)
+        # The API's, on Sentinel: the serials it gave last (gateway/state/chain_heads.py).
+        self.heads: Any = None
 
     def accept_args(
         self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]],
@@ -231,7 +241,12 @@ class History:
             keys.append(claim.key)
             args += claim.args()
         out = self._accept(keys=keys, args=args)
-        return SeenRequest.from_reply(out) if out and out[0] == SEEN else out
+        if out and out[0] == SEEN:
+            return SeenRequest.from_reply(out)
+        if self.heads is not None:
+            n = args[3]
+            self.heads.note(keys[0:2 * n:2], [int(s) for s in out[0:2 * n:2]])
+        return out  # type: ignore[no-any-return]
 
     def accept(
         self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]],

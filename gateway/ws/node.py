@@ -18,12 +18,11 @@ import socket
 import time
 from typing import Any, cast
 
-import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 
-from config.settings import AppSettings, Settings
+from config.settings import AppSettings, RedisSettings, Settings
 from gateway.dashboard.debuglog import NodeDebugLog
 from gateway.dashboard.timeseries import NodeSampler
 from gateway.logs import configure as configure_logs
@@ -37,6 +36,7 @@ from gateway.state.history import History
 from gateway.state.keys import Keys, split_presence_row
 from gateway.state.occupancy import NodeOccupancy
 from gateway.state.presence import Presence
+from gateway.state.redis_client import async_client
 from gateway.state.registry import Registry
 from gateway.state.users import SignedInUsers
 from gateway.tls import server_context
@@ -78,20 +78,27 @@ def make_node_id() -> str:
 COMMAND_CONNECTIONS = 64
 
 
-def _redis_clients(url: str) -> tuple[Any, Any]:
+def _redis_settings(settings: Settings) -> RedisSettings:
+    if settings.redis.configured:
+        return settings.redis
+    return settings.redis.model_copy(update={"url": DEFAULT_REDIS_URL})
+
+
+def _redis_clients(settings: RedisSettings) -> tuple[Any, Any]:
     # Commands: a couple of quick retries, then fail fast so a client gets an error, not a hang.
     # A bounded pool that makes callers wait for a free connection: a burst of subscribes
     # (a page of clients reconnecting at once) queues up instead of failing with
     # "Too many connections", and Redis sees tens of connections per node, not thousands.
-    commands = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=COMMAND_CONNECTIONS, timeout=5,
+    commands = async_client(
+        settings, "the WebSocket node", max_connections=COMMAND_CONNECTIONS, pool_timeout=5,
         socket_connect_timeout=2, socket_timeout=5,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-    ))
-    # The bus: blocking reads, no retries (the listener reconnects and reconciles itself).
-    bus = aioredis.Redis.from_url(
-        url, socket_connect_timeout=2, socket_timeout=None, socket_keepalive=True,
-        retry=Retry(NoBackoff(), 0),
+    )
+    # The bus: blocking reads, no retries (the listener reconnects and reconciles itself; with
+    # Sentinel its reconnect asks the sentinels for the master again).
+    bus = async_client(
+        settings, "the WebSocket node", socket_connect_timeout=2, socket_timeout=None,
+        socket_keepalive=True, retry=Retry(NoBackoff(), 0),
     )
     return commands, bus
 
@@ -102,7 +109,7 @@ class Node:
         self.reuse_port = reuse_port
         self.node_id = make_node_id()
         self.keys = Keys(settings.redis.key_prefix)
-        self.redis, self.bus_redis = _redis_clients(settings.redis.url or DEFAULT_REDIS_URL)
+        self.redis, self.bus_redis = _redis_clients(_redis_settings(settings))
         log_settings = settings.history
         self.history = History(self.redis, self.keys, log_settings.max_events,
                                log_settings.retention)
@@ -142,8 +149,7 @@ class Node:
             self.bus_redis, self.topics, self.sequencer, self._terminate, self._bus_connected,
             self._control,
         )
-        self.readiness = Readiness(settings.redis.url or DEFAULT_REDIS_URL,
-                                   self.listener.connected.is_set)
+        self.readiness = Readiness(_redis_settings(settings), self.listener.connected.is_set)
         self.router = Router(self.ctx, lambda: not self.shutting_down, self.readiness.problem)
         # pusher-js's HTTP transports, on the same port (gateway/ws/portswitch.py).
         self.http_sessions = HttpSessions(self.ctx, self.router)

@@ -17,10 +17,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from config.settings import RedisSettings
+from gateway.state.redis_client import async_client
 
 log = structlog.get_logger("clarion.ws.readiness")
 
@@ -29,11 +31,11 @@ PROBE_TIMEOUT = 1.0
 
 
 class Readiness:
-    def __init__(self, redis_url: str, bus_connected: Callable[[], bool],
+    def __init__(self, redis: RedisSettings, bus_connected: Callable[[], bool],
                  interval: float = PROBE_INTERVAL) -> None:
-        self.redis: Any = aioredis.Redis.from_url(
-            redis_url, socket_connect_timeout=PROBE_TIMEOUT, socket_timeout=PROBE_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
+        self.redis: Any = async_client(
+            redis, "readiness", socket_connect_timeout=PROBE_TIMEOUT,
+            socket_timeout=PROBE_TIMEOUT, retry=Retry(NoBackoff(), 0),
         )
         self.bus_connected = bus_connected
         self.interval = interval

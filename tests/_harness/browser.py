@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import subprocess
 import threading
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from _harness.node import NodeScript
 
 CHROMIUM = os.environ.get("CLARION_TEST_CHROMIUM", "/usr/bin/chromium")
 
@@ -66,36 +67,17 @@ class Site:
         self.server.server_close()
 
 
-class BrowserDriver:
+class BrowserDriver(NodeScript):
     """One ``node SCRIPT`` process holding one headless Chromium page."""
 
     def __init__(self, script: Path, node_modules: Path) -> None:
-        env = {**os.environ, "NODE_MODULES": str(node_modules), "CHROMIUM": CHROMIUM}
-        self.proc = subprocess.Popen(["node", str(script)], env=env, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self._lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.version = self._answer("ready", 60)["version"]
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(json.loads(line))
-
-    def _answer(self, kind: str, timeout: float = 30.0) -> dict[str, Any]:
-        try:
-            got = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"the browser did not answer ({kind}); "
-                                 f"exit code {self.proc.poll()}") from None
-        assert got["kind"] == kind, got
-        return got
+        super().__init__(script, {"NODE_MODULES": str(node_modules), "CHROMIUM": CHROMIUM},
+                         "browser")
+        self.version = self.answer("ready", 60)["version"]
 
     def ask(self, op: str, **args: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
-        self.proc.stdin.flush()
-        return self._answer(op)
+        self.send(op=op, **args)
+        return self.answer(op)
 
     def until(self, check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
         """``check()``'s first truthy answer; the page's last console lines if none comes."""

@@ -72,7 +72,7 @@ class Cluster:
     ) -> None:
         self.tmp_dir = Path(tmp_dir)
         self.settings = cluster_settings(redis_url, self.tmp_dir, app=app, **sections)
-        self.node_ports = [free_port() for _ in range(nodes)]
+        self.node_ports = _distinct_ports(nodes, {self.settings.api.port})
         self.nodes: list[Child] = []
         self.workers: list[Child] = []
         self.api: Child | None = None
@@ -257,6 +257,18 @@ class NodeRestart:
     # What /ready answered meanwhile, in order, repeats left out (None: no answer). It may
     # start with a 200 read before the node handled the signal.
     ready_statuses: list[int | None]
+
+
+def _distinct_ports(n: int, taken: set[int]) -> list[int]:
+    """``n`` free ports, none of them in ``taken``: free_port() may hand out a port twice
+    while the first taker has not bound it yet (the kernel gives them out in sequence)."""
+    out: list[int] = []
+    while len(out) < n:
+        port = free_port()
+        if port not in taken:
+            taken.add(port)
+            out.append(port)
+    return out
 
 
 def ready_status(url: str) -> int | None:

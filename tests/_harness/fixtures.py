@@ -13,21 +13,35 @@ import pytest
 
 from _harness.cluster import Cluster
 from _harness.redis_binary import redis_binary
+from _harness.sentinel import SentinelGroup
 from gateway.embedded_redis import EmbeddedRedis
+from gateway.processes import ChildDied
 
 _ACTIVE: list[Cluster] = []
 
-__all__ = ["cluster_factory", "dedicated_redis", "pytest_runtest_makereport", "start_cluster"]
+__all__ = ["cluster_factory", "dedicated_redis", "pytest_runtest_makereport",
+           "sentinel_group", "start_cluster"]
+
+
+# A free port can be taken by someone else before the process it was chosen for binds it (the
+# kernel hands ports out in sequence): the deployment is then started again on other ports.
+PORT_ATTEMPTS = 3
 
 
 def start_cluster(redis_url: str, tmp_dir: Any, **kwargs: Any) -> Cluster:
-    cluster = Cluster(redis_url, tmp_dir, **kwargs)
-    _ACTIVE.append(cluster)
-    try:
-        return cluster.start()
-    except BaseException:
-        _ACTIVE.remove(cluster)
-        raise
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        cluster = Cluster(redis_url, tmp_dir, **kwargs)
+        _ACTIVE.append(cluster)
+        try:
+            return cluster.start()
+        except ChildDied as exc:
+            _ACTIVE.remove(cluster)
+            if "Address already in use" not in str(exc) or attempt == PORT_ATTEMPTS:
+                raise
+        except BaseException:
+            _ACTIVE.remove(cluster)
+            raise
+    raise AssertionError("unreachable")
 
 
 def stop_cluster(cluster: Cluster) -> None:
@@ -65,6 +79,15 @@ def dedicated_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), binary=redis_binary()).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """One master, one replica and three sentinels of the test's own (tests/_harness/
+    sentinel.py). Request it before ``cluster_factory`` so that it outlives the deployments."""
+    group = SentinelGroup(tmp_path_factory.mktemp("sentinel"), binary=redis_binary()).start()
+    yield group
+    group.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

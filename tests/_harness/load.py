@@ -14,6 +14,11 @@ connection and channel the numbers received and the publish-to-receipt latency.
 
 ``verdict`` compares the two: nothing accepted missing, nothing twice, nothing out of order,
 nothing that was never sent.
+
+With ``positions``, subscriptions ask for serials (docs/resume.md) and record where the node
+reported events lost (``clarion:resume_failed`` before the first event after the hole): an
+accepted event missing from exactly such a hole is *reported lost* (``reported``), which
+``verdict(..., allow_reported=True)`` accepts (a Redis that lost data, a failover).
 """
 
 from __future__ import annotations
@@ -115,13 +120,17 @@ class Received:
     # (receipt unix time, latency seconds) of every event.
     latencies: list[tuple[float, float]] = field(default_factory=list)
     closed: str | None = None
+    # Per channel: how many numbers had been received when each loss report came.
+    reports: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
 
 
 class Subscribers:
     """``per_node`` connections to each of ``urls``, each subscribed to every channel."""
 
-    def __init__(self, urls: list[str], channels: list[str], per_node: int = 2) -> None:
+    def __init__(self, urls: list[str], channels: list[str], per_node: int = 2, *,
+                 positions: bool = False) -> None:
         self.channels = channels
+        self.positions = positions
         self.conns = [Received(url) for url in urls for _ in range(per_node)]
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -175,8 +184,10 @@ class Subscribers:
         first = json.loads(await ws.recv())
         assert first["event"] == "pusher:connection_established", first
         for ch in self.channels:
-            await ws.send(json.dumps({"event": "pusher:subscribe",
-                                      "data": {"auth": "", "channel": ch}}))
+            data: dict[str, Any] = {"auth": "", "channel": ch}
+            if self.positions:
+                data["clarion"] = {"v": 1}
+            await ws.send(json.dumps({"event": "pusher:subscribe", "data": data}))
         pending = set(self.channels)
         while pending:
             frame = json.loads(await ws.recv())
@@ -191,6 +202,9 @@ class Subscribers:
             now = time.time()
             rec.numbers[frame["channel"]].append(data["n"])
             rec.latencies.append((now, now - data["t"]))
+        elif event == "clarion:resume_failed":
+            channel = frame["channel"]
+            rec.reports[channel].append(len(rec.numbers[channel]))
         elif event == "pusher:ping":
             asyncio.ensure_future(ws.send('{"event":"pusher:pong","data":{}}'))
 
@@ -217,14 +231,36 @@ def missing(rec: Received, accepted: dict[str, list[int]]) -> dict[str, list[int
     return out
 
 
-def verdict(subscribers: Subscribers, stream: Stream) -> list[str]:
-    """Every problem found, per connection (empty: none)."""
+def reported(rec: Received, channel: str, n: int) -> bool:
+    """Whether the missing event ``n`` lies in a hole the node reported on ``channel``."""
+    got = rec.numbers.get(channel, [])
+    return any((at == 0 or got[at - 1] < n) and (at == len(got) or got[at] > n)
+               for at in rec.reports.get(channel, ()))
+
+
+def reported_lost(rec: Received, accepted: dict[str, list[int]]) -> dict[str, list[int]]:
+    """The accepted events ``rec`` misses that the node reported lost."""
+    out = {}
+    for ch, lost in missing(rec, accepted).items():
+        covered = [n for n in lost if reported(rec, ch, n)]
+        if covered:
+            out[ch] = covered
+    return out
+
+
+def verdict(subscribers: Subscribers, stream: Stream, *, allow_reported: bool = False
+            ) -> list[str]:
+    """Every problem found, per connection (empty: none). With ``allow_reported``, an event
+    missing where the node reported a loss is not one."""
     problems = []
     for i, rec in enumerate(subscribers.conns):
         where = f"subscriber {i} ({rec.url})"
         if rec.closed:
             problems.append(f"{where}: connection lost: {rec.closed}")
         lost = missing(rec, stream.accepted)
+        if allow_reported:
+            lost = {ch: [n for n in ns if not reported(rec, ch, n)] for ch, ns in lost.items()}
+            lost = {ch: ns for ch, ns in lost.items() if ns}
         if lost:
             total = sum(len(v) for v in lost.values())
             problems.append(f"{where}: {total} accepted events lost, e.g. "

@@ -6,89 +6,30 @@ are skipped, with the reason, on a machine without node and npm.
 
 from __future__ import annotations
 
-import json
-import os
-import queue
-import shutil
-import subprocess
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from _harness import Cluster
 from _harness.cluster import APP_KEY, APP_SECRET
+from _harness.node import Observer, npm_modules
 
-SCRIPT = Path(__file__).parent / "js" / "pusher_js_client.js"
+SCRIPT = Path(__file__).parents[1] / "_harness" / "js" / "pusher_js_client.js"
 PUSHER_JS = "pusher-js@8"
-CACHE = Path(os.environ.get("CLARION_TEST_CACHE", Path.home() / ".cache" / "clarion-tests"))
 
 
 @pytest.fixture(scope="module")
 def node_modules() -> Path:
-    if not (shutil.which("node") and shutil.which("npm")):
-        pytest.skip("node and npm are needed to run pusher-js")
-    target = CACHE / "pusher-js"
-    if not (target / "node_modules" / "pusher-js").is_dir():
-        target.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix",
-             str(target), PUSHER_JS], capture_output=True, text=True, timeout=300, check=False)
-        if done.returncode != 0:
-            pytest.skip(f"npm could not install {PUSHER_JS}: {done.stderr[-500:]}")
-    return target / "node_modules"
+    return npm_modules("pusher-js", [PUSHER_JS], "to run pusher-js")
 
 
-class PusherJs:
+class PusherJs(Observer):
     """One pusher-js client in a node process: commands on stdin, observations on stdout."""
 
     def __init__(self, node_modules: Path, ws_port: int, user_id: str) -> None:
-        env = {**os.environ, "NODE_PATH": str(node_modules), "KEY": APP_KEY,
-               "SECRET": APP_SECRET, "WS_PORT": str(ws_port), "USER_ID": user_id}
-        self.proc = subprocess.Popen(["node", str(SCRIPT)], env=env, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(json.loads(line))
-
-    def send(self, **command: Any) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-
-    def wait(self, match: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict:
-        for seen in self.seen:
-            if match(seen):
-                return seen
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                item = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            self.seen.append(item)
-            if match(item):
-                return item
-        raise AssertionError(f"pusher-js did not report it; it saw: {self.seen[-10:]}")
-
-    def kind(self, kind: str, **fields: Any) -> dict[str, Any]:
-        return self.wait(lambda o: o["kind"] == kind and all(o.get(k) == v
-                                                             for k, v in fields.items()))
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.send(op="quit")
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        super().__init__(SCRIPT, {"NODE_PATH": str(node_modules), "KEY": APP_KEY,
+                                  "SECRET": APP_SECRET, "PORT": str(ws_port),
+                                  "USER_ID": user_id})
 
 
 @pytest.fixture

@@ -9,10 +9,6 @@ numbered ``seq`` events (``{"n": 0, 1, 2...}`` per channel) at a steady rate fro
 from __future__ import annotations
 
 import json
-import os
-import queue
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -20,72 +16,40 @@ from pathlib import Path
 from typing import Any
 
 import pusher
-import pytest
 from _harness.cluster import APP_KEY, APP_SECRET, Cluster
+from _harness.node import NodeScript, npm_modules
 
 ROOT = Path(__file__).resolve().parents[2]
 EXTENSION = ROOT / "clients" / "js"
 FLEET = Path(__file__).parent / "js" / "fleet.mjs"
-# Installed from the npm registry into a cache directory the first time, as tests/compat does.
+# Installed from the npm registry into a cache directory the first time (_harness/node.py).
 NPM_PACKAGES = ["pusher-js@8", "laravel-echo@2", "playwright-core@1"]
-CACHE = Path(os.environ.get("CLARION_TEST_CACHE", Path.home() / ".cache" / "clarion-tests"))
 
 
 def install_node_modules() -> Path:
     """pusher-js, Laravel Echo and playwright-core in a cache directory; skips the test on a
     machine without node and npm."""
-    if not (shutil.which("node") and shutil.which("npm")):
-        pytest.skip("node and npm are needed to run pusher-js and Laravel Echo")
-    target = CACHE / "continuity"
-    modules = target / "node_modules"
-    if not all((modules / p.rsplit("@", 1)[0]).is_dir() for p in NPM_PACKAGES):
-        target.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix",
-             str(target), *NPM_PACKAGES], capture_output=True, text=True, timeout=600,
-            check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"npm could not install {NPM_PACKAGES}: {done.stderr[-800:]}")
-    return modules
+    return npm_modules("continuity", NPM_PACKAGES, "to run pusher-js and Laravel Echo")
 
 
-class Fleet:
+class Fleet(NodeScript):
     """``count`` pusher-js clients (``flavor`` "pusher", "echo" or "mixed") in one Node
     process, connected to ``ws_port``; ``resume`` turns the extension on for every one."""
 
     def __init__(self, node_modules: Path, ws_port: int, count: int = 1, *,
                  resume: bool = True, flavor: str = "pusher",
                  users: list[str] | None = None) -> None:
-        env = {**os.environ, "NODE_MODULES": str(node_modules),
+        env = {"NODE_MODULES": str(node_modules),
                "EXTENSION": str(EXTENSION / "index.cjs"), "KEY": APP_KEY, "SECRET": APP_SECRET,
                "WS_PORT": str(ws_port), "COUNT": str(count), "FLAVOR": flavor,
                "RESUME": "1" if resume else "0", "USERS": json.dumps(users or [])}
         self.count = count
-        self.proc = subprocess.Popen(["node", str(FLEET)], env=env, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self._lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self._answer("ready", 30)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(json.loads(line))
-
-    def _answer(self, kind: str, timeout: float = 20.0) -> dict[str, Any]:
-        try:
-            got = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"the Node fleet did not answer ({kind}); "
-                                 f"exit code {self.proc.poll()}") from None
-        assert got["kind"] == kind, got
-        return got
+        super().__init__(FLEET, env, "Node fleet")
+        self.answer("ready", 30)
 
     def ask(self, op: str, **fields: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"op": op, **fields}) + "\n")
-        self.proc.stdin.flush()
-        return self._answer("ok" if op in ("subscribe", "unsubscribe") else op, 60)
+        self.send(op=op, **fields)
+        return self.answer("ok" if op in ("subscribe", "unsubscribe") else op, 60)
 
     def subscribe(self, channels: list[str] | list[list[str]], subscribed: int = 1,
                   timeout: float = 30.0) -> None:
@@ -119,17 +83,6 @@ class Fleet:
 
     def report(self) -> list[dict[str, Any]]:
         return self.ask("report")["clients"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write('{"op":"quit"}\n')
-                self.proc.stdin.flush()
-                self.proc.wait(5)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 class Publisher:

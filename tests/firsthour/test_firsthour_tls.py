@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -22,6 +21,7 @@ import pytest
 import trustme
 from _harness import PusherClient
 from _harness.client import data_of
+from _harness.node import npm_modules
 from firsthour_harness import Up, clarion, clean_env
 from pusher_push_notifications import PushNotifications
 
@@ -30,7 +30,6 @@ from gateway.embedded_redis import free_port
 pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).parent / "js" / "pusher_js_tls.js"
-CACHE = Path(os.environ.get("CLARION_TEST_CACHE", Path.home() / ".cache" / "clarion-tests"))
 
 
 @pytest.fixture(scope="module")
@@ -135,17 +134,7 @@ def test_pusher_js_with_force_tls(up: Up, tls: dict[str, str]):
 
 
 def _pusher_js() -> Path:
-    if not (shutil.which("node") and shutil.which("npm")):
-        pytest.skip("node and npm are needed to run pusher-js")
-    target = CACHE / "pusher-js"
-    if not (target / "node_modules" / "pusher-js").is_dir():
-        target.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
-                               "--prefix", str(target), "pusher-js@8"],
-                              capture_output=True, text=True, timeout=300, check=False)
-        if done.returncode != 0:
-            pytest.skip(f"npm could not install pusher-js: {done.stderr[-500:]}")
-    return target / "node_modules"
+    return npm_modules("pusher-js", ["pusher-js@8"], "to run pusher-js")
 
 
 def _plain_http_to(port: int) -> socket.socket:

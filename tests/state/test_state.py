@@ -64,6 +64,23 @@ def test_serials_follow_the_clock(redis_client, key_prefix) -> None:
     assert new.serial > old.serial and new.prev == 0  # the chain is broken: a reader can tell
 
 
+def test_a_counter_ahead_of_the_clock_keeps_counting_up(redis_client, key_prefix) -> None:
+    """A counter past Redis' clock (a clock that went back, a restored Redis) is followed by
+    one, not by the clock: serials never go back, the chain stays linked, the TTL is renewed."""
+    keys = Keys(key_prefix)
+    h = History(redis_client, keys, max_events=5, retention=60)
+    seconds, micros = redis_client.time()
+    ahead = (seconds + 3600) * 1_000_000 + micros
+    redis_client.set(keys.serial("1", "c"), ahead, ex=5)
+    first, second = h.accept("1", [("c", "e", "x", None), ("c", "e", "y", None)])
+    assert (first.prev, first.serial) == (ahead, ahead + 1)
+    assert (second.prev, second.serial) == (ahead + 1, ahead + 2)
+    assert int(redis_client.get(keys.serial("1", "c"))) == ahead + 2
+    assert redis_client.ttl(keys.serial("1", "c")) > 60
+    logged = [parse_member(m) for m in redis_client.zrange(keys.history("1", "c"), 0, -1)]
+    assert [(e.serial, e.prev) for e in logged] == [(ahead + 1, ahead), (ahead + 2, ahead + 1)]
+
+
 def test_log_is_capped_ordered_and_expires(redis_client, key_prefix) -> None:
     keys = Keys(key_prefix)
     h = History(redis_client, keys, max_events=3, retention=60)

@@ -4,8 +4,6 @@ itself to xhr_streaming on the node's port, and the page renders the events it r
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +11,7 @@ from typing import Any
 import pytest
 from _harness.browser import BrowserDriver, Site, require_chromium
 from _harness.cluster import APP_KEY
-
-from tests.xhr.xhr_harness import CACHE
+from _harness.node import npm_modules
 
 pytestmark = pytest.mark.slow
 
@@ -24,19 +21,7 @@ NPM_PACKAGES = ["pusher-js@8", "playwright-core@1"]
 
 @pytest.fixture(scope="module")
 def browser_modules() -> Path:
-    if not (shutil.which("node") and shutil.which("npm")):
-        pytest.skip("node and npm are needed to drive Chromium")
-    target = CACHE / "xhr-browser"
-    modules = target / "node_modules"
-    if not all((modules / p.rsplit("@", 1)[0]).is_dir() for p in NPM_PACKAGES):
-        target.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix",
-             str(target), *NPM_PACKAGES], capture_output=True, text=True, timeout=600,
-            check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"npm could not install {NPM_PACKAGES}: {done.stderr[-800:]}")
-    return modules
+    return npm_modules("xhr-browser", NPM_PACKAGES, "to drive Chromium")
 
 
 def page_site(node_modules: Path, config: dict[str, Any]) -> Site:

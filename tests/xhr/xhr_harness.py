@@ -1,120 +1,40 @@
 """Real pusher-js 8 clients (the Node build) on one of its HTTP transports, and what the tests
 read from a node: its /ready counts.
 
-pusher-js is installed from the npm registry into a cache directory the first time (as
-tests/compat does); the tests are skipped, with the reason, on a machine without node and npm.
+pusher-js is installed from the npm registry into a cache directory the first time
+(_harness/node.py); the tests are skipped, with the reason, on a machine without node and npm.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
-import queue
-import shutil
 import signal
-import subprocess
-import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from _harness.cluster import APP_KEY, APP_SECRET, Cluster
+from _harness.node import Observer, npm_modules
 
 from gateway.processes import Child, wait_http_ready
 
-SCRIPT = Path(__file__).parent / "js" / "pusher_js_http.js"
-CACHE = Path(os.environ.get("CLARION_TEST_CACHE", Path.home() / ".cache" / "clarion-tests"))
+SCRIPT = Path(__file__).parents[1] / "_harness" / "js" / "pusher_js_client.js"
 TRANSPORTS = ["xhr_streaming", "xhr_polling"]
 
 
 def install_pusher_js() -> Path:
-    if not (shutil.which("node") and shutil.which("npm")):
-        pytest.skip("node and npm are needed to run pusher-js")
-    target = CACHE / "pusher-js"
-    if not (target / "node_modules" / "pusher-js").is_dir():
-        target.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix",
-             str(target), "pusher-js@8"], capture_output=True, text=True, timeout=300,
-            check=False)
-        if done.returncode != 0:
-            pytest.skip(f"npm could not install pusher-js@8: {done.stderr[-500:]}")
-    return target / "node_modules"
+    return npm_modules("pusher-js", ["pusher-js@8"], "to run pusher-js")
 
 
-class PusherJsHttp:
+class PusherJsHttp(Observer):
     """One pusher-js client in a node process: commands on stdin, observations on stdout."""
 
     def __init__(self, node_modules: Path, port: int, user_id: str, transport: str) -> None:
-        env = {**os.environ, "NODE_PATH": str(node_modules), "KEY": APP_KEY,
-               "SECRET": APP_SECRET, "PORT": str(port), "USER_ID": user_id,
-               "TRANSPORT": transport}
-        self.proc = subprocess.Popen(["node", str(SCRIPT)], env=env, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(json.loads(line))
-
-    def send(self, **command: Any) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-
-    def wait(self, match: Callable[[dict[str, Any]], bool], timeout: float = 10.0,
-             since: int = 0) -> dict[str, Any]:
-        """The first observation from index ``since`` on that ``match``es."""
-        for seen in self.seen[since:]:
-            if match(seen):
-                return seen
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                item = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            self.seen.append(item)
-            if match(item):
-                return item
-        raise AssertionError(f"pusher-js did not report it; it saw: {self.seen[-12:]}")
-
-    def kind(self, kind: str, timeout: float = 10.0, since: int = 0,
-             **fields: Any) -> dict[str, Any]:
-        return self.wait(lambda o: o["kind"] == kind and all(o.get(k) == v
-                                                             for k, v in fields.items()),
-                         timeout, since)
-
-    def mark(self) -> int:
-        """An index for ``wait(since=...)``: what is observed from now on."""
-        while True:
-            try:
-                self.seen.append(self.lines.get_nowait())
-            except queue.Empty:
-                return len(self.seen)
-
-    def pause(self) -> None:
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self.proc.send_signal(signal.SIGCONT)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.resume()
-            self.send(op="quit")
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        super().__init__(SCRIPT, {"NODE_PATH": str(node_modules), "KEY": APP_KEY,
+                                  "SECRET": APP_SECRET, "PORT": str(port), "USER_ID": user_id,
+                                  "TRANSPORT": transport})
 
 
 def ready(port: int) -> dict[str, Any]:

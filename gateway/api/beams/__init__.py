@@ -35,6 +35,7 @@ from gateway.state.apps import AppResolver
 from gateway.state.devices import DeviceStore
 from gateway.state.keys import Keys
 from gateway.state.publishes import PublishStore
+from gateway.state.redis_client import sync_client
 
 __all__ = ["BeamsContext", "BeamsError", "bp", "register", "beams_ctx"]
 
@@ -56,11 +57,8 @@ def register(app: Flask, settings: Settings) -> None:
     celery = getattr(shared, "celery", None)
     apps = getattr(shared, "apps", None)
     if client is None:
-        if not settings.redis.url:
-            raise ValueError("settings.redis.url is not set: the Beams API needs Redis")
-        client = redis.Redis.from_url(
-            settings.redis.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
-        )
+        client = sync_client(settings.redis, "the Beams API", socket_connect_timeout=2,
+                             socket_timeout=5, health_check_interval=30)
     if celery is None:
         from workers.celery_app import create_celery
 

@@ -1,30 +1,8 @@
-// Headless Chromium (the system's, Debian's package) driven by playwright-core for
-// tests/continuity/test_continuity_browser.py: commands on stdin, one JSON line per answer.
-// env: NODE_MODULES (playwright-core), CHROMIUM (the browser's executable).
-import { createRequire } from "node:module";
-import { join } from "node:path";
-import readline from "node:readline";
+// The page of tests/continuity/test_continuity_browser.py in headless Chromium
+// (tests/_harness/js/chromium.mjs).
+import { serve } from "../../_harness/js/chromium.mjs";
 
-const require = createRequire(join(process.env.NODE_MODULES, "..", "browser.cjs"));
-const { chromium } = require("playwright-core");
-const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM,
-  headless: true,
-  // No sandbox (root in CI); nothing that reaches outside the machine.
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const page = await browser.newPage();
-const logs = [];
-page.on("console", (message) => logs.push(`${message.type()}: ${message.text()}`));
-page.on("pageerror", (error) => logs.push(`pageerror: ${error.message}`));
-
-const ops = {
-  open: async ({ url }) => {
-    await page.goto(url);
-  },
+await serve(({ page }) => ({
   // What a person sees: the rendered list and the status line.
   look: async () => page.evaluate(() => ({
     items: [...document.querySelectorAll("#events li")].map((li) => Number(li.textContent)),
@@ -33,22 +11,4 @@ const ops = {
     subscribed: Number(document.getElementById("subscribed").textContent),
     failed: document.getElementById("failed")?.textContent ?? null,
   })),
-  screenshot: async ({ path }) => {
-    await page.screenshot({ path, fullPage: true });
-  },
-  console: async () => ({ lines: logs }),
-  quit: async () => {
-    await browser.close();
-    process.exit(0);
-  },
-};
-
-readline.createInterface({ input: process.stdin }).on("line", async (line) => {
-  const { op, ...args } = JSON.parse(line);
-  try {
-    out({ kind: op, ...(await ops[op](args)) });
-  } catch (error) {
-    out({ kind: "error", op, error: String(error) });
-  }
-});
-out({ kind: "ready", version: browser.version() });
+}));

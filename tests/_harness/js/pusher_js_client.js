@@ -1,16 +1,20 @@
-// A real pusher-js 8 client (Node build) driven by tests/compat/test_compat_pusher_js.py.
-// Prints one JSON line per thing it observes; reads commands (JSON lines) on stdin.
+// A real pusher-js 8 client (Node build), driven by tests/_harness/node.py's Observer (tests/compat,
+// tests/xhr). env: TRANSPORT (ws, the default, xhr_streaming or xhr_polling), PORT (the node's,
+// or a load balancer's), KEY, SECRET, USER_ID. Prints one JSON line per thing it observes; reads
+// commands on stdin.
 const crypto = require("crypto");
 const readline = require("readline");
 const Pusher = require("pusher-js");
 
-const { KEY, SECRET, WS_PORT, USER_ID } = process.env;
+const { KEY, SECRET, PORT, USER_ID, TRANSPORT = "ws" } = process.env;
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const sign = (s) => crypto.createHmac("sha256", SECRET).update(s).digest("hex");
 
 const pusher = new Pusher(KEY, {
-  wsHost: "127.0.0.1", wsPort: Number(WS_PORT), forceTLS: false,
-  enabledTransports: ["ws"], cluster: "mt1", disableStats: true,
+  // The same host and port for both: the node serves pusher-js's HTTP transports under
+  // /pusher (its default httpPath).
+  wsHost: "127.0.0.1", wsPort: Number(PORT), httpHost: "127.0.0.1", httpPort: Number(PORT),
+  forceTLS: false, enabledTransports: [TRANSPORT], cluster: "mt1", disableStats: true,
   channelAuthorization: {
     customHandler: ({ socketId, channelName }, callback) => {
       if (channelName.startsWith("presence-")) {
@@ -31,8 +35,12 @@ const pusher = new Pusher(KEY, {
   },
 });
 
-pusher.connection.bind("connected", () => out({ kind: "connected", socket_id: pusher.connection.socket_id }));
-pusher.connection.bind("error", (err) => out({ kind: "error", error: JSON.stringify(err) }));
+const transport = () => pusher.connection.connection?.transport?.name ?? null;
+pusher.connection.bind("connected", () => out({
+  kind: "connected", socket_id: pusher.connection.socket_id, transport: transport() }));
+pusher.connection.bind("state_change", ({ previous, current }) => out({
+  kind: "state", previous, current }));
+pusher.connection.bind("error", (err) => out({ kind: "error", error: err }));
 pusher.bind_global((event, data) => out({ kind: "global", event, data }));
 pusher.user.bind("notice", (data) => out({ kind: "user_event", event: "notice", data }));
 
@@ -43,7 +51,7 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
     const ch = pusher.subscribe(cmd.channel);
     channels[cmd.channel] = ch;
     ch.bind("pusher:subscription_succeeded", (members) => out({
-      kind: "subscribed", channel: cmd.channel,
+      kind: "subscribed", channel: cmd.channel, socket_id: pusher.connection.socket_id,
       members: members && members.count !== undefined ? { count: members.count, me: members.me } : null,
     }));
     ch.bind("pusher:subscription_error", (status) => out({ kind: "subscription_error", channel: cmd.channel, status }));
@@ -58,6 +66,6 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
     pusher.signin();
   } else if (cmd.op === "quit") {
     pusher.disconnect();
-    process.exit(0);
+    setTimeout(() => process.exit(0), 100);
   }
 });
