@@ -43,8 +43,6 @@ log = structlog.get_logger("clarion.ws.bus")
 # Bus reconnects back off up to this many seconds: the node is deaf meanwhile, so it retries
 # often (its catch-up after the reconnect covers the time it was deaf).
 MAX_BACKOFF = 1.0
-# Bus messages handled per loop turn at most (a bound on how long the loop is held).
-MAX_DRAIN = 1000
 # Events read from a log per round trip.
 LOG_PAGE = 1000
 # A log read that fails (Redis unreachable) is tried again after this long, doubling.
@@ -247,7 +245,10 @@ class BusListener:
                     # Read from the connection, not through ``pubsub.listen()``: 2.7 us per
                     # message instead of 6 (redis-py 8, measured), and with a topic per
                     # channel a request to ten channels is ten messages. Only the
-                    # (un)subscribe answers go through redis-py's bookkeeping.
+                    # (un)subscribe answers go through redis-py's bookkeeping. The messages
+                    # already received are all handled in this loop turn (a read does not
+                    # wait while the connection has buffered data), so a subscriber's frames
+                    # of a backlog go out in one write, not one each.
                     reply = await conn.read_response(disconnect_on_error=False,
                                                      push_request=True)
                     # A list, or under RESP3 a push notification (a list's subclass).
@@ -271,18 +272,6 @@ class BusListener:
                 await _close_quietly(pubsub)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
-
-    async def _drain(self, pubsub: Any) -> None:
-        """Handle the messages already received before the loop turns. Each message waited
-        for separately gets its own flush, one write per subscriber each: at 500 events/s to
-        1,000 subscribers that is half a million write calls a second, more than a core can
-        make. Drained together, a subscriber's frames of a whole backlog go out in one write."""
-        for _ in range(MAX_DRAIN):
-            msg = await pubsub.get_message(timeout=0.0)
-            if msg is None:
-                return
-            if msg["type"] == "message":
-                self.handle(msg["data"])
 
     def handle(self, raw: bytes) -> None:
         try:
