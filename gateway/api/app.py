@@ -22,7 +22,9 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from werkzeug.exceptions import HTTPException
 
 from config.settings import Settings
+from gateway.api.deliver_message import TASK as LIVE_TASK
 from gateway.api.deliver_message import DeliverMessage
+from gateway.api.live_sender import LiveSender
 from gateway.api.metrics import ApiMetrics
 from gateway.dashboard.debuglog import DebugLog
 from gateway.protocol.errors import ApiError
@@ -53,11 +55,13 @@ class ApiContext:
     metrics: ApiMetrics
     # Responses of publishes with an idempotency key (gateway/api/idempotency.py).
     idempotency: IdempotencyRecords
+    # The live delivery task's message, enqueued by the accept script (gateway/api/channels.py).
+    deliver: DeliverMessage
+    # Sends that task when the script cannot (a broker other than the state Redis).
+    live_sender: LiveSender
     # Config apps overlaid by the Redis app store (gateway/state/apps.py); auth.py looks apps
     # up through it.
     apps: AppResolver | None = None
-    # The live delivery task's message, enqueued by the accept script (gateway/api/channels.py).
-    deliver: DeliverMessage | None = None
     # Each app's debug log, written only while a dashboard console watches (gateway/dashboard).
     debuglog: DebugLog | None = None
 
@@ -93,15 +97,17 @@ def create_app(settings: Settings) -> Flask:
         PublishStore(client, settings.redis.key_prefix, settings.push.status_ttl),
         lambda: [a.id for a in apps.view().all()],
     )
+    celery = create_celery(settings)
     app.extensions["clarion"] = ApiContext(
         settings=settings,
         redis=client,
         keys=keys,
         history=History(client, keys, settings.history.max_events, settings.history.retention),
-        celery=create_celery(settings),
+        celery=celery,
         metrics=metrics,
         apps=apps,
-        deliver=DeliverMessage(settings.redis.key_prefix),
+        deliver=DeliverMessage(settings.redis.key_prefix, settings.broker_is_state_redis),
+        live_sender=LiveSender(celery, metrics.child(metrics.enqueue_failures, LIVE_TASK)),
         idempotency=IdempotencyRecords(client, keys),
         debuglog=DebugLog(client, settings.redis.key_prefix,
                           settings.dashboard.log_max_entries, "api")

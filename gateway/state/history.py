@@ -112,7 +112,9 @@ if extra >= 3 then
     body[2 * j + 1] = ARGV[head + 1 + j]
   end
   if redis.call('SET', armed, '1', 'NX', 'PX', ARGV[5]) then
-    redis.call('LPUSH', queue, ARGV[head] .. table.concat(body) .. ARGV[head + n + 2])
+    if ARGV[head] ~= '' then
+      redis.call('LPUSH', queue, ARGV[head] .. table.concat(body) .. ARGV[head + n + 2])
+    end
     out[#out + 1] = 1
   else
     redis.call('RPUSH', pending, table.concat(body))
@@ -251,11 +253,14 @@ class History:
         self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]],
         queue_key: str, head: bytes, body: Sequence[bytes], tail: bytes,
         limits: HistorySettings | None = None, claim: IdempotencyClaim | None = None,
-    ) -> tuple[list[int], bool] | SeenRequest:
+    ) -> tuple[list[tuple[int, int]], bool] | SeenRequest:
         """``accept``, and in the same script either LPUSH the task message (``head``, the
         ``body`` pieces with each event's "serial,prev" between them, ``tail``) onto
         ``queue_key`` or, while an earlier task waits, append the body to ``lv:pending``.
-        Returns the serials and whether a task was queued, or what ``claim``'s key holds."""
+        With an empty ``head`` nothing is pushed: the caller queues the task itself when one
+        is needed (another broker, gateway/api/live_sender.py). Returns each event's (serial,
+        prev) and whether the request needs (or got) a task of its own, or what ``claim``'s
+        key holds."""
         keys, args = self.accept_args(app_id, events, limits)
         keys += [queue_key, self.keys.live_armed, self.keys.live_pending]
         args.append(head)
@@ -265,7 +270,8 @@ class History:
         if isinstance(out, SeenRequest):
             return out
         *links, queued = out
-        return [int(s) for s in links[::2]], queued == 1
+        return [(int(s), int(p)) for s, p in zip(links[::2], links[1::2], strict=True)], (
+            queued == 1)
 
     def page(self, app_id: str, channel: str, after: int, limit: int) -> HistoryPage:
         """At most ``limit`` logged events with a serial above ``after``, and the channel's
