@@ -12,12 +12,16 @@ from typing import Any
 import pytest
 
 from _harness.cluster import Cluster
+from _harness.rabbitmq import INSTALL_HINT, RabbitMQ, rabbitmq_scripts
 from _harness.redis_binary import redis_binary
 from gateway.embedded_redis import EmbeddedRedis
 
 _ACTIVE: list[Cluster] = []
 
-__all__ = ["cluster_factory", "dedicated_redis", "pytest_runtest_makereport", "start_cluster"]
+__all__ = [
+    "cluster_factory", "dedicated_rabbitmq", "dedicated_redis", "pytest_runtest_makereport",
+    "rabbitmq_server", "rabbitmq_url", "start_cluster",
+]
 
 
 def start_cluster(redis_url: str, tmp_dir: Any, **kwargs: Any) -> Cluster:
@@ -63,6 +67,37 @@ def dedicated_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
     """A Redis of the test's own, for tests that stop or restart it. Request it before
     ``cluster_factory`` so that it outlives the deployments using it."""
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), binary=redis_binary()).start()
+    yield server
+    server.stop()
+
+
+def _rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> RabbitMQ:
+    scripts = rabbitmq_scripts()
+    if scripts is None:
+        pytest.skip(INSTALL_HINT)
+    return RabbitMQ(tmp_path_factory.mktemp("rabbitmq"), scripts).start()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
+    """One private RabbitMQ for the session (skipped if rabbitmq-server is not installed);
+    deployments isolate themselves by virtual host (``rabbitmq_url``)."""
+    server = _rabbitmq(tmp_path_factory)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rabbitmq_url(rabbitmq_server: RabbitMQ) -> str:
+    """An amqp:// URL on a virtual host of the test's own."""
+    return rabbitmq_server.url(rabbitmq_server.new_vhost())
+
+
+@pytest.fixture
+def dedicated_rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
+    """A RabbitMQ of the test's own, for tests that stop or restart it. Request it before
+    ``cluster_factory`` so that it outlives the deployments using it."""
+    server = _rabbitmq(tmp_path_factory)
     yield server
     server.stop()
 
