@@ -6,7 +6,7 @@ dependency), the key schema, History, and a Celery app used only to ``send_task`
 
 Every refusal is JSON ``{"error": message, "code": status}``: ApiError subclasses carry their
 status, unknown routes are 404, wrong methods 405, bodies over ``api.max_body_bytes`` 413,
-Redis (or the Redis broker) unreachable 503 and anything unexpected 500 (logged).
+Redis (or the task broker) unreachable 503 and anything unexpected 500 (logged).
 """
 
 from __future__ import annotations
@@ -162,9 +162,10 @@ def _install_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
         if isinstance(exc, _UNAVAILABLE):
-            log.warning("Redis unavailable: %s", exc)
+            what = "the task broker" if isinstance(exc, KombuOperationalError) else "Redis"
+            log.warning("%s unavailable: %s", what, exc)
             return error_response(
-                503, "Service unavailable: Redis cannot be reached", {"Retry-After": "1"}
+                503, f"Service unavailable: {what} cannot be reached", {"Retry-After": "1"}
             )
         log.exception("unhandled error in the API")
         return error_response(500, "A server error has occurred.")
