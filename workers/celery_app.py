@@ -14,6 +14,10 @@ Reliability choices (reference: reliability-webhooks-celery.md, section 2):
 - ``global_keyprefix`` = ``settings.redis.key_prefix``: every broker key (queues ``P live``,
   ``P push``, ``P webhooks``, ``P unacked``, ``P unacked_index``, ``P _kombu.binding.*``) lives
   under the deployment's prefix, so several deployments or test runs share one Redis.
+- The broker is ``broker.url``, else the state Redis (``redis.url``). With RabbitMQ
+  (``amqp://``) the queues are durable and messages persistent, publishes wait for the
+  broker's confirm, and a dead worker's unacknowledged messages come back when its connection
+  closes (no visibility timeout); the Redis options above apply to a Redis broker only.
 
 The settings reach tasks through ``app.clarion`` (a :class:`WorkerContext`), which builds its
 Redis client lazily per process: a client made before the prefork pool forks is never reused

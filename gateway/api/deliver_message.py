@@ -1,5 +1,10 @@
 """The ``clarion.live.deliver`` Celery message, built so that Redis can finish it.
 
+Used when the broker is the state Redis (``broker.url`` unset, the default); with another
+broker only the body pieces are built, for the requests that ride (gateway/state/riders.py),
+and the task is sent with Celery's producer (gateway/api/live_sender.py; the cost of each is
+in bench/results/broker.md).
+
 The API gives each event its serial and enqueues the task for the request in ONE Redis round
 trip (``History.accept_and_enqueue``): this module writes the Celery (protocol 2) message as
 kombu's Redis transport stores it, minus the serials, as ``pieces``; the accept script puts

@@ -54,7 +54,10 @@ SERIAL_TTL = 86400
 # between which the events' "serial,prev" go, and its tail (gateway/api/deliver_message.py),
 # then (with the idempotency key) the request's fingerprint, its response ("" if not known yet)
 # and the key's window in ms.
-# Returns serial and prev of each event, then (with the queue key) 1 if a task was queued. If
+# An empty head (a broker other than this Redis) pushes nothing: the script only decides, and
+# the caller sends the task (gateway/api/live_sender.py).
+# Returns serial and prev of each event, then (with the queue key) 1 if a task was queued (or,
+# with an empty head, is to be sent by the caller). If
 # the idempotency key was used within its window, accepts nothing and returns SEEN (-1), the
 # first request's fingerprint, its response (nil if not saved yet) and how many us ago it was
 # accepted (-1 once its response is saved): gateway/state/idempotency.py.
