@@ -9,9 +9,9 @@ its channel serial and appends it to history in one Redis script
 the whole request (the task message is built by gateway/api/deliver_message.py) or lets it
 ride on a task already queued: the events are accepted with their task or not at all, and a
 Redis failure answers 503. With a broker other than the state Redis the script only decides,
-and the API sends the task itself when one is needed (gateway/api/live_sender.py). A publish with an
-idempotency key is accepted only once within the key's window (gateway/api/idempotency.py),
-decided by the same script.
+and the API sends the task itself when one is needed (gateway/api/live_sender.py). A publish
+with an idempotency key is accepted only once within the key's window
+(gateway/api/idempotency.py), decided by the same script.
 """
 
 from __future__ import annotations
