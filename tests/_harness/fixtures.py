@@ -7,6 +7,7 @@ tails of every deployment still running are added to its report.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -71,20 +72,30 @@ def dedicated_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
     server.stop()
 
 
-def _rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> RabbitMQ:
+_RABBITS: list[RabbitMQ] = []
+
+
+@contextmanager
+def _rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
+    """A started RabbitMQ whose logs a failing test's report shows; stopped at the end."""
     scripts = rabbitmq_scripts()
     if scripts is None:
         pytest.skip(INSTALL_HINT)
-    return RabbitMQ(tmp_path_factory.mktemp("rabbitmq"), scripts).start()
+    server = RabbitMQ(tmp_path_factory.mktemp("rabbitmq"), scripts).start()
+    _RABBITS.append(server)
+    try:
+        yield server
+    finally:
+        _RABBITS.remove(server)
+        server.stop()
 
 
 @pytest.fixture(scope="session")
 def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
     """One private RabbitMQ for the session (skipped if rabbitmq-server is not installed);
     deployments isolate themselves by virtual host (``rabbitmq_url``)."""
-    server = _rabbitmq(tmp_path_factory)
-    yield server
-    server.stop()
+    with _rabbitmq(tmp_path_factory) as server:
+        yield server
 
 
 @pytest.fixture
@@ -97,9 +108,8 @@ def rabbitmq_url(rabbitmq_server: RabbitMQ) -> str:
 def dedicated_rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
     """A RabbitMQ of the test's own, for tests that stop or restart it. Request it before
     ``cluster_factory`` so that it outlives the deployments using it."""
-    server = _rabbitmq(tmp_path_factory)
-    yield server
-    server.stop()
+    with _rabbitmq(tmp_path_factory) as server:
+        yield server
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -109,3 +119,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and call.when in ("setup", "call"):
         for cluster in _ACTIVE:
             report.sections.append((f"clarion logs ({cluster.tmp_dir})", cluster.logs()))
+        for rabbit in _RABBITS:
+            report.sections.append((f"rabbitmq logs ({rabbit.dir})", rabbit.log_tail()))
