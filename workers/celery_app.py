@@ -126,10 +126,11 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     if is_amqp(broker_url(settings)):
         return {
             # Each publish waits for RabbitMQ's ack: a task it could not take (full disk,
-            # memory alarm, channel error) raises instead of vanishing (about 0.1 ms more
-            # per publish, bench/results/broker.md).
+            # memory alarm, channel error) raises instead of vanishing (what a publish costs
+            # the API: bench/results/broker.md).
             "confirm_publish": True,
-            # A broker that stops answering must not hang a publish or its confirm.
+            # A broker that stops answering must not hang a publish or its confirm (sockets
+            # only: an idle worker's consumer is not affected).
             "read_timeout": 10,
             "write_timeout": 10,
         }
