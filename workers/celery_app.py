@@ -109,7 +109,8 @@ class WorkerContext:
 def broker_url(settings: Settings) -> str:
     """Where tasks are queued: ``broker.url``, else the state Redis (kombu's ``sentinel://``
     URL when the state Redis is found through Sentinel)."""
-    return settings.broker.url or celery_broker(settings.redis)[0]
+    state_redis, _ = celery_broker(settings.redis)  # needed whatever the broker: the logs
+    return settings.broker.url or state_redis
 
 
 def _sentinel_options(settings: Settings) -> dict[str, Any]:

@@ -38,5 +38,5 @@ def test_rabbitmq_confirms_publishes_and_has_no_redis_options(url):
 
 
 def test_no_state_redis_is_an_error_even_with_a_broker():
-    with pytest.raises(ValueError, match="redis.url is not set"):
+    with pytest.raises(ValueError, match=r"redis.url \(or redis.sentinels\) is not set"):
         celery_config(Settings().with_overrides(broker={"url": "amqp://mq"}))
