@@ -1,13 +1,14 @@
-"""FCM HTTP v1: pyfcm builds each message and owns the credentials; aiohttp sends.
+"""FCM HTTP v1: pyfcm builds the messages and owns the credentials; a keep-alive pool sends.
 
 FCM v1 has no batch endpoint: throughput comes from many requests in flight. pyfcm's own
 async helper opens one aiohttp session (one TCP connection) per message; its sync path is one
 blocking request per thread. So the sends run on the worker process's provider loop
-(workers/providers/loop.py) through ONE aiohttp session per sender, a pool of
-``push.fcm_connections`` keep-alive HTTP/1.1 connections, with up to ``push.fcm_concurrency``
-sends in flight. pyfcm's ``parse_payload`` still makes the request body, once per publish
-(:meth:`FcmSender.prepare`): the body is the same for every device but for the token, which is
-put in its slot per send (``parse_payload`` and its JSON encoding were a tenth of the CPU).
+(workers/providers/loop.py) through ONE pool per sender of ``push.fcm_connections``
+keep-alive HTTP/1.1 connections (workers/providers/http1.py; aiohttp when an HTTP(S) proxy is
+configured), with up to ``push.fcm_concurrency`` sends in flight. pyfcm's ``parse_payload``
+still makes the request body, once per publish (:meth:`FcmSender.prepare`): the body is the
+same for every device but for the token, which is put in its slot per send (``parse_payload``
+and its JSON encoding were a tenth of the CPU).
 
 pyfcm's traps (reference: push-beams-fcm-apns.md, sections 0.2, 2.4 and the addendum) and what
 is done about each here:
@@ -60,6 +61,7 @@ from workers.providers.base import (
     read_secret,
 )
 from workers.providers.deadline_adapter import DeadlineAdapter
+from workers.providers.http1 import Http1Pool
 from workers.providers.loop import event_loop, send_blocking
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -308,7 +310,7 @@ class FcmSender:
         self.client = ClarionFCM(settings.fcm_base_url, settings.send_timeout,
                                  credentials=credentials)
         self.url = self.client.fcm_end_point
-        self._headers: dict[str, dict[str, str]] = {}
+        self._heads: dict[str, tuple[dict[str, str], bytes]] = {}
         self.loop = event_loop()
         self._refresh: asyncio.Future[str] | None = None  # the refresh in progress, if any
 
@@ -321,7 +323,13 @@ class FcmSender:
             return aiohttp.ClientSession(connector=connector,
                                          timeout=aiohttp.ClientTimeout(total=None))
 
-        self.session = asyncio.run_coroutine_threadsafe(make(), self.loop).result(10)
+        # Direct: the small keep-alive client (http1.py); through a proxy: aiohttp.
+        self.pool: Http1Pool | None = None
+        self.session: aiohttp.ClientSession | None = None
+        if self.proxy is None:
+            self.pool = Http1Pool(self.url, settings.fcm_connections, self.loop)
+        else:
+            self.session = asyncio.run_coroutine_threadsafe(make(), self.loop).result(10)
 
     def send(
         self, items: Sequence[tuple[Any, str, dict[str, Any]]]
@@ -356,19 +364,28 @@ class FcmSender:
     async def _post(self, payload: bytes) -> SendResult:
         for first in (True, False):
             access = await self._access_token()
-            headers = self._headers.get(access)
-            if headers is None:  # one dict per access token, not per send
+            head = self._heads.get(access)
+            if head is None:  # built once per access token, not per send
                 headers = {"Authorization": f"Bearer {access}",
                            "Content-Type": "application/json"}
-                self._headers = {access: headers}
-            async with self.session.post(
-                self.url, data=payload, headers=headers, proxy=self.proxy
-            ) as response:
-                body = await response.read()
-            if first and token_expired(response.status, body):
+                head = (headers, self.pool.head(headers) if self.pool else b"")
+                self._heads = {access: head}
+            if self.pool is not None:
+                response = await self.pool.post(head[1], payload)
+                status, body, reason, answer_headers = (
+                    response.status, response.body, response.reason, response.headers
+                )
+            else:
+                assert self.session is not None
+                async with self.session.post(
+                    self.url, data=payload, headers=head[0], proxy=self.proxy
+                ) as answer:
+                    body = await answer.read()
+                status, reason, answer_headers = answer.status, answer.reason, answer.headers
+            if first and token_expired(status, body):
                 self.client.invalidate_token(access)
                 continue
-            return classify(response.status, body, response.reason or "", response.headers)
+            return classify(status, body, reason or "", answer_headers)
         raise AssertionError("unreachable")
 
     async def _access_token(self) -> str:
@@ -388,4 +405,7 @@ class FcmSender:
         return f"{type(exc).__name__}: {exc}"
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.session.close(), self.loop)
+        if self.pool is not None:
+            self.loop.call_soon_threadsafe(self.pool.close)
+        if self.session is not None:
+            asyncio.run_coroutine_threadsafe(self.session.close(), self.loop)
