@@ -73,6 +73,9 @@ log = logging.getLogger("clarion.push")
 MAX_NEXT_STEP_DELAY = 30.0
 # How long the run waits for an answer while its window is full, between looks at its lease.
 WAIT = 0.05
+# Fewer answers than this in hand: wait BATCH_WAIT seconds for more before recording them.
+BATCH = 32
+BATCH_WAIT = 0.002
 # Beyond send_timeout, how long the run waits for its last answers before it leaves them
 # ``sending`` (counted ``unknown`` by the next run) rather than hang on a stalled loop.
 STALL_GRACE = 5.0
@@ -319,11 +322,12 @@ class _Run:
         except queue.Empty:
             return False
         answers = [first]
-        while True:
-            try:
-                answers.append(self.answers.get_nowait())
-            except queue.Empty:
-                break
+        self._drain(answers)
+        if len(answers) < BATCH and len(self.flying) > len(answers):
+            # A few answers: wait a moment for more, so one Redis write records many (its
+            # fixed cost was most of the task thread's CPU at a few answers per write).
+            time.sleep(BATCH_WAIT)
+            self._drain(answers)
         rows = []
         for device_id, result in answers:
             device, attempts = self.flying.pop(device_id)
@@ -334,6 +338,13 @@ class _Run:
         for device_id, _ in answers:
             self.in_flight[platform_of(device_id)] -= 1
         return True
+
+    def _drain(self, answers: list[tuple[str, Any]]) -> None:
+        while True:
+            try:
+                answers.append(self.answers.get_nowait())
+            except queue.Empty:
+                return
 
     def _message(self, platform: str, device: Device) -> Any:
         payload = self.pub.payload[platform]
