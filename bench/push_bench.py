@@ -7,7 +7,8 @@ FCM and APNs emulators (tests/emulators, answering at once), one platform at a t
 
 What runs (all real, on 127.0.0.1): an embedded redis-server; the API under gunicorn
 (``gateway.api.server.run_api``, 1 process, plain HTTP); for each platform a fresh Celery worker
-process (``workers.main.run_worker``, queue ``push``, prefork pool of ``--worker-concurrency``);
+process (``workers.main.run_worker``, queue ``push``, prefork pool of ``--worker-concurrency``;
+``--workers`` of them, which send the parts of a publish split by ``push.split_devices`` at once);
 the emulators in this process. Devices are written straight into Redis with
 ``DeviceStore.register_many`` (pipelined). The publish goes through the API
 (``POST /publish_api/v1/instances/{id}/publishes/interests``); the clock runs from just before
@@ -16,9 +17,9 @@ that POST to the first poll of ``GET …/publishes/{id}`` (every 50 ms) that sho
 Reported per platform: notifications/s (devices / that time), the worker-side time
 (``finishedAt - createdAt`` of the publish), correctness (every device delivered exactly once,
 per the emulator), the worker's RSS (psutil, pool and main process: after start-up, peak
-sampled every 50 ms, and the kernel's high-water mark VmHWM), and CPU seconds of each party
-(worker, emulators = this process, API, Redis) with the machine's total, so the load other
-jobs put on the shared CPUs shows ("other CPU").
+sampled every 50 ms, every ~10 s over the run, and the kernel's high-water mark VmHWM), and
+CPU seconds of each party (worker, emulators = this process, API, Redis) with the machine's
+total, so the load other jobs put on the shared CPUs shows ("other CPU").
 
 Results: ``bench/results/push-<date>.md`` (``-2``, ``-3``… if it exists), logs in
 ``/tmp/clarion-bench-logs/push-<time>/``.
@@ -407,7 +408,8 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
         f"is split into parts (one per {args.split_devices:,} devices, at most "
         f"{args.max_parts}) that the worker processes send at once; in each, on one event "
         f"loop, up to {args.fcm_concurrency} FCM sends in flight "
-        f"over {args.fcm_connections} keep-alive HTTP/1.1 connections (aiohttp), and "
+        f"over {args.fcm_connections} keep-alive HTTP/1.1 connections "
+        "(workers/providers/http1.py), and "
         f"up to {args.apns_concurrency} APNs sends as concurrent HTTP/2 streams over "
         f"{args.apns_connections} connections; devices read {args.page_size} per SSCAN page.",
         "",
@@ -484,7 +486,7 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
 
 
 def output_path(out_dir: Path, suffix: str) -> Path:
-    base = f"push-{datetime.now():%Y-%m-%d}{suffix}"
+    base = f"push-{datetime.now():%Y-%m-%d}{'-' + suffix if suffix else ''}"
     path = out_dir / f"{base}.md"
     n = 2
     while path.exists():
