@@ -324,8 +324,8 @@ class _Run:
         answers = [first]
         self._drain(answers)
         if len(answers) < BATCH and len(self.flying) > len(answers):
-            # A few answers: wait a moment for more, so one Redis write records many (its
-            # fixed cost was most of the task thread's CPU at a few answers per write).
+            # A few answers: wait a moment for more, so one Redis write (whose fixed cost is
+            # most of its cost at a few rows) records many.
             time.sleep(BATCH_WAIT)
             self._drain(answers)
         rows = []
