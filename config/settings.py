@@ -407,6 +407,10 @@ class PushSettings(_Section):
     web_concurrency: int = Field(256, ge=1, le=10_000)
     web_connections: int = Field(16, ge=1, le=1024)
     apns_max_connections: int = Field(4, ge=1, le=100)
+    # A publish to interests with more devices than this is split into parts (one per this
+    # many devices, at most max_parts) that several worker processes send at once; 0: never.
+    split_devices: int = Field(50_000, ge=0)
+    max_parts: int = Field(16, ge=1, le=1024)
     # One task run works this many seconds, then hands over to a fresh task (so no task
     # outlives the broker's visibility timeout).
     task_time_budget: float = Field(20.0, gt=0)
