@@ -4,6 +4,8 @@ client: the Flask app in this process (its test client), a redis-server of its o
     .venv/bin/python -m bench.api_cost                    # 8,000 single-event POST /events
     .venv/bin/python -m bench.api_cost --batch            # batch_events of 10 over 1,000 channels
     .venv/bin/python -m bench.api_cost --keys             # each with its own idempotency_key
+    .venv/bin/python -m bench.api_cost --task-each        # every request queues its live task
+    .venv/bin/python -m bench.api_cost --task-each --producer   # ... with Celery's producer
 
 Prints this process's CPU per request (the API's code plus the test client's, which is the
 same for every variant), Redis' (``INFO cpu`` before and after) and the wall time per request
@@ -12,6 +14,13 @@ before the clock starts; 500 warm-up requests are not counted; no worker runs, s
 queue is emptied every 1,000 requests. On a shared machine, run variants alternately and
 compare medians: ``bench.run rest`` measures the whole path, this isolates what a change to
 the publish path costs.
+
+``--task-each`` deletes the armed key (gateway/state/riders.py) after each request, so that
+every request queues a task of its own, as at a trickle (the DEL is counted in every variant
+alike); ``--producer`` names the same Redis as ``broker.url`` under another spelling, so the
+API sends the task with Celery's producer after the script (gateway/api/live_sender.py)
+instead of the script writing it (the path of a broker other than the state Redis);
+``--broker URL`` sends it to that broker (a RabbitMQ: nothing consumes it, purge it after).
 """
 
 from __future__ import annotations
@@ -62,8 +71,12 @@ def _drain(client: redis.Redis) -> None:
     client.delete(f"{PREFIX}live", f"{PREFIX}lv:pending", f"{PREFIX}lv:armed")
 
 
-def measure(url: str, count: int, batch: bool, keys: bool) -> dict[str, float]:
-    settings = Settings(redis={"url": url, "key_prefix": PREFIX},
+def measure(url: str, count: int, batch: bool, keys: bool, task_each: bool = False,
+            producer: bool = False, broker_url: str | None = None) -> dict[str, float]:
+    if producer and not broker_url:
+        broker_url = url.replace("127.0.0.1", "localhost")
+    broker = {"url": broker_url} if broker_url else {}
+    settings = Settings(redis={"url": url, "key_prefix": PREFIX}, broker=broker,
                         apps=[{"id": "1", "key": "k", "secret": "s"}])
     app = create_app(settings)
     client, r = app.test_client(), redis.Redis.from_url(url)
@@ -76,6 +89,8 @@ def measure(url: str, count: int, batch: bool, keys: bool) -> dict[str, float]:
         response = client.post(path, query_string=query, data=raw,
                                content_type="application/json")
         assert response.status_code == 200, response.data
+        if task_each:
+            r.delete(f"{PREFIX}lv:armed")
         if i % 1000 == 999:
             _drain(r)
     wall = time.perf_counter() - wall
@@ -91,11 +106,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8000)
     parser.add_argument("--batch", action="store_true", help="batch_events of 10")
     parser.add_argument("--keys", action="store_true", help="an idempotency_key each")
+    parser.add_argument("--task-each", action="store_true",
+                        help="every request queues a live task (none rides)")
+    parser.add_argument("--producer", action="store_true",
+                        help="queue it with Celery's producer, not in the accept script")
+    parser.add_argument("--broker", metavar="URL",
+                        help="broker.url (e.g. a RabbitMQ's amqp:// URL): Celery's producer")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="clarion-cost-") as tmp:
         server = EmbeddedRedis(Path(tmp)).start()
         try:
-            result = measure(server.url, args.requests, args.batch, args.keys)
+            result = measure(server.url, args.requests, args.batch, args.keys,
+                             args.task_each, args.producer, args.broker)
         finally:
             server.stop()
     print(json.dumps(result))

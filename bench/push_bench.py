@@ -7,7 +7,8 @@ FCM and APNs emulators (tests/emulators, answering at once), one platform at a t
 
 What runs (all real, on 127.0.0.1): an embedded redis-server; the API under gunicorn
 (``gateway.api.server.run_api``, 1 process, plain HTTP); for each platform a fresh Celery worker
-process (``workers.main.run_worker``, queue ``push``, prefork pool of ``--worker-concurrency``);
+process (``workers.main.run_worker``, queue ``push``, prefork pool of ``--worker-concurrency``;
+``--workers`` of them, which send the parts of a publish split by ``push.split_devices`` at once);
 the emulators in this process. Devices are written straight into Redis with
 ``DeviceStore.register_many`` (pipelined). The publish goes through the API
 (``POST /publish_api/v1/instances/{id}/publishes/interests``); the clock runs from just before
@@ -16,9 +17,9 @@ that POST to the first poll of ``GET …/publishes/{id}`` (every 50 ms) that sho
 Reported per platform: notifications/s (devices / that time), the worker-side time
 (``finishedAt - createdAt`` of the publish), correctness (every device delivered exactly once,
 per the emulator), the worker's RSS (psutil, pool and main process: after start-up, peak
-sampled every 50 ms, and the kernel's high-water mark VmHWM), and CPU seconds of each party
-(worker, emulators = this process, API, Redis) with the machine's total, so the load other
-jobs put on the shared CPUs shows ("other CPU").
+sampled every 50 ms, every ~10 s over the run, and the kernel's high-water mark VmHWM), and
+CPU seconds of each party (worker, emulators = this process, API, Redis) with the machine's
+total, so the load other jobs put on the shared CPUs shows ("other CPU").
 
 Results: ``bench/results/push-<date>.md`` (``-2``, ``-3``… if it exists), logs in
 ``/tmp/clarion-bench-logs/push-<time>/``.
@@ -143,11 +144,12 @@ def vm_hwm(pid: int) -> int:
 
 
 class RssSampler(threading.Thread):
-    """Peak RSS of a process family (sum, and the largest single process), every 50 ms."""
+    """Peak RSS of process families (sum, and the largest single process), every 50 ms."""
 
-    def __init__(self, proc: Proc) -> None:
+    def __init__(self, procs: list[Proc]) -> None:
         super().__init__(daemon=True)
-        self.proc = proc
+        self.procs = procs
+        self.last_total = 0
         self.peak_total = 0
         self.peak_single = 0
         self.hwm: dict[int, int] = {}
@@ -156,7 +158,7 @@ class RssSampler(threading.Thread):
     def run(self) -> None:
         while not self._halt.is_set():
             total = 0
-            for p in self.proc.family():
+            for p in (p for proc in self.procs for p in proc.family()):
                 try:
                     rss = p.memory_info().rss
                 except psutil.NoSuchProcess:
@@ -165,6 +167,7 @@ class RssSampler(threading.Thread):
                 self.peak_single = max(self.peak_single, rss)
                 self.hwm[p.pid] = max(self.hwm.get(p.pid, 0), vm_hwm(p.pid))
             self.peak_total = max(self.peak_total, total)
+            self.last_total = total
             self._halt.wait(0.05)
 
     def stop(self) -> None:
@@ -191,6 +194,8 @@ class Result:
     rss_peak_single: int
     hwm: dict[int, int]
     cpu: dict[str, float] = field(default_factory=dict)
+    # (seconds since the publish, delivered, RSS of all worker processes) every ~10 s
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)
     loadavg_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
@@ -232,6 +237,8 @@ def make_settings(
             "apns_ca_file": apns.ca_file,
             "send_timeout": 10.0,
             "page_size": args.page_size,
+            "split_devices": args.split_devices,
+            "max_parts": args.max_parts,
             "fcm_concurrency": args.fcm_concurrency,
             "fcm_connections": args.fcm_connections,
             "apns_concurrency": args.apns_concurrency,
@@ -260,6 +267,7 @@ def run_platform(
     emulator_count: Any,
     log_dir: Path,
     timeout: float,
+    n_workers: int = 1,
 ) -> Result:
     client = redis.Redis.from_url(settings.redis.url or "")
     store = DeviceStore(client, settings.redis.key_prefix)
@@ -273,17 +281,26 @@ def run_platform(
     register_s = time.perf_counter() - started
     print(f"[{name}] registered {n:,} devices in {register_s:.1f} s", flush=True)
 
-    worker = Proc(f"worker-{name}", _RUN_WORKER.format(concurrency=settings.worker.concurrency),
-                  settings, log_dir)
+    code = _RUN_WORKER.format(concurrency=settings.worker.concurrency)
+    workers = [Proc(f"worker-{name}-{n}", code, settings, log_dir) for n in range(n_workers)]
+
+    def worker_family() -> list[psutil.Process]:
+        return [p for w in workers for p in w.family()]
+
+    def check_workers() -> None:
+        for w in workers:
+            w.check_alive()
+
     try:
-        wait_until(lambda: " ready." in worker.log(), 60, "the worker", worker.check_alive)
+        for w in workers:
+            wait_until(lambda w=w: " ready." in w.log(), 60, "the worker", check_workers)
         time.sleep(0.5)  # let the pool child finish importing
-        rss_ready = sum(p.memory_info().rss for p in worker.family())
-        sampler = RssSampler(worker)
+        rss_ready = sum(p.memory_info().rss for p in worker_family())
+        sampler = RssSampler(workers)
         sampler.start()
         me = psutil.Process()
         parties = {
-            "worker": worker.family,
+            "worker": worker_family,
             "emulator (bench process)": lambda: [me],
             "API (gunicorn)": api.family,
             "redis-server": lambda: [redis_proc],
@@ -304,6 +321,7 @@ def run_platform(
         status_url = f"{api_url}/publish_api/v1/instances/{APP_ID}/publishes/{pid}"
         status: dict[str, Any] = {}
         last_print = t0
+        timeline: list[tuple[float, int, int]] = []
         while True:
             status = requests.get(status_url, headers=AUTH, timeout=10).json()
             if status.get("status") == "done":
@@ -313,8 +331,10 @@ def run_platform(
                 raise TimeoutError(f"{name}: publish not done after {timeout} s: {status}")
             if now - last_print > 10:
                 last_print = now
-                print(f"[{name}] {now - t0:.0f} s: {status.get('delivered')} delivered", flush=True)
-            worker.check_alive()
+                timeline.append((now - t0, int(status.get("delivered") or 0), sampler.last_total))
+                print(f"[{name}] {now - t0:.0f} s: {status.get('delivered')} delivered, "
+                      f"worker RSS {mb(sampler.last_total)} MB", flush=True)
+            check_workers()
             time.sleep(0.05)
         wall = time.perf_counter() - t0
         machine1 = psutil.cpu_times()
@@ -326,7 +346,8 @@ def run_platform(
         )
         sampler.stop()
     finally:
-        worker.stop()
+        for w in workers:
+            w.stop()
     counts = emulator_count(tokens)
     duplicates = sum(1 for c in counts if c > 1)
     missing = sum(1 for c in counts if c == 0)
@@ -351,6 +372,7 @@ def run_platform(
         rss_peak_single=sampler.peak_single,
         hwm=sampler.hwm,
         cpu=cpu,
+        timeline=timeline,
         loadavg_before=loadavg,
     )
 
@@ -381,10 +403,13 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
         "",
         f"Command: `.venv/bin/python -m bench.push_bench {' '.join(sys.argv[1:])}`",
         "",
-        f"Worker: 1 Celery worker process, prefork pool of {args.worker_concurrency} "
-        "(one publish is worked on by one task run at a time, so one pool process does the "
-        f"sending); in it, on one event loop, up to {args.fcm_concurrency} FCM sends in flight "
-        f"over {args.fcm_connections} keep-alive HTTP/1.1 connections (aiohttp), and "
+        f"Workers: {args.workers} Celery worker process(es), prefork pool of "
+        f"{args.worker_concurrency} each; a publish of more than {args.split_devices:,} devices "
+        f"is split into parts (one per {args.split_devices:,} devices, at most "
+        f"{args.max_parts}) that the worker processes send at once; in each, on one event "
+        f"loop, up to {args.fcm_concurrency} FCM sends in flight "
+        f"over {args.fcm_connections} keep-alive HTTP/1.1 connections "
+        "(workers/providers/http1.py), and "
         f"up to {args.apns_concurrency} APNs sends as concurrent HTTP/2 streams over "
         f"{args.apns_connections} connections; devices read {args.page_size} per SSCAN page.",
         "",
@@ -408,7 +433,7 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
         lambda r: "yes" if r.exactly_once else f"NO ({r.duplicates} dup, {r.missing} missing)")
     row("worker RSS after start-up, MB (main + pool)", lambda r: mb(r.rss_ready))
     row("worker RSS peak, MB (main + pool, sampled 50 ms)", lambda r: mb(r.rss_peak_total))
-    row("worker RSS peak of the sending process, MB", lambda r: mb(r.rss_peak_single))
+    row("worker RSS peak of the largest process, MB", lambda r: mb(r.rss_peak_single))
     row("worker VmHWM per process, MB",
         lambda r: " + ".join(mb(v) for v in sorted(r.hwm.values(), reverse=True)))
     for party in results[0].cpu:
@@ -422,6 +447,11 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
     row("load average before (1/5/15 min)",
         lambda r: "/".join(f"{x:.2f}" for x in r.loadavg_before))
     row("devices written to Redis (s, pipelined)", lambda r: f"{r.register_s:.1f}")
+    for r in results:
+        if r.timeline:
+            lines += ["", f"{r.platform.upper()} over the run (RSS of all worker processes, "
+                      "main + pool):", "", "| s | delivered | worker RSS, MB |", "|---|---|---|"]
+            lines += [f"| {t:.0f} | {d:,} | {mb(m)} |" for t, d, m in r.timeline]
     lines.append("")
     lines.extend(f"- {n}" for n in notes)
     lines.append("")
@@ -443,6 +473,7 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
                     "rss_peak_single": r.rss_peak_single,
                     "vm_hwm": list(r.hwm.values()),
                     "cpu_s": {k: round(v, 2) for k, v in r.cpu.items()},
+                    "timeline": r.timeline,
                     "loadavg_before": r.loadavg_before,
                 }
                 for r in results
@@ -455,7 +486,7 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
 
 
 def output_path(out_dir: Path, suffix: str) -> Path:
-    base = f"push-{datetime.now():%Y-%m-%d}{suffix}"
+    base = f"push-{datetime.now():%Y-%m-%d}{'-' + suffix if suffix else ''}"
     path = out_dir / f"{base}.md"
     n = 2
     while path.exists():
@@ -468,7 +499,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", type=int, default=100_000)
     p.add_argument("--platform", choices=("fcm", "apns", "both"), default="both")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (Celery workers)")
     p.add_argument("--worker-concurrency", type=int, default=1)
+    p.add_argument("--split-devices", type=int, default=50_000,
+                   help="push.split_devices (0: one publish is sent by one task run at a time)")
+    p.add_argument("--max-parts", type=int, default=16)
     p.add_argument("--fcm-concurrency", type=int, default=256)
     p.add_argument("--fcm-connections", type=int, default=64)
     p.add_argument("--apns-concurrency", type=int, default=500)
@@ -515,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in platforms:
             result = run_platform(
                 name, args.devices, settings, api_url, api, redis_proc, counters[name],
-                log_dir, args.timeout,
+                log_dir, args.timeout, args.workers,
             )
             print(
                 f"[{name}] {result.devices:,} in {result.wall_s:.2f} s = {result.rate:,.0f}/s, "

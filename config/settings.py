@@ -116,6 +116,24 @@ class RedisSettings(_Section):
         return self.url or "embedded (started by `clarion up`)"
 
 
+BROKER_SCHEMES = ("redis://", "rediss://", "unix://", "amqp://", "amqps://")
+
+
+class BrokerSettings(_Section):
+    """The Celery broker the API and workers queue tasks on (docs/workers.md, "The broker")."""
+
+    # None: the state Redis (redis.url; `clarion up`'s embedded one). Another Redis
+    # (redis://, rediss://, unix://) or RabbitMQ (amqp://, amqps://user:password@host/vhost).
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(BROKER_SCHEMES):
+            raise ValueError(f"must start with {', '.join(BROKER_SCHEMES)}")
+        return v
+
+
 class _TlsFiles(_Section):
     """A PEM certificate (chain) and its private key, both or neither: the port serves TLS."""
 
@@ -389,6 +407,10 @@ class PushSettings(_Section):
     web_concurrency: int = Field(256, ge=1, le=10_000)
     web_connections: int = Field(16, ge=1, le=1024)
     apns_max_connections: int = Field(4, ge=1, le=100)
+    # A publish to interests with more devices than this is split into parts (one per this
+    # many devices, at most max_parts) that several worker processes send at once; 0: never.
+    split_devices: int = Field(50_000, ge=0)
+    max_parts: int = Field(16, ge=1, le=1024)
     # One task run works this many seconds, then hands over to a fresh task (so no task
     # outlives the broker's visibility timeout).
     task_time_budget: float = Field(20.0, gt=0)
@@ -595,6 +617,7 @@ class AppSettings(_Section):
 
 class Settings(_Section):
     redis: RedisSettings = RedisSettings()
+    broker: BrokerSettings = BrokerSettings()
     websocket: WebSocketSettings = WebSocketSettings()
     api: ApiSettings = ApiSettings()
     worker: WorkerSettings = WorkerSettings()
@@ -620,6 +643,17 @@ class Settings(_Section):
                     raise ValueError(f"apps.{i}.{attr}: duplicate {attr} {value!r}")
                 seen.add(value)
         return self
+
+    @property
+    def broker_url(self) -> str | None:
+        """The Celery broker's URL: ``broker.url``, else the state Redis's."""
+        return self.broker.url or self.redis.url
+
+    @property
+    def broker_is_state_redis(self) -> bool:
+        """Whether tasks are queued in the state Redis itself (``broker.url`` unset or the
+        same URL), where the accept script can write them (gateway/api/deliver_message.py)."""
+        return self.broker.url is None or self.broker.url == self.redis.url
 
     def app_by_id(self, app_id: str) -> AppSettings | None:
         return next((a for a in self.apps if a.id == app_id), None)

@@ -14,6 +14,10 @@ Reliability choices (reference: reliability-webhooks-celery.md, section 2):
 - ``global_keyprefix`` = ``settings.redis.key_prefix``: every broker key (queues ``P live``,
   ``P push``, ``P webhooks``, ``P unacked``, ``P unacked_index``, ``P _kombu.binding.*``) lives
   under the deployment's prefix, so several deployments or test runs share one Redis.
+- The broker is ``broker.url``, else the state Redis (``redis.url``). With RabbitMQ
+  (``amqp://``) the queues are durable and messages persistent, publishes wait for the
+  broker's confirm, and a dead worker's unacknowledged messages come back when its connection
+  closes (no visibility timeout); the Redis options above apply to a Redis broker only.
 
 The settings reach tasks through ``app.clarion`` (a :class:`WorkerContext`), which builds its
 Redis client lazily per process: a client made before the prefork pool forks is never reused
@@ -102,16 +106,56 @@ class WorkerContext:
         self._redis = None
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
+def broker_url(settings: Settings) -> str:
+    """Where tasks are queued: ``broker.url``, else the state Redis (kombu's ``sentinel://``
+    URL when the state Redis is found through Sentinel)."""
+    state_redis, _ = celery_broker(settings.redis)  # needed whatever the broker: the logs
+    return settings.broker.url or state_redis
+
+
+def _sentinel_options(settings: Settings) -> dict[str, Any]:
+    """The sentinel transport's options (master_name, sentinel_kwargs) when the broker is the
+    state Redis found through Sentinel; else none."""
+    return {} if settings.broker.url else celery_broker(settings.redis)[1]
+
+
+def is_amqp(url: str) -> bool:
+    return url.startswith(("amqp://", "amqps://"))
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """kombu's options for the broker's transport (Redis, Redis through Sentinel, RabbitMQ)."""
+    if is_amqp(broker_url(settings)):
+        return {
+            # Each publish waits for RabbitMQ's ack: a task it could not take (full disk,
+            # memory alarm, channel error) raises instead of vanishing (what a publish costs
+            # the API: bench/results/broker.md).
+            "confirm_publish": True,
+            # A broker that stops answering must not hang a publish or its confirm (sockets
+            # only: an idle worker's consumer is not affected).
+            "read_timeout": 10,
+            "write_timeout": 10,
+        }
     worker = settings.worker
-    # With Sentinel: kombu's sentinel:// transport, which asks the sentinels for the master
-    # (master_name, sentinel_kwargs) and follows a failover.
-    broker_url, sentinel_options = celery_broker(settings.redis)
     return {
-        "broker_url": broker_url,
+        "visibility_timeout": worker.visibility_timeout,
+        "unacked_restore_interval": worker.restore_interval,
+        "unacked_restore_throttle": 1,
+        "global_keyprefix": settings.redis.key_prefix,
+        "socket_connect_timeout": 5,
+        # A broker that disappears without closing the TCP connection must not hang publishes.
+        "socket_timeout": 10,
+        "health_check_interval": 30,
+        **_sentinel_options(settings),
+    }
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": broker_url(settings),
         # kombu's sentinel transport, made to follow failovers (workers/sentinel_broker.py).
-        **({"broker_transport": "workers.sentinel_broker:Transport"} if sentinel_options
-           else {}),
+        **({"broker_transport": "workers.sentinel_broker:Transport"}
+           if _sentinel_options(settings) else {}),
         "result_backend": None,
         "task_ignore_result": True,
         "task_serializer": "json",
@@ -121,17 +165,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {
-            "visibility_timeout": worker.visibility_timeout,
-            "unacked_restore_interval": worker.restore_interval,
-            "unacked_restore_throttle": 1,
-            "global_keyprefix": settings.redis.key_prefix,
-            "socket_connect_timeout": 5,
-            # A broker that disappears without closing the TCP connection must not hang publishes.
-            "socket_timeout": 10,
-            "health_check_interval": 30,
-            **sentinel_options,
-        },
+        "broker_transport_options": transport_options(settings),
         "task_queues": [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         "task_default_queue": "live",
         "task_routes": {

@@ -6,7 +6,7 @@ dependency), the key schema, History, and a Celery app used only to ``send_task`
 
 Every refusal is JSON ``{"error": message, "code": status}``: ApiError subclasses carry their
 status, unknown routes are 404, wrong methods 405, bodies over ``api.max_body_bytes`` 413,
-Redis (or the Redis broker) unreachable 503 and anything unexpected 500 (logged).
+Redis (or the task broker) unreachable 503 and anything unexpected 500 (logged).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from werkzeug.exceptions import HTTPException
 
 from config.settings import Settings
+from gateway.api.deliver_message import TASK as LIVE_TASK
 from gateway.api.deliver_message import DeliverMessage
+from gateway.api.live_sender import LiveSender
 from gateway.api.metrics import ApiMetrics
 from gateway.dashboard.debuglog import DebugLog
 from gateway.protocol.errors import ApiError
@@ -55,11 +57,13 @@ class ApiContext:
     metrics: ApiMetrics
     # Responses of publishes with an idempotency key (gateway/api/idempotency.py).
     idempotency: IdempotencyRecords
+    # The live delivery task's message, enqueued by the accept script (gateway/api/channels.py).
+    deliver: DeliverMessage
+    # Sends that task when the script cannot (a broker other than the state Redis).
+    live_sender: LiveSender
     # Config apps overlaid by the Redis app store (gateway/state/apps.py); auth.py looks apps
     # up through it.
     apps: AppResolver | None = None
-    # The live delivery task's message, enqueued by the accept script (gateway/api/channels.py).
-    deliver: DeliverMessage | None = None
     # Each app's debug log, written only while a dashboard console watches (gateway/dashboard).
     debuglog: DebugLog | None = None
 
@@ -98,15 +102,17 @@ def create_app(settings: Settings) -> Flask:
         PublishStore(client, settings.redis.key_prefix, settings.push.status_ttl),
         lambda: [a.id for a in apps.view().all()],
     )
+    celery = create_celery(settings)
     app.extensions["clarion"] = ApiContext(
         settings=settings,
         redis=client,
         keys=keys,
         history=history,
-        celery=create_celery(settings),
+        celery=celery,
         metrics=metrics,
         apps=apps,
-        deliver=DeliverMessage(settings.redis.key_prefix),
+        deliver=DeliverMessage(settings.redis.key_prefix, settings.broker_is_state_redis),
+        live_sender=LiveSender(celery, metrics.child(metrics.enqueue_failures, LIVE_TASK)),
         idempotency=IdempotencyRecords(client, keys),
         debuglog=DebugLog(client, settings.redis.key_prefix,
                           settings.dashboard.log_max_entries, "api")
@@ -161,9 +167,10 @@ def _install_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
         if isinstance(exc, _UNAVAILABLE):
-            log.warning("Redis unavailable: %s", exc)
+            what = "the task broker" if isinstance(exc, KombuOperationalError) else "Redis"
+            log.warning("%s unavailable: %s", what, exc)
             return error_response(
-                503, "Service unavailable: Redis cannot be reached", {"Retry-After": "1"}
+                503, f"Service unavailable: {what} cannot be reached", {"Retry-After": "1"}
             )
         log.exception("unhandled error in the API")
         return error_response(500, "A server error has occurred.")

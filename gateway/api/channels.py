@@ -6,10 +6,12 @@ Every route is signed (gateway/api/auth.py) and answers JSON, ``{}`` at least: t
 Publishing (``/events``, ``/batch_events``) validates everything first, then gives each event
 its channel serial and appends it to history in one Redis script
 (``History.accept_and_enqueue``), which also enqueues one ``clarion.live.deliver`` task for
-the whole request (the task message is built by gateway/api/deliver_message.py): the events
-are accepted with their task or not at all, and a Redis failure answers 503. A publish with an
-idempotency key is accepted only once within the key's window (gateway/api/idempotency.py),
-decided by the same script.
+the whole request (the task message is built by gateway/api/deliver_message.py) or lets it
+ride on a task already queued: the events are accepted with their task or not at all, and a
+Redis failure answers 503. With a broker other than the state Redis the script only decides,
+and the API sends the task itself when one is needed (gateway/api/live_sender.py). A publish
+with an idempotency key is accepted only once within the key's window
+(gateway/api/idempotency.py), decided by the same script.
 """
 
 from __future__ import annotations
@@ -165,28 +167,23 @@ def _accept_and_enqueue(
         return None
     app_id = app.id
     limits = c.settings.history_of(app)
+    # Serials, history, and the decision whether the request needs a task of its own or rides
+    # on one already queued, in one script (one round trip, atomic).
     deliver = c.deliver
-    if deliver is not None:
-        # Serials, history and the task message in one script (one round trip, atomic).
-        message = deliver.pieces(app_id, events)
-        result = c.history.accept_and_enqueue(
-            app_id, events, deliver.queue_key, message.head, message.body, message.tail,
-            limits, claim)
-        if isinstance(result, SeenRequest):
-            return result
-        serials, queued = result
-    else:
-        accepted = c.history.accept(app_id, events, limits, claim)
-        if isinstance(accepted, SeenRequest):
-            return accepted
-        payload = [[a.channel, a.event, a.data, a.exclude, a.serial, a.prev] for a in accepted]
-        c.celery.send_task(DELIVER_TASK, args=(app_id, payload), queue="live")
-        serials, queued = [a.serial for a in accepted], True
+    message = deliver.pieces(app_id, events)
+    result = c.history.accept_and_enqueue(
+        app_id, events, deliver.queue_key, message.head, message.body, message.tail,
+        limits, claim)
+    if isinstance(result, SeenRequest):
+        return result
+    links, queued = result
+    if queued and not deliver.written_by_script:
+        queued = c.live_sender.send(app_id, events, links)
     if c.debuglog is not None and c.debuglog.watching(app_id):
         c.debuglog.write([
             (app_id, "api_event", {"channel": ch, "event": name, "bytes": len(data),
                                    "serial": serial, "via": via, "data": data})
-            for (ch, name, data, _), serial in zip(events, serials, strict=True)])
+            for (ch, name, data, _), (serial, _prev) in zip(events, links, strict=True)])
     metrics = c.metrics
     metrics.child(metrics.events_accepted, app_id).inc(len(events))
     if queued:

@@ -1,5 +1,10 @@
 """The ``clarion.live.deliver`` Celery message, built so that Redis can finish it.
 
+Used when the broker is the state Redis (``broker.url`` unset, the default); with another
+broker only the body pieces are built, for the requests that ride (gateway/state/riders.py),
+and the task is sent with Celery's producer (gateway/api/live_sender.py; the cost of each is
+in bench/results/broker.md).
+
 The API gives each event its serial and enqueues the task for the request in ONE Redis round
 trip (``History.accept_and_enqueue``): this module writes the Celery (protocol 2) message as
 kombu's Redis transport stores it, minus the serials, as ``pieces``; the accept script puts
@@ -57,9 +62,15 @@ class MessagePieces:
 
 
 class DeliverMessage:
-    """Builds the pieces of one request's message. One per API process."""
+    """Builds the pieces of one request's message. One per API process.
 
-    def __init__(self, key_prefix: str) -> None:
+    ``written_by_script`` False (the broker is not the state Redis): only the body pieces are
+    built, for the pending list of riders; ``head`` and ``tail`` are empty, which tells the
+    script to push nothing, and the API queues the task with Celery's producer
+    (gateway/api/live_sender.py)."""
+
+    def __init__(self, key_prefix: str, written_by_script: bool = True) -> None:
+        self.written_by_script = written_by_script
         self.queue_key = f"{key_prefix}{QUEUE}"  # kombu: global_keyprefix + queue (priority 0)
         origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._tail = b'",' + orjson.dumps({
@@ -91,6 +102,8 @@ class DeliverMessage:
             body.append(current)
             current = b"]"
         body.append(current + b"]]," + _EMBED)
+        if not self.written_by_script:
+            return MessagePieces(b"", [_json_string_content(p) for p in body], b"")
 
         task_id = str(uuid.uuid4()).encode()
         argsrepr = _json_string_content(f"({app_id!r}, <{len(events)} events>)".encode())

@@ -136,6 +136,13 @@ class ApiMetrics:
             ["task"],
             registry=self.registry,
         )
+        self.enqueue_failures = Counter(
+            "clarion_api_enqueue_failures",
+            "Tasks the broker did not take although their events were accepted (the nodes "
+            "deliver those from the channels' logs), by task name.",
+            ["task"],
+            registry=self.registry,
+        )
 
     def add_push_collector(self, store: PublishStore, app_ids: Callable[[], list[str]]) -> None:
         self.registry.register(PushCollector(store, app_ids))

@@ -8,6 +8,7 @@ it is valid, 2 with every error (the key, the variable it came from, the key mea
 from __future__ import annotations
 
 import click
+from kombu.utils.url import maybe_sanitize_url
 
 from config import ConfigError, Settings, load_settings
 
@@ -19,10 +20,12 @@ def config_group() -> None:
 
 def summary(settings: Settings) -> str:
     redis = settings.redis.describe()
+    broker = maybe_sanitize_url(settings.broker.url) if settings.broker.url else "the Redis above"
     apps = ", ".join(a.id for a in settings.apps) or "none (`clarion up` makes a demo app)"
     tls = lambda on: "https" if on else "http"  # noqa: E731
     return "\n".join([
         f"  redis      {redis}",
+        f"  broker     {broker}",
         f"  api        {tls(settings.api.tls)}://{settings.api.host}:{settings.api.port}",
         f"  websocket  {settings.websocket.host}:{settings.websocket.port}",
         f"  apps       {apps}",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from kombu.utils.url import maybe_sanitize_url
 
 from config import Settings
 from gateway import processes
@@ -230,6 +231,8 @@ def banner(settings: Settings, app: Any, redis_url: str, embedded: bool) -> str:
         f"  WebSocket   {ws_base_url(settings)}/app/{app.key}   ({processes})",
         f"  HTTP API    {api_url}   (Pusher REST: {api_url}/apps/{app.id}/events)",
         f"  Redis       {redis_url}{where}",
+        *([f"  Broker      {maybe_sanitize_url(settings.broker.url)}"]
+          if settings.broker.url else []),
         "",
         f"  App id      {app.id}",
         f"  App key     {app.key}",

@@ -399,6 +399,13 @@ class DeviceStore:
         next_cursor, ids = self.r.sscan(self.keys.interest(app, interest), cursor, count=count)
         return int(next_cursor), [_s(i) for i in ids]
 
+    def count_interests(self, app: str, interests: Sequence[str]) -> int:
+        """Devices on the interests, a device on several counted once per interest."""
+        pipe = self.r.pipeline(transaction=False)
+        for interest in interests:
+            pipe.scard(self.keys.interest(app, interest))
+        return sum(int(n) for n in pipe.execute())
+
     def iter_interest(self, app: str, interest: str, count: int = 500) -> Iterator[list[str]]:
         cursor = 0
         while True:

@@ -54,7 +54,10 @@ SERIAL_TTL = 86400
 # between which the events' "serial,prev" go, and its tail (gateway/api/deliver_message.py),
 # then (with the idempotency key) the request's fingerprint, its response ("" if not known yet)
 # and the key's window in ms.
-# Returns serial and prev of each event, then (with the queue key) 1 if a task was queued. If
+# An empty head (a broker other than this Redis) pushes nothing: the script only decides, and
+# the caller sends the task (gateway/api/live_sender.py).
+# Returns serial and prev of each event, then (with the queue key) 1 if a task was queued (or,
+# with an empty head, is to be sent by the caller). If
 # the idempotency key was used within its window, accepts nothing and returns SEEN (-1), the
 # first request's fingerprint, its response (nil if not saved yet) and how many us ago it was
 # accepted (-1 once its response is saved): gateway/state/idempotency.py.
@@ -120,7 +123,9 @@ if extra >= 3 then
     body[2 * j + 1] = ARGV[head + 1 + j]
   end
   if redis.call('SET', armed, '1', 'NX', 'PX', ARGV[5]) then
-    redis.call('LPUSH', queue, ARGV[head] .. table.concat(body) .. ARGV[head + n + 2])
+    if ARGV[head] ~= '' then
+      redis.call('LPUSH', queue, ARGV[head] .. table.concat(body) .. ARGV[head + n + 2])
+    end
     out[#out + 1] = 1
   else
     redis.call('RPUSH', pending, table.concat(body))
@@ -266,11 +271,14 @@ class History:
         self, app_id: str, events: Sequence[tuple[str, str, Any, str | None]],
         queue_key: str, head: bytes, body: Sequence[bytes], tail: bytes,
         limits: HistorySettings | None = None, claim: IdempotencyClaim | None = None,
-    ) -> tuple[list[int], bool] | SeenRequest:
+    ) -> tuple[list[tuple[int, int]], bool] | SeenRequest:
         """``accept``, and in the same script either LPUSH the task message (``head``, the
         ``body`` pieces with each event's "serial,prev" between them, ``tail``) onto
         ``queue_key`` or, while an earlier task waits, append the body to ``lv:pending``.
-        Returns the serials and whether a task was queued, or what ``claim``'s key holds."""
+        With an empty ``head`` nothing is pushed: the caller queues the task itself when one
+        is needed (another broker, gateway/api/live_sender.py). Returns each event's (serial,
+        prev) and whether the request needs (or got) a task of its own, or what ``claim``'s
+        key holds."""
         keys, args = self.accept_args(app_id, events, limits)
         keys += [queue_key, self.keys.live_armed, self.keys.live_pending]
         args.append(head)
@@ -280,7 +288,8 @@ class History:
         if isinstance(out, SeenRequest):
             return out
         *links, queued = out
-        return [int(s) for s in links[::2]], queued == 1
+        return [(int(s), int(p)) for s, p in zip(links[::2], links[1::2], strict=True)], (
+            queued == 1)
 
     def page(self, app_id: str, channel: str, after: int, limit: int) -> HistoryPage:
         """At most ``limit`` logged events with a serial above ``after``, and the channel's

@@ -12,9 +12,11 @@ Key schema (``P`` = ``settings.redis.key_prefix``), every key but ``bps`` expiri
 |                      |        | s sending (its batch went to the provider, no answer yet),   |
 |                      |        | d delivered, x removed, f failed, w waiting for a retry,     |
 |                      |        | u unknown (the run sending it died before the answer)        |
-| P bpr:{app}:{pid}    | zset   | device id -> when its next attempt is due (unix ms)          |
+| P bpr:{app}:{pid}    | zset   | device id -> when its next attempt is due (unix ms); a split |
+|                      |        | publish's part N>0 has its own, ``bpr:{app}:{pid}~N``        |
 | P bpa:{app}:{pid}    | hash   | device id -> attempts made                                   |
-| P bpl:{app}:{pid}    | string | lease held by the task run working on the publish            |
+| P bpl:{app}:{pid}    | string | lease held by the task run working on the publish (part N>0: |
+|                      |        | ``bpl:{app}:{pid}~N``)                                       |
 | P bpu:{app}:{pid}    | hash   | user -> path of a deliver-live-else-push publish (push, live,|
 |                      |        | live+push, wait:{sign-outs}), see workers/push/live.py       |
 | P brl:{app}:{second} | string | publish requests in that second (rate limit), 2 s            |
@@ -30,7 +32,14 @@ Counters in ``bp``: ``devices`` (distinct devices targeted), ``delivered``, ``fa
 The same five outcome counters are added, per platform, to the app's cumulative ``bps`` hash in
 the same transaction (:meth:`PublishStore.totals`), which the API's ``/metrics`` reads at
 scrape time: workers cannot be scraped, Redis can.
-``state`` goes ``queued`` -> ``running`` -> ``done``. ``errors`` is a JSON object
+``state`` goes ``queued`` -> ``running`` -> ``done``.
+
+A publish to many devices is split into ``parts`` (decided once, by its first run) that task
+runs of several worker processes work on at once: part N sends to the devices whose
+``crc32(id) % parts == N``, each part with its own lease, step (``step~N``), expansion position
+(``ti~N``/``cur~N``) and retries, so what follows holds per part as it holds for an unsplit
+publish; ``done~N`` and ``parts_done`` count the parts finished, and the publish is done with
+the last of them. Part 0 uses the unsuffixed fields and keys. ``errors`` is a JSON object
 ``{platform: description}`` for platforms whose credentials were refused: their remaining
 devices are counted failed without being sent to.
 
@@ -49,6 +58,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +72,16 @@ OUTCOME_COUNTERS = ("delivered", "failed", "retried", "removed", "unknown")
 PLATFORMS = ("fcm", "apns", "web")
 # Publish ids listed per app for the dashboard.
 RECENT = 50
+
+
+def _part(part: int) -> str:
+    """The suffix of a part's own keys and fields (part 0's are the unsplit publish's)."""
+    return f"~{part}" if part else ""
+
+
+def part_of(device_id: str, parts: int) -> int:
+    """Which part of a split publish sends to ``device_id`` (stable across processes)."""
+    return zlib.crc32(device_id.encode()) % parts if parts > 1 else 0
 
 
 def platform_of(device_id: str) -> str:
@@ -92,6 +112,8 @@ class Publish:
     target_index: int
     cursor: int
     errors: dict[str, str] = field(default_factory=dict)
+    part: int = 0  # the part this record's step and position are of
+    parts: int = 1  # how many parts the publish was split into (1 until decided)
 
 
 class PublishKeys:
@@ -104,8 +126,8 @@ class PublishKeys:
     def outcomes(self, app: str, pid: str) -> str:
         return f"{self.prefix}bpo:{app}:{pid}"
 
-    def retries(self, app: str, pid: str) -> str:
-        return f"{self.prefix}bpr:{app}:{pid}"
+    def retries(self, app: str, pid: str, part: int = 0) -> str:
+        return f"{self.prefix}bpr:{app}:{pid}{_part(part)}"
 
     def attempts(self, app: str, pid: str) -> str:
         return f"{self.prefix}bpa:{app}:{pid}"
@@ -113,8 +135,8 @@ class PublishKeys:
     def user_paths(self, app: str, pid: str) -> str:
         return f"{self.prefix}bpu:{app}:{pid}"
 
-    def lease(self, app: str, pid: str) -> str:
-        return f"{self.prefix}bpl:{app}:{pid}"
+    def lease(self, app: str, pid: str, part: int = 0) -> str:
+        return f"{self.prefix}bpl:{app}:{pid}{_part(part)}"
 
     def rate(self, app: str, second: int) -> str:
         return f"{self.prefix}brl:{app}:{second}"
@@ -156,6 +178,23 @@ return out
 """
 
 
+# A part is counted done once; the publish is done when every part is.
+_FINISH_PART = """
+local n
+if redis.call('hsetnx', KEYS[1], 'done' .. ARGV[1], '1') == 1 then
+  n = redis.call('hincrby', KEYS[1], 'parts_done', 1)
+else
+  n = tonumber(redis.call('hget', KEYS[1], 'parts_done'))
+end
+if n >= tonumber(ARGV[2]) then
+  redis.call('hset', KEYS[1], 'state', 'done')
+  redis.call('hsetnx', KEYS[1], 'finished', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
 class PublishStore:
     def __init__(self, client: redis.Redis, prefix: str, ttl: int = 7 * 86400) -> None:
         self.r = client
@@ -164,6 +203,7 @@ class PublishStore:
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)
         self._claim = client.register_script(_CLAIM)
+        self._finish_part = client.register_script(_FINISH_PART)
 
     # ------------------------------------------------------------------ API side
 
@@ -230,7 +270,11 @@ class PublishStore:
         out: dict[str, Any] = {"publishId": pid, "status": row.get("state", "queued")}
         for c in COUNTERS:
             out[c] = int(row.get(c) or 0)
-        out["pending"] = int(self.r.zcard(self.keys.retries(app, pid)))
+        parts = int(row.get("parts") or 1)
+        pipe = self.r.pipeline(transaction=False)
+        for part in range(parts):
+            pipe.zcard(self.keys.retries(app, pid, part))
+        out["pending"] = sum(int(n) for n in pipe.execute())
         out["errors"] = json.loads(row.get("errors") or "{}")
         out["platforms"] = _by_platform(row)
         paths = self.r.hgetall(self.keys.user_paths(app, pid))
@@ -243,11 +287,13 @@ class PublishStore:
 
     # ------------------------------------------------------------------ worker side
 
-    def load(self, app: str, pid: str) -> Publish | None:
+    def load(self, app: str, pid: str, part: int = 0) -> Publish | None:
+        """The publish as ``part`` sees it (its own step and expansion position)."""
         raw = self.r.hgetall(self.keys.publish(app, pid))
         if not raw or b"kind" not in raw and "kind" not in raw:
             return None
         row = {_s(k): _s(v) for k, v in raw.items()}
+        own = _part(part)
         return Publish(
             app_id=app,
             publish_id=pid,
@@ -255,29 +301,48 @@ class PublishStore:
             targets=json.loads(row.get("targets") or "[]"),
             payload=json.loads(row.get("payload") or "{}"),
             state=row.get("state") or "queued",
-            step=int(row.get("step") or 0),
-            target_index=int(row.get("ti") or 0),
-            cursor=int(row.get("cur") or 0),
+            step=int(row.get("step" + own) or 0),
+            target_index=int(row.get("ti" + own) or 0),
+            cursor=int(row.get("cur" + own) or 0),
             errors=json.loads(row.get("errors") or "{}"),
+            part=part,
+            parts=int(row.get("parts") or 1),
         )
 
-    def acquire_lease(self, app: str, pid: str, token: str, seconds: float) -> bool:
-        return bool(self.r.set(self.keys.lease(app, pid), token, nx=True, px=int(seconds * 1000)))
+    def split(self, app: str, pid: str, parts: int) -> int:
+        """Split the publish into ``parts`` unless it was already split; returns the number
+        of parts it has (a redelivered first step gets the first decision)."""
+        key = self.keys.publish(app, pid)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hsetnx(key, "parts", str(parts))
+        pipe.hget(key, "parts")
+        return int(pipe.execute()[1])
 
-    def renew_lease(self, app: str, pid: str, token: str, seconds: float) -> bool:
+    def acquire_lease(
+        self, app: str, pid: str, token: str, seconds: float, part: int = 0
+    ) -> bool:
+        key = self.keys.lease(app, pid, part)
+        return bool(self.r.set(key, token, nx=True, px=int(seconds * 1000)))
+
+    def renew_lease(self, app: str, pid: str, token: str, seconds: float, part: int = 0) -> bool:
         """Extend our lease; False if it was lost (expired and taken by another run)."""
-        key = self.keys.lease(app, pid)
+        key = self.keys.lease(app, pid, part)
         return bool(self._renew(keys=[key], args=[token, int(seconds * 1000)]))
 
-    def release_lease(self, app: str, pid: str, token: str) -> None:
-        self._release(keys=[self.keys.lease(app, pid)], args=[token])
+    def release_lease(self, app: str, pid: str, token: str, part: int = 0) -> None:
+        self._release(keys=[self.keys.lease(app, pid, part)], args=[token])
 
-    def begin_step(self, app: str, pid: str, step: int) -> None:
-        self.r.hset(self.keys.publish(app, pid), mapping={"step": str(step), "state": "running"})
+    def begin_step(self, app: str, pid: str, step: int, part: int = 0) -> None:
+        self.r.hset(self.keys.publish(app, pid),
+                    mapping={"step" + _part(part): str(step), "state": "running"})
 
-    def save_position(self, app: str, pid: str, target_index: int, cursor: int) -> None:
+    def save_position(
+        self, app: str, pid: str, target_index: int, cursor: int, part: int = 0
+    ) -> None:
+        own = _part(part)
         self.r.hset(
-            self.keys.publish(app, pid), mapping={"ti": str(target_index), "cur": str(cursor)}
+            self.keys.publish(app, pid),
+            mapping={"ti" + own: str(target_index), "cur" + own: str(cursor)},
         )
 
     def set_error(self, app: str, pid: str, platform: str, description: str) -> dict[str, str]:
@@ -292,6 +357,12 @@ class PublishStore:
             self.keys.publish(app, pid),
             mapping={"state": "done", "finished": f"{time.time():.3f}"},
         )
+
+    def finish_part(self, app: str, pid: str, part: int, parts: int) -> bool:
+        """Count ``part`` done (once); True when that made every part done, and with it the
+        publish (then marked done)."""
+        return bool(self._finish_part(keys=[self.keys.publish(app, pid)],
+                                      args=[_part(part) or "~0", parts, f"{time.time():.3f}"]))
 
     def claim(self, app: str, pid: str, device_ids: Iterable[str]) -> tuple[list[str], list[str]]:
         """``(to_send, lost)``: the devices of ``device_ids`` to send to now, and those found
@@ -332,17 +403,23 @@ class PublishStore:
             return []
         return [int(a or 0) for a in self.r.hmget(self.keys.attempts(app, pid), device_ids)]
 
-    def due_retries(self, app: str, pid: str, limit: int) -> list[str]:
+    def due_retries(self, app: str, pid: str, limit: int, part: int = 0) -> list[str]:
         now_ms = int(time.time() * 1000)
-        ids = self.r.zrangebyscore(self.keys.retries(app, pid), "-inf", now_ms, start=0, num=limit)
-        return [_s(i) for i in ids]
+        key = self.keys.retries(app, pid, part)
+        return [_s(i) for i in self.r.zrangebyscore(key, "-inf", now_ms, start=0, num=limit)]
 
-    def next_retry_at(self, app: str, pid: str) -> float | None:
-        first = self.r.zrange(self.keys.retries(app, pid), 0, 0, withscores=True)
+    def next_retry_at(self, app: str, pid: str, part: int = 0) -> float | None:
+        first = self.r.zrange(self.keys.retries(app, pid, part), 0, 0, withscores=True)
         return first[0][1] / 1000.0 if first else None
 
-    def record(self, app: str, pid: str, outcomes: Sequence[tuple[str, str, float | None]]) -> None:
-        """Record ``(device_id, outcome, retry_at)`` rows in one pipeline.
+    def record(
+        self,
+        app: str,
+        pid: str,
+        outcomes: Sequence[tuple[str, str, float | None]],
+        part: int = 0,
+    ) -> None:
+        """Record ``(device_id, outcome, retry_at)`` rows of ``part`` in one pipeline.
 
         ``outcome`` is DELIVERED, REMOVED, FAILED, UNKNOWN (sent, answer lost with its run) or
         WAITING (then ``retry_at`` is the unix time of the next attempt).
@@ -351,7 +428,7 @@ class PublishStore:
             return
         pkey = self.keys.publish(app, pid)
         okey = self.keys.outcomes(app, pid)
-        rkey = self.keys.retries(app, pid)
+        rkey = self.keys.retries(app, pid, part)
         akey = self.keys.attempts(app, pid)
         counts = {DELIVERED: 0, REMOVED: 0, FAILED: 0, WAITING: 0, UNKNOWN: 0}
         by_platform: dict[tuple[str, str], int] = {}

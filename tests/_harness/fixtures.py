@@ -7,11 +7,13 @@ tails of every deployment still running are added to its report.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from _harness.cluster import Cluster
+from _harness.rabbitmq import INSTALL_HINT, RabbitMQ, rabbitmq_scripts
 from _harness.redis_binary import redis_binary
 from _harness.sentinel import SentinelGroup
 from gateway.embedded_redis import EmbeddedRedis
@@ -19,8 +21,10 @@ from gateway.processes import ChildDied
 
 _ACTIVE: list[Cluster] = []
 
-__all__ = ["cluster_factory", "dedicated_redis", "pytest_runtest_makereport",
-           "sentinel_group", "start_cluster"]
+__all__ = [
+    "cluster_factory", "dedicated_rabbitmq", "dedicated_redis", "pytest_runtest_makereport",
+    "rabbitmq_server", "rabbitmq_url", "sentinel_group", "start_cluster",
+]
 
 
 # A free port can be taken by someone else before the process it was chosen for binds it (the
@@ -90,6 +94,46 @@ def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentine
     group.stop()
 
 
+_RABBITS: list[RabbitMQ] = []
+
+
+@contextmanager
+def _rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
+    """A started RabbitMQ whose logs a failing test's report shows; stopped at the end."""
+    scripts = rabbitmq_scripts()
+    if scripts is None:
+        pytest.skip(INSTALL_HINT)
+    server = RabbitMQ(tmp_path_factory.mktemp("rabbitmq"), scripts).start()
+    _RABBITS.append(server)
+    try:
+        yield server
+    finally:
+        _RABBITS.remove(server)
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
+    """One private RabbitMQ for the session (skipped if rabbitmq-server is not installed);
+    deployments isolate themselves by virtual host (``rabbitmq_url``)."""
+    with _rabbitmq(tmp_path_factory) as server:
+        yield server
+
+
+@pytest.fixture
+def rabbitmq_url(rabbitmq_server: RabbitMQ) -> str:
+    """An amqp:// URL on a virtual host of the test's own."""
+    return rabbitmq_server.url(rabbitmq_server.new_vhost())
+
+
+@pytest.fixture
+def dedicated_rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
+    """A RabbitMQ of the test's own, for tests that stop or restart it. Request it before
+    ``cluster_factory`` so that it outlives the deployments using it."""
+    with _rabbitmq(tmp_path_factory) as server:
+        yield server
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
@@ -97,3 +141,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and call.when in ("setup", "call"):
         for cluster in _ACTIVE:
             report.sections.append((f"clarion logs ({cluster.tmp_dir})", cluster.logs()))
+        for rabbit in _RABBITS:
+            report.sections.append((f"rabbitmq logs ({rabbit.dir})", rabbit.log_tail()))

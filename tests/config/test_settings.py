@@ -135,3 +135,17 @@ def test_deployment_idempotency_window_is_bounded() -> None:
     for bad, message in (("0", GE1), ("86401", f"{LE} 86400")):
         with pytest.raises(ConfigError, match=f"api.idempotency_window: {message}"):
             load_settings(environ={"CLARION_API__IDEMPOTENCY_WINDOW": bad})
+
+
+def test_the_broker_is_the_state_redis_unless_set() -> None:
+    s = load_settings(environ={"CLARION_REDIS__URL": "redis://h:1/0"})
+    assert (s.broker.url, s.broker_url, s.broker_is_state_redis) == (
+        None, "redis://h:1/0", True)
+    amqp = load_settings(environ={"CLARION_REDIS__URL": "redis://h:1/0",
+                                  "CLARION_BROKER__URL": "amqp://u:p@mq:5672/v"})
+    assert (amqp.broker_url, amqp.broker_is_state_redis) == ("amqp://u:p@mq:5672/v", False)
+    other = load_settings(environ={"CLARION_REDIS__URL": "redis://h:1/0",
+                                   "CLARION_BROKER__URL": "redis://h:1/1"})
+    assert (other.broker_url, other.broker_is_state_redis) == ("redis://h:1/1", False)
+    with pytest.raises(ConfigError, match=r"broker.url: .*must start with redis://"):
+        load_settings(environ={"CLARION_BROKER__URL": "http://mq:5672"})

@@ -28,6 +28,8 @@ def test_the_projects_own_variables_do_not_break_commands(tmp_path: Path):
     ("log_level = \"verbose\"\n", "log_level: Input should be 'debug', 'info'"),
     ("[websocket]\ntls_cert_file = \"/nonexistent.pem\"\n",
      "websocket.tls_cert_file: no such file: /nonexistent.pem"),
+    ("[broker]\nurl = \"mq.example:5672\"\n",
+     "broker.url: must start with redis://, rediss://, unix://, amqp://"),
 ])
 def test_config_check_refuses_with_the_key(tmp_path: Path, toml: str, message: str):
     f = tmp_path / "clarion.toml"
@@ -65,3 +67,14 @@ def test_numbers_and_booleans_are_not_coerced():
 def test_config_check_of_a_missing_file(tmp_path: Path):
     out = clarion(tmp_path, "config", "check", str(tmp_path / "nope.toml"))
     assert out.returncode == 2 and "config file not found" in out.stderr
+
+
+def test_config_check_accepts_a_broker_and_hides_its_password(tmp_path: Path):
+    f = tmp_path / "clarion.toml"
+    f.write_text('[broker]\nurl = "amqp://clarion:s3cret@mq.example:5672/clarion"\n')
+    out = clarion(tmp_path, "config", "check", str(f))
+    assert out.returncode == 0, out.stderr
+    assert "broker     amqp://clarion:**@mq.example:5672/clarion" in out.stdout
+    assert "s3cret" not in out.stdout
+    default = clarion(tmp_path, "config", "check", str(EXAMPLE))
+    assert "broker     the Redis above" in default.stdout

@@ -26,6 +26,14 @@ says how many deliveries are in doubt: at most the window (``{platform}_concurre
 worker process killed. A device appears once per publish even if it matches several interests.
 A retry the code scheduled itself (429/503, timeout) is a new, explicit attempt and is sent
 again.
+
+Several worker processes on one publish: a publish to interests with more than
+``push.split_devices`` devices is split by its first run into parts (one per that many
+devices, at most ``push.max_parts``), each a chain of task runs of its own on the ``push``
+queue that any worker process takes. Part N reads every page but sends only to the devices
+whose ``crc32(id) % parts == N``; it has its own lease, step, position and retries
+(gateway/state/publishes.py), so all of the above holds per part, and no device is in two
+parts. The publish is done when its last part is.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from gateway.state.publishes import (
     WAITING,
     Publish,
     PublishStore,
+    part_of,
     platform_of,
 )
 from workers.providers import CredentialsError, sender_for
@@ -64,11 +73,15 @@ log = logging.getLogger("clarion.push")
 MAX_NEXT_STEP_DELAY = 30.0
 # How long the run waits for an answer while its window is full, between looks at its lease.
 WAIT = 0.05
+# Fewer answers than this in hand: wait BATCH_WAIT seconds for more before recording them.
+BATCH = 32
+BATCH_WAIT = 0.002
 # Beyond send_timeout, how long the run waits for its last answers before it leaves them
 # ``sending`` (counted ``unknown`` by the next run) rather than hang on a stalled loop.
 STALL_GRACE = 5.0
 
 Enqueue = Callable[[int, float], None]
+StartPart = Callable[[int], None]
 
 
 def lease_seconds(settings: Settings) -> float:
@@ -104,6 +117,7 @@ class _Run:
         self._renewed_at = time.monotonic()
         self.app = app
         self.pub = publish
+        self.part, self.parts = publish.part, publish.parts
         self.store = PublishStore(client, settings.redis.key_prefix, settings.push.status_ttl)
         self.devices = DeviceStore(client, settings.redis.key_prefix)
         self.platforms = [
@@ -153,7 +167,8 @@ class _Run:
         if self._collect(wait):
             self._dispatch()
         if self.position is not None and not self._queued():
-            self.store.save_position(self.pub.app_id, self.pub.publish_id, *self.position)
+            self.store.save_position(self.pub.app_id, self.pub.publish_id, *self.position,
+                                     part=self.part)
             self.position = None
         self.keep_lease()
 
@@ -188,7 +203,8 @@ class _Run:
             return
         self._renewed_at = time.monotonic()
         if not self.store.renew_lease(
-            self.pub.app_id, self.pub.publish_id, self.lease, lease_seconds(self.settings)
+            self.pub.app_id, self.pub.publish_id, self.lease, lease_seconds(self.settings),
+            part=self.part,
         ):
             log.warning("publish %s: lease lost while sending", self.pub.publish_id)
 
@@ -199,8 +215,10 @@ class _Run:
         if pub.kind == "interests":
             interest = pub.targets[pub.target_index]
             cursor, ids = self.devices.scan_interest(
-                pub.app_id, interest, pub.cursor, push.page_size
+                pub.app_id, interest, pub.cursor, push.page_size * self.parts
             )
+            if self.parts > 1:
+                ids = [i for i in ids if part_of(i, self.parts) == self.part]
             self._queue(ids, fresh=True)
             if cursor == 0:
                 pub.target_index, pub.cursor = pub.target_index + 1, 0
@@ -218,7 +236,8 @@ class _Run:
         """Queue the due retries this run has not taken yet; False when there are none."""
         taken = self.retry_ids
         due = self.store.due_retries(
-            self.pub.app_id, self.pub.publish_id, self.settings.push.page_size + len(taken)
+            self.pub.app_id, self.pub.publish_id, self.settings.push.page_size + len(taken),
+            part=self.part,
         )
         ids = [d for d in due if d not in taken]
         if not ids:
@@ -245,7 +264,7 @@ class _Run:
             # Retries whose device was deleted meanwhile (user deleted, token refreshed away).
             found_ids = {d.id for d in found}
             gone = [d for d in device_ids if d not in found_ids and states[d] != SENDING]
-            self.store.record(app_id, pid, [(d, FAILED, None) for d in gone])
+            self.store.record(app_id, pid, [(d, FAILED, None) for d in gone], self.part)
             targeted = [d for d in targeted if states.get(d.id) == WAITING]
         if lost:
             log.warning(
@@ -254,7 +273,7 @@ class _Run:
                 pid,
                 len(lost),
             )
-            self.store.record(app_id, pid, [(d, UNKNOWN, None) for d in lost])
+            self.store.record(app_id, pid, [(d, UNKNOWN, None) for d in lost], self.part)
         for device in targeted:
             self.ready[device.platform].append((device, fresh))
 
@@ -271,7 +290,7 @@ class _Run:
         app_id, pid = self.pub.app_id, self.pub.publish_id
         sender = self._sender(platform)
         if sender is None:
-            self.store.record(app_id, pid, [(d.id, FAILED, None) for d, _ in group])
+            self.store.record(app_id, pid, [(d.id, FAILED, None) for d, _ in group], self.part)
             return
         retried = [d.id for d, fresh in group if not fresh]
         attempts = dict(zip(retried, self.store.attempts(app_id, pid, retried), strict=True))
@@ -303,21 +322,29 @@ class _Run:
         except queue.Empty:
             return False
         answers = [first]
-        while True:
-            try:
-                answers.append(self.answers.get_nowait())
-            except queue.Empty:
-                break
+        self._drain(answers)
+        if len(answers) < BATCH and len(self.flying) > len(answers):
+            # A few answers: wait a moment for more, so one Redis write (whose fixed cost is
+            # most of its cost at a few rows) records many.
+            time.sleep(BATCH_WAIT)
+            self._drain(answers)
         rows = []
         for device_id, result in answers:
             device, attempts = self.flying.pop(device_id)
             rows.append(self._outcome(device, result, attempts))
         # Slots free only once the outcomes are written: what is marked SENDING and not yet
         # recorded never exceeds the window.
-        self.store.record(self.pub.app_id, self.pub.publish_id, rows)
+        self.store.record(self.pub.app_id, self.pub.publish_id, rows, self.part)
         for device_id, _ in answers:
             self.in_flight[platform_of(device_id)] -= 1
         return True
+
+    def _drain(self, answers: list[tuple[str, Any]]) -> None:
+        while True:
+            try:
+                answers.append(self.answers.get_nowait())
+            except queue.Empty:
+                return
 
     def _message(self, platform: str, device: Device) -> Any:
         payload = self.pub.payload[platform]
@@ -331,9 +358,10 @@ class _Run:
                     from workers.providers.fcm import build_message
                 else:
                     from workers.providers.webpush import build_message
-                self._messages[platform] = build_message(
-                    payload, self.pub.app_id, self.pub.publish_id
-                )
+                message = build_message(payload, self.pub.app_id, self.pub.publish_id)
+                if platform == "fcm":  # the request body itself, built once by pyfcm
+                    message = self.senders["fcm"].prepare(message)
+                self._messages[platform] = message
         if platform == "apns":  # the body is shared, the request carries the token
             from workers.providers.apns import request_for
 
@@ -382,12 +410,16 @@ def run_publish(
     enqueue: Enqueue,
     apps: Any = None,
     send_task: Any = None,
+    part: int = 0,
+    start_part: StartPart | None = None,
 ) -> str:
-    """One task run for a publish; returns what it did (for logs and tests). ``apps`` is the
-    worker's app resolver (gateway/state/apps.py), so credentials changed with ``clarion
-    apps`` apply to the next run; without one, the settings' own apps."""
+    """One task run for a publish's ``part``; returns what it did (for logs and tests).
+    ``apps`` is the worker's app resolver (gateway/state/apps.py), so credentials changed with
+    ``clarion apps`` apply to the next run; without one, the settings' own apps.
+    ``start_part(n)`` enqueues the first step of part ``n``: without it, the publish is never
+    split."""
     store = PublishStore(client, settings.redis.key_prefix, settings.push.status_ttl)
-    publish = store.load(app_id, publish_id)
+    publish = store.load(app_id, publish_id, part)
     if publish is None:
         return "missing"
     if publish.state == "done":
@@ -404,29 +436,52 @@ def run_publish(
         return "done"
     push = settings.push
     lease = uuid.uuid4().hex
-    if not store.acquire_lease(app_id, publish_id, lease, lease_seconds(settings)):
+    if not store.acquire_lease(app_id, publish_id, lease, lease_seconds(settings), part):
         enqueue(step, 0.5)
         return "busy"
     try:
-        store.begin_step(app_id, publish_id, step)
+        if part == 0 and step == 0 and start_part is not None:
+            _split(settings, client, store, publish, start_part)
+        store.begin_step(app_id, publish_id, step, part)
         deadline = time.monotonic() + push.task_time_budget
         live = None
         if Live.wanted(publish) and send_task is not None:
             live = Live(settings, client, store, publish, app, send_task)
             live.start()
         expanded = _Run(settings, app, client, publish, lease, live).work(deadline)
-        next_retry = store.next_retry_at(app_id, publish_id)
+        next_retry = store.next_retry_at(app_id, publish_id, part)
         live_check = live.check_at() if live is not None else None
         if live_check is not None:
             next_retry = min(next_retry or live_check, live_check)
         if expanded and next_retry is None:
-            store.finish(app_id, publish_id)
+            store.finish_part(app_id, publish_id, part, publish.parts)
             return "done"
     finally:
-        store.release_lease(app_id, publish_id, lease)
+        store.release_lease(app_id, publish_id, lease, part)
     if not expanded:
         delay = 0.0
     else:
         delay = min(MAX_NEXT_STEP_DELAY, max(0.05, (next_retry or 0) - time.time()))
     enqueue(step + 1, delay)
     return "continued"
+
+
+def _split(
+    settings: Settings,
+    client: redis.Redis,
+    store: PublishStore,
+    publish: Publish,
+    start_part: StartPart,
+) -> None:
+    """On the first run of a publish: split it into parts if it targets more than
+    ``push.split_devices`` devices, and enqueue parts 1… (again on a redelivered first run: a
+    part's duplicate first step finds its step taken and stops)."""
+    push = settings.push
+    if publish.kind != "interests" or not push.split_devices or push.max_parts < 2:
+        return
+    devices = DeviceStore(client, settings.redis.key_prefix)
+    total = devices.count_interests(publish.app_id, publish.targets)
+    wanted = min(push.max_parts, max(1, -(-total // push.split_devices)))
+    publish.parts = store.split(publish.app_id, publish.publish_id, wanted)
+    for part in range(1, publish.parts):
+        start_part(part)

@@ -49,10 +49,16 @@ def _beams_error(exc: BeamsError) -> Response:
 
 @bp.errorhandler(redis.exceptions.ConnectionError)
 @bp.errorhandler(redis.exceptions.TimeoutError)
-@bp.errorhandler(KombuOperationalError)
 def _unavailable(exc: Exception) -> Response:
     log.warning("Beams API: Redis unavailable: %s", exc)
     return beams_response(503, "Service Unavailable", "Redis cannot be reached; try again")
+
+
+@bp.errorhandler(KombuOperationalError)
+def _broker_unavailable(exc: Exception) -> Response:
+    log.warning("Beams API: the broker did not take the task: %s", exc)
+    return beams_response(503, "Service Unavailable", "The task broker cannot be reached; "
+                          "try again")
 
 
 def find_app(instance_id: str) -> AppSettings:
