@@ -287,9 +287,10 @@ def _shared_port(settings: Settings) -> str | None:
     import psutil
 
     ours = {os.getpid(), *(p.pid for p in psutil.Process().children(recursive=True))}
-    for name, port in (("api.port", settings.api.port),
-                       ("websocket.port", settings.websocket.port)):
-        others = foreign_listeners(port, ours)
+    ports = {"api.port": settings.api.port, "websocket.port": settings.websocket.port}
+    listeners = foreign_listeners(ports.values(), ours)
+    for name, port in ports.items():
+        others = listeners[port]
         if others:
             return (f"port {port} ({name}) is also served by pid "
                     f"{', '.join(map(str, others))}, maybe another `clarion up`")

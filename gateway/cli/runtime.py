@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -131,15 +132,21 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def foreign_listeners(port: int, ours: set[int]) -> list[int]:
-    """Processes outside ``ours`` listening on ``port``: after its children answered, a
-    `clarion up` started at the same moment as another could still share a port with it
-    through SO_REUSEPORT (the check before starting cannot close that race)."""
+def foreign_listeners(ports: Iterable[int], ours: set[int]) -> dict[int, list[int]]:
+    """Processes outside ``ours`` listening on each of ``ports``: after its children answered,
+    a `clarion up` started at the same moment as another could still share a port with it
+    through SO_REUSEPORT (the check before starting cannot close that race). One scan of the
+    machine's sockets for all ports: on a host holding many connections a scan costs seconds."""
     import psutil
 
+    wanted = set(ports)
+    found: dict[int, set[int]] = {port: set() for port in wanted}
     try:
-        found = psutil.net_connections(kind="tcp")
+        sockets = psutil.net_connections(kind="tcp")
     except psutil.AccessDenied:  # pragma: no cover - some systems hide other sockets
-        return []
-    return sorted({c.pid for c in found if c.status == psutil.CONN_LISTEN and c.laddr
-                   and c.laddr.port == port and c.pid is not None and c.pid not in ours})
+        return {port: [] for port in wanted}
+    for c in sockets:
+        if (c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in wanted
+                and c.pid is not None and c.pid not in ours):
+            found[c.laddr.port].add(c.pid)
+    return {port: sorted(pids) for port, pids in found.items()}

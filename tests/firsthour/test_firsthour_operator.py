@@ -243,5 +243,5 @@ def test_a_port_shared_through_so_reuseport_is_seen():
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        assert foreign_listeners(port, ours={os.getpid()}) == []
-        assert foreign_listeners(port, ours=set()) == [os.getpid()]
+        assert foreign_listeners([port], ours={os.getpid()}) == {port: []}
+        assert foreign_listeners([port], ours=set()) == {port: [os.getpid()]}
