@@ -87,6 +87,7 @@ async def hold(opts: argparse.Namespace, target, redis_port: int) -> tuple[list[
                                                 bench_opts, signin_by_default=False,
                                                 own_channels=True, ping_s=opts.ping_s)
     readings: list[Reading] = []
+    client_processes = pool.size
     try:
         connect_s = time.monotonic() - started
         t0 = time.monotonic()
@@ -100,7 +101,7 @@ async def hold(opts: argparse.Namespace, target, redis_port: int) -> tuple[list[
     finally:
         await pool.close()
     return readings, {"connect_s": connect_s, "opened_per_s": opened_per_s,
-                      "client_processes": pool.size}
+                      "client_processes": client_processes}
 
 
 def is_node(name: str) -> bool:
