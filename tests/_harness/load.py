@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import threading
 import time
 from collections import defaultdict
@@ -275,6 +276,20 @@ def verdict(subscribers: Subscribers, stream: Stream, *, allow_reported: bool = 
             if unknown:
                 problems.append(f"{where}: {ch}: never sent: {sorted(unknown)[:5]}")
     return problems
+
+
+def kill_worker_repeatedly(cluster: Any, times: int, down: float = 1.0,
+                           after: float = 2.0) -> list[float]:
+    """SIGKILL worker 0 (its main process and pool) ``times`` times, a new one started ``down``
+    seconds after each kill and given ``after`` seconds; the wall-clock times of the kills."""
+    kills = []
+    for _ in range(times):
+        cluster.workers[0].kill_group(signal.SIGKILL)
+        kills.append(time.time())
+        time.sleep(down)
+        cluster.replace_worker(0)
+        time.sleep(after)
+    return kills
 
 
 def percentile(values: list[float], q: float) -> float:

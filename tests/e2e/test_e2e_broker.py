@@ -8,14 +8,13 @@ Skipped, with the reason, where rabbitmq-server is not installed.
 from __future__ import annotations
 
 import json
-import signal
 import time
 import urllib.request
 
 import pytest
 import redis
 from _harness import Cluster
-from _harness.load import Stream, Subscribers, percentile, verdict
+from _harness.load import Stream, Subscribers, kill_worker_repeatedly, percentile, verdict
 from _harness.rabbitmq import RabbitMQ
 
 from gateway.api.deliver_message import DeliverMessage
@@ -151,13 +150,7 @@ def test_live_worker_sigkilled_under_a_stream_on_rabbitmq(rabbitmq_url, cluster_
     subscribers = Subscribers(urls, CHANNELS, per_node=2).start()
     stream = Stream(cluster, CHANNELS, 300).start()
     time.sleep(2)
-    kills = []
-    for _ in range(3):
-        cluster.workers[0].kill_group(signal.SIGKILL)
-        kills.append(time.time())
-        time.sleep(1.0)
-        cluster.replace_worker(0)
-        time.sleep(2.0)
+    kills = kill_worker_repeatedly(cluster, 3)
     _finish(stream, subscribers)
     assert not stream.refused, stream.refused[:5]
     after = [x for k in kills for x in subscribers.latencies(since=k, until=k + 3)]
@@ -185,7 +178,7 @@ def test_rabbitmq_restarted_under_a_stream(dedicated_rabbitmq, cluster_factory):
     # within that backoff (the nodes deliver from the logs until then).
     cluster.wait_workers(timeout=40)
     consuming = time.time()
-    time.sleep(4)
+    time.sleep(5)
     _finish(stream, subscribers)
     assert not stream.refused, stream.refused[:5]
     assert stream.count > 2000
@@ -195,10 +188,11 @@ def test_rabbitmq_restarted_under_a_stream(dedicated_rabbitmq, cluster_factory):
     for worker in cluster.workers:
         assert worker.alive, worker.describe_exit() + "\n" + worker.log_tail(3000)
     during = subscribers.latencies(since=down, until=consuming)
-    settled = subscribers.latencies(since=consuming + 1)
+    # A worker answers pings a moment before its consumer has taken the queue back.
+    settled = subscribers.latencies(since=consuming + 2)
     print(f"{stream.count} events; RabbitMQ down {back - down:.1f} s, workers consuming again "
           f"{consuming - back:.1f} s later: latency p99 {percentile(during, 0.99) * 1000:.0f} "
-          f"ms meanwhile, p50 {percentile(settled, 0.5) * 1000:.0f} ms 1 s after")
+          f"ms meanwhile, p50 {percentile(settled, 0.5) * 1000:.0f} ms 2 s after")
     assert percentile(during, 0.99) < 3.0, "the nodes did not fill from the logs"
     assert percentile(settled, 0.5) < 0.2, "delivery did not become live again"
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from _harness import Cluster, restart_redis
-from _harness.load import Stream, Subscribers, percentile, verdict
+from _harness.load import Stream, Subscribers, kill_worker_repeatedly, percentile, verdict
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
@@ -76,13 +76,7 @@ def test_worker_main_process_sigkilled_five_times_in_one_stream(cluster_factory)
     stream, subscribers = _load(cluster, rate=500)
     stream.start()
     time.sleep(2)
-    kills = []
-    for _ in range(5):
-        cluster.workers[0].kill_group(signal.SIGKILL)
-        kills.append(time.time())
-        time.sleep(1.0)
-        cluster.replace_worker(0)
-        time.sleep(2.0)
+    kills = kill_worker_repeatedly(cluster, 5)
     time.sleep(2)
     _finish(stream, subscribers)
     lat = subscribers.latencies()
