@@ -108,9 +108,10 @@ def test_a_rolling_restart_without_resume_reports_the_lost(cluster_factory, prox
                 assert 4200 in client["codes"] and set(client["codes"]) <= {4100, 4200}
     deliveries = len(fleets) * PER_PROCESS * 2 * TOTAL // len(CHANNELS)
     assert duplicated == 0
-    # Each of the ~400 reconnections misses what its channels got between the 4200 and the new
-    # subscription (about 2 events here, 711 and 822 in all in two runs): never none at all.
-    assert lost > 0
+    # A plain client misses what its channels got between the 4200 and its new subscription,
+    # less what the node it moves to had not delivered yet (events are ~50 ms from the API to
+    # the nodes): 711 and 822 in all in two runs on a busy machine, none when the machine is
+    # quiet and every reconnection takes less than that. Reported, as the issue asks.
     print(f"\nrolling restart, {PROCESSES * PER_PROCESS} clients without resume: {lost} of "
           f"{deliveries} deliveries lost ({100 * lost / deliveries:.2f} %)")
 
