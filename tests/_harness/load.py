@@ -278,6 +278,16 @@ def verdict(subscribers: Subscribers, stream: Stream, *, allow_reported: bool = 
     return problems
 
 
+def finish(stream: Stream, subscribers: Subscribers, timeout: float = 30) -> None:
+    """Stop the stream, wait until every subscriber has what was accepted, and fail with what
+    went wrong (lost, repeated, out of order)."""
+    stream.stop()
+    subscribers.wait_for(stream.accepted, timeout)
+    subscribers.stop()
+    problems = verdict(subscribers, stream)
+    assert not problems, "\n".join(problems[:20])
+
+
 def kill_worker_repeatedly(cluster: Any, times: int, down: float = 1.0,
                            after: float = 2.0) -> list[float]:
     """SIGKILL worker 0 (its main process and pool) ``times`` times, a new one started ``down``

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 import redis
 from _harness import Cluster
-from _harness.load import Stream, Subscribers, kill_worker_repeatedly, percentile, verdict
+from _harness.load import Stream, Subscribers, finish, kill_worker_repeatedly, percentile
 from _harness.rabbitmq import RabbitMQ
 
 from gateway.api.deliver_message import DeliverMessage
@@ -131,14 +131,6 @@ def test_a_second_redis_as_the_broker(dedicated_redis, cluster_factory, redis_cl
         broker.close()
 
 
-def _finish(stream: Stream, subscribers: Subscribers, timeout: float = 30) -> None:
-    stream.stop()
-    subscribers.wait_for(stream.accepted, timeout)
-    subscribers.stop()
-    problems = verdict(subscribers, stream)
-    assert not problems, "\n".join(problems[:20])
-
-
 @pytest.mark.fault
 def test_live_worker_sigkilled_under_a_stream_on_rabbitmq(rabbitmq_url, cluster_factory):
     """The live worker (main process and pool) is SIGKILLed three times during a
@@ -151,7 +143,7 @@ def test_live_worker_sigkilled_under_a_stream_on_rabbitmq(rabbitmq_url, cluster_
     stream = Stream(cluster, CHANNELS, 300).start()
     time.sleep(2)
     kills = kill_worker_repeatedly(cluster, 3)
-    _finish(stream, subscribers)
+    finish(stream, subscribers)
     assert not stream.refused, stream.refused[:5]
     after = [x for k in kills for x in subscribers.latencies(since=k, until=k + 3)]
     print(f"{stream.count} events; in the 3 s after each kill: p50 "
@@ -179,7 +171,7 @@ def test_rabbitmq_restarted_under_a_stream(dedicated_rabbitmq, cluster_factory):
     cluster.wait_workers(timeout=40)
     consuming = time.time()
     time.sleep(5)
-    _finish(stream, subscribers)
+    finish(stream, subscribers)
     assert not stream.refused, stream.refused[:5]
     assert stream.count > 2000
     assert _api_metric(cluster, "clarion_api_enqueue_failures_total") >= 1, (

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from _harness import Cluster, restart_redis
-from _harness.load import Stream, Subscribers, kill_worker_repeatedly, percentile, verdict
+from _harness.load import Stream, Subscribers, finish, kill_worker_repeatedly, percentile
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
@@ -26,14 +26,6 @@ def _load(cluster: Cluster, rate: float, per_node: int = 3) -> tuple[Stream, Sub
     urls = [cluster.ws_url(i) for i in range(len(cluster.node_ports))]
     subscribers = Subscribers(urls, CHANNELS, per_node=per_node).start()
     return Stream(cluster, CHANNELS, rate), subscribers
-
-
-def _finish(stream: Stream, subscribers: Subscribers, timeout: float = 30) -> None:
-    stream.stop()
-    subscribers.wait_for(stream.accepted, timeout)
-    subscribers.stop()
-    problems = verdict(subscribers, stream)
-    assert not problems, "\n".join(problems[:20])
 
 
 def _workers_alive(cluster: Cluster) -> None:
@@ -54,7 +46,7 @@ def test_redis_restarted_at_500_events_per_second(dedicated_redis, cluster_facto
     back = time.time()
     time.sleep(6)
     try:
-        _finish(stream, subscribers)
+        finish(stream, subscribers)
     finally:
         print(f"accepted {stream.count} events in {stream.requests} requests, "
               f"{len(stream.refused)} refused")
@@ -78,7 +70,7 @@ def test_worker_main_process_sigkilled_five_times_in_one_stream(cluster_factory)
     time.sleep(2)
     kills = kill_worker_repeatedly(cluster, 5)
     time.sleep(2)
-    _finish(stream, subscribers)
+    finish(stream, subscribers)
     lat = subscribers.latencies()
     after = [x for k in kills for x in subscribers.latencies(since=k, until=k + 3)]
     print(f"{stream.count} events; latency p50 {percentile(lat, 0.5) * 1000:.0f} ms, "
@@ -103,7 +95,7 @@ def test_every_worker_dead_for_30_seconds(cluster_factory):
     cluster.replace_worker(0)  # the live one
     cluster.wait_workers()
     time.sleep(3)
-    _finish(stream, subscribers)
+    finish(stream, subscribers)
     during = subscribers.latencies(since=dead + 2, until=dead + 30)
     p50, p99 = percentile(during, 0.5), percentile(during, 0.99)
     print(f"{stream.count} events; latency with no worker: p50 {p50 * 1000:.0f} ms, "
