@@ -41,8 +41,14 @@ HOST = "127.0.0.1"
 class _Node(EmbeddedRedis):
     """One cluster node: the suite's redis-server with cluster mode on."""
 
-    def __init__(self, data_dir: Path, binary: str | None, port: int, node_timeout_ms: int,
-                 full_coverage: bool) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        binary: str | None,
+        port: int,
+        node_timeout_ms: int,
+        full_coverage: bool,
+    ) -> None:
         super().__init__(data_dir, port=port, binary=binary)
         self.node_timeout_ms = node_timeout_ms
         self.full_coverage = full_coverage
@@ -50,18 +56,24 @@ class _Node(EmbeddedRedis):
     def command(self) -> list[str]:
         return [
             *super().command(),
-            "--cluster-enabled", "yes",
-            "--cluster-config-file", str(self.data_dir / "nodes.conf"),
-            "--cluster-node-timeout", str(self.node_timeout_ms),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(self.data_dir / "nodes.conf"),
+            "--cluster-node-timeout",
+            str(self.node_timeout_ms),
             # A replica whose link has been down a while may still take over: in a test the
             # master is killed on purpose and the replica's data is what there is.
-            "--cluster-replica-validity-factor", "0",
-            "--cluster-require-full-coverage", "yes" if self.full_coverage else "no",
+            "--cluster-replica-validity-factor",
+            "0",
+            "--cluster-require-full-coverage",
+            "yes" if self.full_coverage else "no",
         ]
 
     def client(self, **options: Any) -> redis.Redis:
-        return redis.Redis(host=HOST, port=self.port, socket_timeout=5,
-                           decode_responses=True, **options)
+        return redis.Redis(
+            host=HOST, port=self.port, socket_timeout=5, decode_responses=True, **options
+        )
 
     @property
     def alive(self) -> bool:
@@ -113,9 +125,16 @@ def _bus_free_port() -> int:
 class RedisCluster:
     """``masters`` masters with ``replicas`` replicas each, started by ``start()``."""
 
-    def __init__(self, tmp_dir: str | Path, *, masters: int = 3, replicas: int = 0,
-                 binary: str | None = None, node_timeout_ms: int = 1000,
-                 full_coverage: bool = True) -> None:
+    def __init__(
+        self,
+        tmp_dir: str | Path,
+        *,
+        masters: int = 3,
+        replicas: int = 0,
+        binary: str | None = None,
+        node_timeout_ms: int = 1000,
+        full_coverage: bool = True,
+    ) -> None:
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.tmp_dir = Path(tmp_dir).resolve()
@@ -143,8 +162,13 @@ class RedisCluster:
     def _start_node(self, i: int) -> _Node:
         # The chosen port may be taken before redis-server binds it: try another.
         for attempt in range(3):
-            node = _Node(self.tmp_dir / f"node{i}", self.binary, _bus_free_port(),
-                         self.node_timeout_ms, self.full_coverage)
+            node = _Node(
+                self.tmp_dir / f"node{i}",
+                self.binary,
+                _bus_free_port(),
+                self.node_timeout_ms,
+                self.full_coverage,
+            )
             try:
                 return node.start()
             except EmbeddedRedisError:
@@ -158,12 +182,24 @@ class RedisCluster:
         are spread over them as replicas."""
         addresses = [f"{HOST}:{n.port}" for n in self.nodes]
         result = subprocess.run(
-            [self.redis_cli, "--cluster", "create", *addresses,
-             "--cluster-replicas", str(self.n_replicas), "--cluster-yes"],
-            capture_output=True, text=True, timeout=60, check=False)
+            [
+                self.redis_cli,
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                str(self.n_replicas),
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         if result.returncode != 0 or "[OK] All 16384 slots covered" not in result.stdout:
-            raise EmbeddedRedisError(f"redis-cli --cluster create failed:\n{result.stdout}\n"
-                                     f"{result.stderr}")
+            raise EmbeddedRedisError(
+                f"redis-cli --cluster create failed:\n{result.stdout}\n{result.stderr}"
+            )
 
     @property
     def redis_cli(self) -> str:
@@ -198,8 +234,7 @@ class RedisCluster:
     def client(self, **options: Any) -> redis.cluster.RedisCluster:
         """A redis-py cluster client (follows MOVED/ASK, refreshes its slot map)."""
         startup = [redis.cluster.ClusterNode(HOST, n.port) for n in self.nodes if n.alive]
-        return redis.cluster.RedisCluster(startup_nodes=startup, decode_responses=True,
-                                          **options)
+        return redis.cluster.RedisCluster(startup_nodes=startup, decode_responses=True, **options)
 
     def node(self, port: int) -> _Node:
         return next(n for n in self.nodes if n.port == port)
@@ -240,8 +275,7 @@ class RedisCluster:
         with self.node(self.master_of_slot(slot)).client() as c:
             return int(c.execute_command("CLUSTER COUNTKEYSINSLOT", slot))
 
-    def migrate_slot(self, slot: int, target: int, *, batch: int = 100,
-                     pause: float = 0.0) -> int:
+    def migrate_slot(self, slot: int, target: int, *, batch: int = 100, pause: float = 0.0) -> int:
         """Move ``slot`` to the master on port ``target`` while clients may use it; the number
         of keys moved. ``pause`` seconds between batches stretches the migration (a test can
         then write to the slot while it is half moved)."""
@@ -266,8 +300,11 @@ class RedisCluster:
         finally:
             src.close()
             dst.close()
-        self._wait(lambda: self._everyone_agrees(slot, target), 20,
-                   f"slot {slot} not seen on {target} by every node")
+        self._wait(
+            lambda: self._everyone_agrees(slot, target),
+            20,
+            f"slot {slot} not seen on {target} by every node",
+        )
         return moved
 
     @staticmethod
@@ -288,8 +325,14 @@ class RedisCluster:
         for node in self.nodes:
             if not node.alive:
                 continue
-            owner = next((i.port for i in self.view(node.port) if i.is_master
-                          and any(a <= slot <= b for a, b in i.slots)), None)
+            owner = next(
+                (
+                    i.port
+                    for i in self.view(node.port)
+                    if i.is_master and any(a <= slot <= b for a, b in i.slots)
+                ),
+                None,
+            )
             if owner != port:
                 return False
         return True
@@ -320,8 +363,11 @@ class RedisCluster:
 
         self._wait(promoted, timeout, f"no replica of {master} became master in {timeout} s")
         if not kill:  # the old master follows the new one: a replica to fail over to again
-            self._wait(lambda: master in self.replicas_of(new[0]), timeout,
-                       f"{master} did not become a replica of {new[0]}")
+            self._wait(
+                lambda: master in self.replicas_of(new[0]),
+                timeout,
+                f"{master} did not become a replica of {new[0]}",
+            )
         self.wait_ok(timeout)
         return new[0]
 
@@ -340,8 +386,11 @@ class RedisCluster:
         if node.alive:
             node.stop()
         node.start()
-        self._wait(lambda: all(not i.failed for i in self.view() if i.port == port), timeout,
-                   f"node {port} not accepted back")
+        self._wait(
+            lambda: all(not i.failed for i in self.view() if i.port == port),
+            timeout,
+            f"node {port} not accepted back",
+        )
         self.wait_ok(timeout)
 
     # ------------------------------------------------------------------ waiting, logs
@@ -374,8 +423,10 @@ class RedisCluster:
         return True
 
     def logs(self, chars: int = 2000) -> str:
-        return "\n".join(f"===== {n.data_dir.name} ({n.port}) =====\n{n._log_tail()[-chars:]}"
-                         for n in self.nodes)
+        return "\n".join(
+            f"===== {n.data_dir.name} ({n.port}) =====\n{n._log_tail()[-chars:]}"
+            for n in self.nodes
+        )
 
     @staticmethod
     def _wait(check: Callable[[], bool], timeout: float, message: str) -> None:
