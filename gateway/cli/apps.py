@@ -38,7 +38,7 @@ def _store(ctx: click.Context) -> tuple[Any, Settings]:
     from gateway.state.keys import Keys
 
     client, settings = store_redis(ctx, "the app store lives in Redis")
-    return AppStore(client, Keys(settings.redis.key_prefix)), settings
+    return AppStore(client, Keys.of(settings.redis)), settings
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:

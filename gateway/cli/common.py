@@ -72,7 +72,7 @@ def only_app_id(settings: Settings) -> str:
 
     client = sync_client(settings.redis, "this command", socket_connect_timeout=5)
     try:
-        apps = AppStore(client, Keys(settings.redis.key_prefix)).view(settings).all()
+        apps = AppStore(client, Keys.of(settings.redis)).view(settings).all()
     except redis.exceptions.RedisError as exc:
         raise click.ClickException(f"cannot read from Redis ({settings.redis.describe()}): {exc}"
                                    ) from None

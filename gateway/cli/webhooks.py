@@ -34,7 +34,7 @@ def _webhook_store(ctx: click.Context, app_id: str | None) -> tuple[Any, str]:
     from gateway.webhooks.store import Store
 
     client, settings = store_redis(ctx, "webhook deliveries live in Redis")
-    keys = Keys(settings.redis.key_prefix)
+    keys = Keys.of(settings.redis)
     # Config apps overlaid by `clarion apps`' Redis store.
     apps = AppStore(client, keys).view(settings)
     if app_id is None:
@@ -194,7 +194,7 @@ def _app_store(ctx: click.Context) -> tuple[Any, Any]:
     from gateway.state.keys import Keys
 
     client, settings = store_redis(ctx, "the app store lives in Redis")
-    return AppStore(client, Keys(settings.redis.key_prefix)), settings
+    return AppStore(client, Keys.of(settings.redis)), settings
 
 
 def _save_webhooks(ctx: click.Context, app_id: str | None, change: Any) -> str:

@@ -39,6 +39,9 @@ from typing import Any
 
 import redis
 
+from gateway.state.keys import KeySpace
+from gateway.state.redis_client import is_cluster
+
 PLATFORMS = ("fcm", "apns", "web")
 INTEREST_RE = re.compile(r"^[A-Za-z0-9_\-=@,.;]{1,164}$")
 MAX_INTEREST_LENGTH = 164
@@ -89,24 +92,21 @@ return out
 """
 
 
-class DeviceKeys:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
+class DeviceKeys(KeySpace):
     def device(self, app: str, device_id: str) -> str:
-        return f"{self.prefix}bd:{app}:{device_id}"
+        return f"{self.prefix}bd:{self.app(app)}:{device_id}"
 
     def device_interests(self, app: str, device_id: str) -> str:
-        return f"{self.prefix}bdi:{app}:{device_id}"
+        return f"{self.prefix}bdi:{self.app(app)}:{device_id}"
 
     def interest(self, app: str, interest: str) -> str:
-        return f"{self.prefix}bi:{app}:{interest}"
+        return f"{self.prefix}bi:{self.app(app)}:{interest}"
 
     def user(self, app: str, user_id: str) -> str:
-        return f"{self.prefix}bu:{app}:{user_id}"
+        return f"{self.prefix}bu:{self.app(app)}:{user_id}"
 
     def token(self, app: str, platform: str, token: str) -> str:
-        return f"{self.prefix}bt:{app}:{platform}:{token}"
+        return f"{self.prefix}bt:{self.app(app)}:{platform}:{token}"
 
 
 class UserConflict(Exception):
@@ -126,7 +126,7 @@ def _s(value: bytes | str | None) -> str | None:
 class DeviceStore:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.r = client
-        self.keys = DeviceKeys(prefix)
+        self.keys = DeviceKeys(prefix, is_cluster(client))
         self._get_many = client.register_script(_GET_MANY)
 
     # ------------------------------------------------------------------ devices

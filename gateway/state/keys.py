@@ -95,22 +95,44 @@ that expired or a Redis that lost its data, and a reader can tell a complete cha
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Self
+
+if TYPE_CHECKING:
+    from config.settings import RedisSettings
+
 SEP = "\x1f"
 
 
-class Keys:
-    def __init__(self, prefix: str) -> None:
+class KeySpace:
+    """A family of keys under one prefix, tagged per app on Redis Cluster."""
+
+    def __init__(self, prefix: str, cluster: bool = False) -> None:
         self.prefix = prefix
+        self.cluster = cluster
+
+    @classmethod
+    def of(cls, redis: RedisSettings) -> Self:
+        return cls(redis.key_prefix, redis.cluster)
+
+    def app(self, app_id: str) -> str:
+        """The app id as it appears in keys: a hash tag on Redis Cluster, so that every key
+        of an app is in one slot (see the module's docstring)."""
+        return "{" + app_id + "}" if self.cluster else app_id
+
+
+class Keys(KeySpace):
+    def __init__(self, prefix: str, cluster: bool = False) -> None:
+        super().__init__(prefix, cluster)
         self.bus = f"{prefix}bus"
         # Every channel's topic (PSUBSCRIBE pattern, for tools and tests).
         self.bus_channels = f"{prefix}bus:*"
         self.nodes = f"{prefix}nodes"
 
     def bus_channel(self, app_id: str, channel: str) -> str:
-        return f"{self.prefix}bus:{app_id}:{channel}"
+        return f"{self.prefix}bus:{self.app(app_id)}:{channel}"
 
     def serial(self, app_id: str, channel: str) -> str:
-        return f"{self.prefix}sn:{app_id}:{channel}"
+        return f"{self.prefix}sn:{self.app(app_id)}:{channel}"
 
     @property
     def live_armed(self) -> str:
@@ -121,25 +143,25 @@ class Keys:
         return f"{self.prefix}lv:pending"
 
     def history(self, app_id: str, channel: str) -> str:
-        return f"{self.prefix}h:{app_id}:{channel}"
+        return f"{self.prefix}h:{self.app(app_id)}:{channel}"
 
     def idempotency(self, app_id: str, key: str) -> str:
-        return f"{self.prefix}idem:{app_id}/{key}"
+        return f"{self.prefix}idem:{self.app(app_id)}/{key}"
 
     def occupancy(self, app_id: str, node_id: str) -> str:
-        return f"{self.prefix}occ:{app_id}:{node_id}"
+        return f"{self.prefix}occ:{self.app(app_id)}:{node_id}"
 
     def occupancy_pattern(self, node_id: str) -> str:
         return f"{self.prefix}occ:*:{node_id}"
 
     def presence_members(self, app_id: str, channel: str) -> str:
-        return f"{self.prefix}pm:{app_id}:{channel}"
+        return f"{self.prefix}pm:{self.app(app_id)}:{channel}"
 
     def presence_counts(self, app_id: str, channel: str) -> str:
-        return f"{self.prefix}pc:{app_id}:{channel}"
+        return f"{self.prefix}pc:{self.app(app_id)}:{channel}"
 
     def presence_sockets(self, app_id: str, channel: str) -> str:
-        return f"{self.prefix}ps:{app_id}:{channel}"
+        return f"{self.prefix}ps:{self.app(app_id)}:{channel}"
 
     def node_presence(self, node_id: str) -> str:
         return f"{self.prefix}np:{node_id}"
@@ -150,7 +172,7 @@ class Keys:
     # ----------------------------------------------------------------- webhooks
 
     def wh_counts(self, app_id: str, channel: str) -> str:
-        return f"{self.prefix}whc:{app_id}:{channel}"
+        return f"{self.prefix}whc:{self.app(app_id)}:{channel}"
 
     def wh_node_channels(self, node_id: str) -> str:
         return f"{self.prefix}whn:{node_id}"
@@ -160,13 +182,13 @@ class Keys:
         return f"{self.prefix}wh:nodes"
 
     def wh_reported(self, app_id: str, channel: str) -> str:
-        return f"{self.prefix}whr:{app_id}:{channel}"
+        return f"{self.prefix}whr:{self.app(app_id)}:{channel}"
 
     def wh_members(self, app_id: str, channel: str) -> str:
-        return f"{self.prefix}whm:{app_id}:{channel}"
+        return f"{self.prefix}whm:{self.app(app_id)}:{channel}"
 
     def wh_count_reported(self, app_id: str, channel: str) -> str:
-        return f"{self.prefix}whk:{app_id}:{channel}"
+        return f"{self.prefix}whk:{self.app(app_id)}:{channel}"
 
     @property
     def wh_due(self) -> str:
@@ -184,13 +206,13 @@ class Keys:
         return f"{self.prefix}wh:retry"
 
     def wh_index(self, app_id: str, status: str) -> str:
-        return f"{self.prefix}whi:{app_id}:{status}"
+        return f"{self.prefix}whi:{self.app(app_id)}:{status}"
 
     def wh_lock(self, delivery_id: str) -> str:
         return f"{self.prefix}whl:{delivery_id}"
 
     def wh_endpoint(self, app_id: str, endpoint_id: str) -> str:
-        return f"{self.prefix}whe:{app_id}:{endpoint_id}"
+        return f"{self.prefix}whe:{self.app(app_id)}:{endpoint_id}"
 
     @property
     def wh_leader(self) -> str:
@@ -199,28 +221,28 @@ class Keys:
     # ----------------------------------------------------------------- channels, complete
 
     def cache(self, app_id: str, channel: str) -> str:
-        return f"{self.prefix}cache:{app_id}:{channel}"
+        return f"{self.prefix}cache:{self.app(app_id)}:{channel}"
 
     def connections(self, app_id: str) -> str:
-        return f"{self.prefix}conn:{app_id}"
+        return f"{self.prefix}conn:{self.app(app_id)}"
 
     def node_connections(self, node_id: str) -> str:
         return f"{self.prefix}nconn:{node_id}"
 
     def users_online(self, app_id: str) -> str:
-        return f"{self.prefix}uon:{app_id}"
+        return f"{self.prefix}uon:{self.app(app_id)}"
 
     def users_signouts(self, app_id: str) -> str:
-        return f"{self.prefix}uso:{app_id}"
+        return f"{self.prefix}uso:{self.app(app_id)}"
 
     def node_users(self, node_id: str) -> str:
         return f"{self.prefix}nu:{node_id}"
 
     def subscription_count_slot(self, app_id: str, channel: str) -> str:
-        return f"{self.prefix}sct:{app_id}:{channel}"
+        return f"{self.prefix}sct:{self.app(app_id)}:{channel}"
 
     def api_rate(self, app_id: str, second: int) -> str:
-        return f"{self.prefix}rl:{app_id}:{second}"
+        return f"{self.prefix}rl:{self.app(app_id)}:{second}"
 
     @property
     def apps(self) -> str:

@@ -65,6 +65,9 @@ from typing import Any
 
 import redis
 
+from gateway.state.keys import KeySpace
+from gateway.state.redis_client import is_cluster
+
 DELIVERED, REMOVED, FAILED, WAITING, PENDING = "d", "x", "f", "w", "p"
 SENDING, UNKNOWN = "s", "u"
 COUNTERS = ("devices", "delivered", "failed", "retried", "removed", "unknown")
@@ -116,36 +119,33 @@ class Publish:
     parts: int = 1  # how many parts the publish was split into (1 until decided)
 
 
-class PublishKeys:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
+class PublishKeys(KeySpace):
     def publish(self, app: str, pid: str) -> str:
-        return f"{self.prefix}bp:{app}:{pid}"
+        return f"{self.prefix}bp:{self.app(app)}:{pid}"
 
     def outcomes(self, app: str, pid: str) -> str:
-        return f"{self.prefix}bpo:{app}:{pid}"
+        return f"{self.prefix}bpo:{self.app(app)}:{pid}"
 
     def retries(self, app: str, pid: str, part: int = 0) -> str:
-        return f"{self.prefix}bpr:{app}:{pid}{_part(part)}"
+        return f"{self.prefix}bpr:{self.app(app)}:{pid}{_part(part)}"
 
     def attempts(self, app: str, pid: str) -> str:
-        return f"{self.prefix}bpa:{app}:{pid}"
+        return f"{self.prefix}bpa:{self.app(app)}:{pid}"
 
     def user_paths(self, app: str, pid: str) -> str:
-        return f"{self.prefix}bpu:{app}:{pid}"
+        return f"{self.prefix}bpu:{self.app(app)}:{pid}"
 
     def lease(self, app: str, pid: str, part: int = 0) -> str:
-        return f"{self.prefix}bpl:{app}:{pid}{_part(part)}"
+        return f"{self.prefix}bpl:{self.app(app)}:{pid}{_part(part)}"
 
     def rate(self, app: str, second: int) -> str:
-        return f"{self.prefix}brl:{app}:{second}"
+        return f"{self.prefix}brl:{self.app(app)}:{second}"
 
     def totals(self, app: str) -> str:
-        return f"{self.prefix}bps:{app}"
+        return f"{self.prefix}bps:{self.app(app)}"
 
     def recent(self, app: str) -> str:
-        return f"{self.prefix}bpx:{app}"
+        return f"{self.prefix}bpx:{self.app(app)}"
 
 
 _RELEASE = """
@@ -198,7 +198,7 @@ return 0
 class PublishStore:
     def __init__(self, client: redis.Redis, prefix: str, ttl: int = 7 * 86400) -> None:
         self.r = client
-        self.keys = PublishKeys(prefix)
+        self.keys = PublishKeys(prefix, is_cluster(client))
         self.ttl = ttl
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)

@@ -332,6 +332,8 @@ def sync_client(settings: RedisSettings, who: str, **options: Any) -> redis.Redi
             **_master_kwargs(settings), **options)
     if settings.url is None:
         raise RedisNotConfigured(who)
+    if settings.cluster:
+        return redis.RedisCluster.from_url(settings.url, **options)  # type: ignore[return-value]
     return redis.Redis.from_url(settings.url, **options)
 
 
@@ -351,10 +353,24 @@ def async_client(settings: RedisSettings, who: str, *, max_connections: int | No
             **_master_kwargs(settings), **options)
     if settings.url is None:
         raise RedisNotConfigured(who)
+    if settings.cluster:
+        return _async_cluster(settings.url, max_connections, options)
     if max_connections is not None:
         return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
             settings.url, max_connections=max_connections, timeout=pool_timeout, **options))
     return aioredis.Redis.from_url(settings.url, **options)
+
+
+def _async_cluster(url: str, max_connections: int | None, options: dict[str, Any]
+                   ) -> aioredis.Redis:
+    # The cluster client keeps a pool per node and retries MOVED/ASK itself; its own retry
+    # policy replaces the connection's (the callers' timeouts stay).
+    retry = options.pop("retry", None)
+    if max_connections is not None:
+        options["max_connections"] = max_connections
+    if retry is not None:
+        options["retry"] = retry
+    return aioredis.RedisCluster.from_url(url, **options)  # type: ignore[return-value]
 
 
 def celery_broker(settings: RedisSettings) -> tuple[str, dict[str, Any]]:
@@ -369,3 +385,8 @@ def celery_broker(settings: RedisSettings) -> tuple[str, dict[str, Any]]:
     if settings.url is None:
         raise RedisNotConfigured("Celery")
     return settings.url, {}
+
+
+def is_cluster(client: object) -> bool:
+    """Whether ``client`` talks to a Redis Cluster (keys are then tagged per app)."""
+    return isinstance(client, (redis.RedisCluster, aioredis.RedisCluster))

@@ -108,7 +108,7 @@ class Node:
         self.settings = settings
         self.reuse_port = reuse_port
         self.node_id = make_node_id()
-        self.keys = Keys(settings.redis.key_prefix)
+        self.keys = Keys.of(settings.redis)
         self.redis, self.bus_redis = _redis_clients(_redis_settings(settings))
         log_settings = settings.history
         self.history = History(self.redis, self.keys, log_settings.max_events,

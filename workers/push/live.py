@@ -49,7 +49,7 @@ class Live:
     def __init__(self, settings: Settings, client: redis.Redis, store: PublishStore,
                  pub: Publish, app: AppSettings, send_task: Any) -> None:
         self.settings, self.r, self.store, self.pub, self.app = settings, client, store, pub, app
-        self.keys = Keys(settings.redis.key_prefix)
+        self.keys = Keys.of(settings.redis)
         self.send_task = send_task
         self.paths_key = store.keys.user_paths(pub.app_id, pub.publish_id)
 

@@ -65,7 +65,7 @@ def register(app: Flask, settings: Settings) -> None:
         celery = create_celery(settings)
     prefix = settings.redis.key_prefix
     if apps is None:
-        apps = AppResolver(settings, client, Keys(prefix))
+        apps = AppResolver(settings, client, Keys.of(settings.redis))
     app.extensions["clarion_beams"] = BeamsContext(
         settings=settings,
         redis=client,
