@@ -54,6 +54,9 @@ class Writers:
         for thread in self._threads:
             thread.join(30)
 
+    def count(self) -> int:
+        return sum(len(v) for v in self.acked.values())
+
     def key(self, t: int) -> str:
         return f"log:{{{self.tag}}}:{t}"
 
@@ -95,17 +98,23 @@ def test_slot_migrated_under_writes_loses_nothing(cluster: RedisCluster):
     slot = cluster.slot_of("{mig}")
     source = cluster.master_of_slot(slot)
     target = next(p for p in cluster.master_ports() if p != source)
+    client = cluster.client()
+    for i in range(200):
+        client.set(f"ballast:{{mig}}:{i}", i)
     writers = Writers(cluster, "mig").start()
     time.sleep(0.5)
-    # Small batches with pauses: the slot stays half moved for a while under the writes.
-    moved = cluster.migrate_slot(slot, target, batch=2, pause=0.05)
+    # Small batches with pauses: the slot stays half moved for seconds under the writes.
+    before = writers.count()
+    moved = cluster.migrate_slot(slot, target, batch=2, pause=0.02)
+    during = writers.count() - before
     time.sleep(0.5)
     writers.stop()
     assert cluster.master_of_slot(slot) == target
-    assert moved > 0
+    assert moved >= 200
+    assert during > 100, f"only {during} writes while the slot was moving"
     assert not writers.errors, writers.errors[:5]
     assert writers.stored() == writers.acked
-    assert sum(len(v) for v in writers.acked.values()) > 200
+    assert [client.get(f"ballast:{{mig}}:{i}") for i in range(200)] == [str(i) for i in range(200)]
 
 
 def test_graceful_failover_under_writes_loses_nothing(cluster: RedisCluster):
