@@ -96,12 +96,15 @@ def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentine
 
 
 @pytest.fixture
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+def redis_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisCluster]:
     """A Redis Cluster of the test's own: 3 masters with one replica each (tests/_harness/
-    redis_cluster.py). Request it before ``cluster_factory`` so that it outlives the
-    deployments."""
-    cluster = RedisCluster(tmp_path_factory.mktemp("rcluster"), replicas=1,
-                           binary=redis_binary()).start()
+    redis_cluster.py); other ``RedisCluster`` arguments by indirect parametrization. Request
+    it before ``cluster_factory`` so that it outlives the deployments."""
+    options = {"replicas": 1, **getattr(request, "param", {})}
+    cluster = RedisCluster(tmp_path_factory.mktemp("rcluster"), binary=redis_binary(),
+                           **options).start()
     _REDIS_CLUSTERS.append(cluster)
     try:
         yield cluster
