@@ -242,11 +242,12 @@ def test_slot_migration_then_graceful_failover_lose_nothing(
     _start(apps)
     time.sleep(3)
 
-    # (a) The slot of one app moved to the master of another, in small batches so that it
-    # stays half moved for a while under the stream.
+    # (a) The slot of one app moved to the master of another, one key at a time with pauses
+    # so that it stays half moved for seconds under the stream: a script whose keys are on
+    # both sides meanwhile gets TRYAGAIN.
     t_mig = time.time()
     target = _master_of(rc, apps[0])
-    keys = rc.migrate_slot(rc.slot_of(f"{{{moved_app.id}}}"), target, batch=5, pause=0.05)
+    keys = rc.migrate_slot(rc.slot_of(f"{{{moved_app.id}}}"), target, batch=1, pause=0.1)
     t_mig_done = time.time()
     assert _master_of(rc, moved_app) == target
     time.sleep(4)
