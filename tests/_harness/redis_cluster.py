@@ -339,16 +339,21 @@ class RedisCluster:
 
     # ------------------------------------------------------------------ failover
 
-    def failover(self, master: int, *, kill: bool = False, timeout: float = 30.0) -> int:
+    def failover(
+        self, master: int, *, kill: bool = False, lag: float = 0.0, timeout: float = 30.0
+    ) -> int:
         """Replace the master on port ``master`` by one of its replicas; the new master's port.
         Graceful (``CLUSTER FAILOVER`` on the replica: it waits until it has every write, then
         takes over) unless ``kill``: SIGKILL, the replicas notice after the node timeout and
-        elect one. Returns once every live node sees the new master and the cluster is ok."""
+        elect one. With ``kill`` and ``lag`` seconds, the replicas are frozen (SIGSTOP) and cut
+        off that long before the kill, so that the writes of those seconds die with the master:
+        the asynchronous replication window, made certain. Returns once every live node sees
+        the new master and the cluster is ok."""
         replicas = self.replicas_of(master)
         if not replicas:
             raise EmbeddedRedisError(f"master {master} has no replica to fail over to")
         if kill:
-            self.node(master).kill()
+            self._kill_after_lag(master, replicas, lag)
         else:
             with self.node(replicas[0]).client() as c:
                 c.execute_command("CLUSTER FAILOVER")
@@ -370,6 +375,24 @@ class RedisCluster:
             )
         self.wait_ok(timeout)
         return new[0]
+
+    def _kill_after_lag(self, master: int, replicas: list[int], lag: float) -> None:
+        frozen = [self.node(p).process for p in replicas] if lag > 0 else []
+        for process in frozen:
+            assert process is not None
+            process.send_signal(signal.SIGSTOP)
+        try:
+            if frozen:
+                # A frozen replica's kernel would still take in the stream: the master drops
+                # the link, and the frozen replica cannot connect again before the kill.
+                with self.node(master).client() as c:
+                    c.execute_command("CLIENT", "KILL", "TYPE", "replica")
+            time.sleep(lag)
+            self.node(master).kill()
+        finally:
+            for process in frozen:
+                assert process is not None
+                process.send_signal(signal.SIGCONT)
 
     def _everyone_sees_master(self, port: int) -> bool:
         for node in self.nodes:

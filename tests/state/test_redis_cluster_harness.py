@@ -153,3 +153,20 @@ def test_killed_master_replaced_by_its_replica(cluster: RedisCluster):
     assert took < 15, f"failover took {took:.1f} s"
     cluster.restart_node(master)
     assert master in cluster.replicas_of(new)
+
+
+def test_killed_master_with_lagging_replica_loses_the_lag(cluster: RedisCluster):
+    """``lag``: the replica frozen before the kill, so the writes of that window are gone for
+    certain (what a test of loss reporting needs)."""
+    slot = cluster.slot_of("{lag}")
+    master = cluster.master_of_slot(slot)
+    writers = Writers(cluster, "lag").start()
+    time.sleep(0.5)
+    new = cluster.failover(master, kill=True, lag=0.5)
+    time.sleep(0.5)
+    writers.stop()
+    assert cluster.master_of_slot(slot) == new
+    stored = writers.stored()
+    lost = sum(len(set(writers.acked[t]) - set(stored[t])) for t in stored)
+    assert lost > 20, f"only {lost} acknowledged writes lost in a 0.5 s window"
+    cluster.restart_node(master)
