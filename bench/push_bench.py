@@ -121,6 +121,14 @@ class Proc:
         self._log.close()
 
 
+def thread_cpu_seconds(native_id: int) -> float:
+    """CPU seconds of one thread of this process (an emulator's event-loop thread)."""
+    for t in psutil.Process().threads():
+        if t.id == native_id:
+            return t.user_time + t.system_time
+    return 0.0
+
+
 def cpu_seconds(procs: list[psutil.Process]) -> float:
     total = 0.0
     for p in procs:
@@ -197,6 +205,7 @@ class Result:
     # (seconds since the publish, delivered, RSS of all worker processes) every ~10 s
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
     loadavg_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    loadavg_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
     def rate(self) -> float:
@@ -243,6 +252,7 @@ def make_settings(
             "fcm_connections": args.fcm_connections,
             "apns_concurrency": args.apns_concurrency,
             "apns_max_connections": args.apns_connections,
+            "apns_client": args.apns_client,
         },
     )
 
@@ -265,6 +275,7 @@ def run_platform(
     api: Proc,
     redis_proc: psutil.Process,
     emulator_count: Any,
+    emulator_thread: int,
     log_dir: Path,
     timeout: float,
     n_workers: int = 1,
@@ -302,10 +313,11 @@ def run_platform(
         parties = {
             "worker": worker_family,
             "emulator (bench process)": lambda: [me],
+            "emulator thread (its event loop)": lambda: thread_cpu_seconds(emulator_thread),
             "API (gunicorn)": api.family,
             "redis-server": lambda: [redis_proc],
         }
-        cpu0 = {k: cpu_seconds(f()) for k, f in parties.items()}
+        cpu0 = {k: _cpu(f()) for k, f in parties.items()}
         machine0 = psutil.cpu_times()
         loadavg = os.getloadavg()
 
@@ -338,11 +350,12 @@ def run_platform(
             time.sleep(0.05)
         wall = time.perf_counter() - t0
         machine1 = psutil.cpu_times()
-        cpu = {k: cpu_seconds(f()) - cpu0[k] for k, f in parties.items()}
+        cpu = {k: _cpu(f()) - cpu0[k] for k, f in parties.items()}
+        loadavg_after = os.getloadavg()
         busy = lambda t: t.user + t.system + t.nice + t.irq + t.softirq + t.steal  # noqa: E731
         cpu["machine (all processes)"] = busy(machine1) - busy(machine0)
         cpu["other (not the above)"] = cpu["machine (all processes)"] - sum(
-            v for k, v in cpu.items() if k != "machine (all processes)"
+            v for k, v in cpu.items() if k not in ("machine (all processes)", THREAD)
         )
         sampler.stop()
     finally:
@@ -374,7 +387,16 @@ def run_platform(
         cpu=cpu,
         timeline=timeline,
         loadavg_before=loadavg,
+        loadavg_after=loadavg_after,
     )
+
+
+THREAD = "emulator thread (its event loop)"
+
+
+def _cpu(what: Any) -> float:
+    """CPU seconds of processes, or a thread's figure as it is."""
+    return what if isinstance(what, float) else cpu_seconds(what)
 
 
 # --------------------------------------------------------------------------- report
@@ -411,7 +433,8 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
         f"over {args.fcm_connections} keep-alive HTTP/1.1 connections "
         "(workers/providers/http1.py), and "
         f"up to {args.apns_concurrency} APNs sends as concurrent HTTP/2 streams over "
-        f"{args.apns_connections} connections; devices read {args.page_size} per SSCAN page.",
+        f"{args.apns_connections} connections ({args.apns_client}); "
+        f"devices read {args.page_size} per SSCAN page.",
         "",
         "| figure | " + " | ".join(r.platform.upper() for r in results) + " |",
         "|---|" + "---|" * len(results),
@@ -440,12 +463,16 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
         row(f"CPU s: {party}", lambda r, p=party: f"{r.cpu[p]:.1f}")
     row("CPU us per notification: worker",
         lambda r: f"{r.cpu['worker'] / r.devices * 1e6:.0f}")
-    row("CPU us per notification: emulator",
+    row("CPU us per notification: emulator (bench process: emulator + this driver)",
         lambda r: f"{r.cpu['emulator (bench process)'] / r.devices * 1e6:.0f}")
+    row("**CPU us per request: emulator thread alone**",
+        lambda r: f"**{r.cpu[THREAD] / r.devices * 1e6:.0f}**")
     row("machine busy (of 2 cores) during the run",
         lambda r: f"{r.cpu['machine (all processes)'] / r.wall_s / psutil.cpu_count() * 100:.0f} %")
     row("load average before (1/5/15 min)",
         lambda r: "/".join(f"{x:.2f}" for x in r.loadavg_before))
+    row("load average at the end (1/5/15 min)",
+        lambda r: "/".join(f"{x:.2f}" for x in r.loadavg_after))
     row("devices written to Redis (s, pipelined)", lambda r: f"{r.register_s:.1f}")
     for r in results:
         if r.timeline:
@@ -475,6 +502,7 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
                     "cpu_s": {k: round(v, 2) for k, v in r.cpu.items()},
                     "timeline": r.timeline,
                     "loadavg_before": r.loadavg_before,
+                    "loadavg_after": r.loadavg_after,
                 }
                 for r in results
             ],
@@ -508,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fcm-connections", type=int, default=64)
     p.add_argument("--apns-concurrency", type=int, default=500)
     p.add_argument("--apns-connections", type=int, default=4)
+    p.add_argument("--apns-client", choices=("curl", "aioapns"), default="curl")
+    p.add_argument("--api-port", type=int, default=0, help="the API's port (0: a free one)")
     p.add_argument("--page-size", type=int, default=500)
     p.add_argument("--timeout", type=float, default=1200.0, help="per platform, seconds")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -529,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     api: Proc | None = None
     results: list[Result] = []
     try:
-        port = free_port()
+        port = args.api_port or free_port()
         settings = make_settings(redis_server.url, fcm, apns, args, port)
         api = Proc("api", _RUN_API, settings, log_dir)
         api_url = f"http://127.0.0.1:{port}"
@@ -543,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_until(api_ready, 30, "the API", api.check_alive)
         assert redis_server.process is not None
         redis_proc = psutil.Process(redis_server.process.pid)
+        threads = {"fcm": fcm.thread.native_id, "apns": apns.thread.native_id}
         counters = {
             "fcm": lambda tokens: [len(fcm.delivered.get(t, ())) for t in tokens],
             "apns": lambda tokens: [len(apns.delivered.get(t, ())) for t in tokens],
@@ -550,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in platforms:
             result = run_platform(
                 name, args.devices, settings, api_url, api, redis_proc, counters[name],
-                log_dir, args.timeout, args.workers,
+                threads[name], log_dir, args.timeout, args.workers,
             )
             print(
                 f"[{name}] {result.devices:,} in {result.wall_s:.2f} s = {result.rate:,.0f}/s, "
