@@ -53,6 +53,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from emulators.apns import ApnsEmulator  # noqa: E402
+from emulators.apns_fast import GranianApnsEmulator  # noqa: E402
 from emulators.fcm import FcmEmulator  # noqa: E402
 
 from config.settings import Settings, settings_to_env  # noqa: E402
@@ -217,7 +218,11 @@ class Result:
 
 
 def make_settings(
-    redis_url: str, fcm: FcmEmulator, apns: ApnsEmulator, args: argparse.Namespace, port: int
+    redis_url: str,
+    fcm: FcmEmulator,
+    apns: ApnsEmulator | GranianApnsEmulator,
+    args: argparse.Namespace,
+    port: int,
 ) -> Settings:
     return Settings(
         redis={"url": redis_url, "key_prefix": "pbench:"},
@@ -275,7 +280,7 @@ def run_platform(
     api: Proc,
     redis_proc: psutil.Process,
     emulator_count: Any,
-    emulator_thread: int,
+    emulator_cpu: Any,
     log_dir: Path,
     timeout: float,
     n_workers: int = 1,
@@ -313,7 +318,7 @@ def run_platform(
         parties = {
             "worker": worker_family,
             "emulator (bench process)": lambda: [me],
-            "emulator thread (its event loop)": lambda: thread_cpu_seconds(emulator_thread),
+            emulator_cpu[0]: emulator_cpu[1],
             "API (gunicorn)": api.family,
             "redis-server": lambda: [redis_proc],
         }
@@ -391,7 +396,8 @@ def run_platform(
     )
 
 
-THREAD = "emulator thread (its event loop)"
+THREAD = "emulator alone (its thread in the bench process)"
+EMULATOR_PROCESS = "emulator process (granian)"
 
 
 def _cpu(what: Any) -> float:
@@ -433,7 +439,8 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
         f"over {args.fcm_connections} keep-alive HTTP/1.1 connections "
         "(workers/providers/http1.py), and "
         f"up to {args.apns_concurrency} APNs sends as concurrent HTTP/2 streams over "
-        f"{args.apns_connections} connections ({args.apns_client}); "
+        f"{args.apns_connections} connections ({args.apns_client} client, "
+        f"{args.apns_emulator} emulator); "
         f"devices read {args.page_size} per SSCAN page.",
         "",
         "| figure | " + " | ".join(r.platform.upper() for r in results) + " |",
@@ -459,14 +466,14 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
     row("worker RSS peak of the largest process, MB", lambda r: mb(r.rss_peak_single))
     row("worker VmHWM per process, MB",
         lambda r: " + ".join(mb(v) for v in sorted(r.hwm.values(), reverse=True)))
-    for party in results[0].cpu:
-        row(f"CPU s: {party}", lambda r, p=party: f"{r.cpu[p]:.1f}")
+    for party in dict.fromkeys(k for r in results for k in r.cpu):
+        row(f"CPU s: {party}", lambda r, p=party: f"{r.cpu[p]:.1f}" if p in r.cpu else "-")
     row("CPU us per notification: worker",
         lambda r: f"{r.cpu['worker'] / r.devices * 1e6:.0f}")
     row("CPU us per notification: emulator (bench process: emulator + this driver)",
         lambda r: f"{r.cpu['emulator (bench process)'] / r.devices * 1e6:.0f}")
-    row("**CPU us per request: emulator thread alone**",
-        lambda r: f"**{r.cpu[THREAD] / r.devices * 1e6:.0f}**")
+    row("**CPU us per request: emulator alone**",
+        lambda r: f"**{r.cpu.get(THREAD, r.cpu.get(EMULATOR_PROCESS, 0)) / r.devices * 1e6:.0f}**")
     row("machine busy (of 2 cores) during the run",
         lambda r: f"{r.cpu['machine (all processes)'] / r.wall_s / psutil.cpu_count() * 100:.0f} %")
     row("load average before (1/5/15 min)",
@@ -537,6 +544,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--apns-concurrency", type=int, default=500)
     p.add_argument("--apns-connections", type=int, default=4)
     p.add_argument("--apns-client", choices=("curl", "aioapns"), default="curl")
+    p.add_argument("--apns-emulator", choices=("granian", "h2"), default="granian",
+                   help="granian: HTTP/2 in Rust in a process of its own (emulators/apns_fast.py); "
+                   "h2: the tests' pure-Python emulator, in this process")
+    p.add_argument("--apns-port", type=int, default=0, help="the granian emulator's port")
     p.add_argument("--api-port", type=int, default=0, help="the API's port (0: a free one)")
     p.add_argument("--page-size", type=int, default=500)
     p.add_argument("--timeout", type=float, default=1200.0, help="per platform, seconds")
@@ -554,8 +565,14 @@ def main(argv: list[str] | None = None) -> int:
 
     redis_server = EmbeddedRedis(tmp / "redis").start()
     fcm = FcmEmulator().start()
-    apns = ApnsEmulator(tmp).start()
-    fcm.record_messages = apns.record_messages = False
+    if args.apns_emulator == "granian":
+        apns: ApnsEmulator | GranianApnsEmulator = GranianApnsEmulator(
+            tmp, args.apns_port or free_port()
+        ).start()
+    else:
+        apns = ApnsEmulator(tmp).start()
+        apns.record_messages = False
+    fcm.record_messages = False
     api: Proc | None = None
     results: list[Result] = []
     try:
@@ -573,15 +590,26 @@ def main(argv: list[str] | None = None) -> int:
         wait_until(api_ready, 30, "the API", api.check_alive)
         assert redis_server.process is not None
         redis_proc = psutil.Process(redis_server.process.pid)
-        threads = {"fcm": fcm.thread.native_id, "apns": apns.thread.native_id}
+        emulator_cpu = {
+            "fcm": (THREAD, lambda: thread_cpu_seconds(fcm.thread.native_id)),
+            "apns": (
+                (EMULATOR_PROCESS, lambda: cpu_seconds(apns.family()))
+                if isinstance(apns, GranianApnsEmulator)
+                else (THREAD, lambda: thread_cpu_seconds(apns.thread.native_id))
+            ),
+        }
         counters = {
             "fcm": lambda tokens: [len(fcm.delivered.get(t, ())) for t in tokens],
-            "apns": lambda tokens: [len(apns.delivered.get(t, ())) for t in tokens],
+            "apns": (
+                apns.counts
+                if isinstance(apns, GranianApnsEmulator)
+                else lambda tokens: [len(apns.delivered.get(t, ())) for t in tokens]
+            ),
         }
         for name in platforms:
             result = run_platform(
                 name, args.devices, settings, api_url, api, redis_proc, counters[name],
-                threads[name], log_dir, args.timeout, args.workers,
+                emulator_cpu[name], log_dir, args.timeout, args.workers,
             )
             print(
                 f"[{name}] {result.devices:,} in {result.wall_s:.2f} s = {result.rate:,.0f}/s, "
