@@ -113,6 +113,8 @@ class CurlH2Client:
         handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_2TLS)
         handle.setopt(pycurl.PIPEWAIT, 1)  # wait to multiplex rather than open a connection
         handle.setopt(pycurl.NOSIGNAL, 1)
+        # No proxy from the environment (https_proxy…): APNs was always reached directly.
+        handle.setopt(pycurl.PROXY, "")
         handle.setopt(pycurl.POST, 1)
         handle.setopt(pycurl.CONNECTTIMEOUT_MS, int(self.connect_timeout * 1000))
         handle.setopt(pycurl.WRITEFUNCTION, handle.buffer.extend)
