@@ -1,6 +1,12 @@
 """Push delivery benchmark: one Beams publish to N devices on one interest, through the local
 FCM and APNs emulators (tests/emulators, answering at once), one platform at a time.
 
+The FCM emulator runs in this process (its own event-loop thread); the APNs one by default is
+tests/emulators/apns_fast.py, granian (HTTP/2 and TLS in Rust) in a process of its own with the
+same checks as the tests' pure-Python h2 emulator (``--apns-emulator h2``), which costs more CPU
+per request than the worker and would bound the rate. Each emulator's own CPU (thread or
+process) is reported apart.
+
     .venv/bin/python -m bench.push_bench                       # 100,000 devices, fcm then apns
     .venv/bin/python -m bench.push_bench --devices 20000 --platform apns
     .venv/bin/python -m bench.push_bench --fcm-concurrency 64 --apns-concurrency 1000

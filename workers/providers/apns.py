@@ -1,4 +1,11 @@
-"""APNs over HTTP/2 through aioapns, made safe for a Celery worker.
+"""APNs: the message model, outcome classification, and the aioapns client made safe for a
+Celery worker.
+
+:func:`ApnsSender` picks the client. The default, ``push.apns_client = "curl"``, is
+workers/providers/apns_curl.py: aioapns's messages and provider token sent through libcurl's
+HTTP/2 (nghttp2, in C), about a third of the worker CPU per notification of aioapns's own
+pure-Python h2 connection. :class:`AioapnsSender` below is that connection, kept as the
+fallback (``"aioapns"``, or a libcurl without HTTP/2).
 
 aioapns's traps (reference: push-beams-fcm-apns.md, sections 0.3-0.5, 3.6 and the addendum)
 and what is done about each here:
