@@ -355,8 +355,11 @@ def run_platform(
             if now - last_print > 10:
                 last_print = now
                 timeline.append((now - t0, int(status.get("delivered") or 0), sampler.last_total))
-                print(f"[{name}] {now - t0:.0f} s: {status.get('delivered')} delivered, "
-                      f"worker RSS {mb(sampler.last_total)} MB", flush=True)
+                print(
+                    f"[{name}] {now - t0:.0f} s: {status.get('delivered')} delivered, "
+                    f"worker RSS {mb(sampler.last_total)} MB",
+                    flush=True,
+                )
             check_workers()
             time.sleep(0.05)
         wall = time.perf_counter() - t0
@@ -463,34 +466,53 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
         "worker-side: accepted -> finished (s)",
         lambda r: f"{r.worker_s:.2f}" if r.worker_s else "-",
     )
-    row("delivered / failed / retried / removed",
-        lambda r: "{delivered} / {failed} / {retried} / {removed}".format(**r.status))
-    row("every device exactly once (emulator count)",
-        lambda r: "yes" if r.exactly_once else f"NO ({r.duplicates} dup, {r.missing} missing)")
+    row(
+        "delivered / failed / retried / removed",
+        lambda r: "{delivered} / {failed} / {retried} / {removed}".format(**r.status),
+    )
+    row(
+        "every device exactly once (emulator count)",
+        lambda r: "yes" if r.exactly_once else f"NO ({r.duplicates} dup, {r.missing} missing)",
+    )
     row("worker RSS after start-up, MB (main + pool)", lambda r: mb(r.rss_ready))
     row("worker RSS peak, MB (main + pool, sampled 50 ms)", lambda r: mb(r.rss_peak_total))
     row("worker RSS peak of the largest process, MB", lambda r: mb(r.rss_peak_single))
-    row("worker VmHWM per process, MB",
-        lambda r: " + ".join(mb(v) for v in sorted(r.hwm.values(), reverse=True)))
+    row(
+        "worker VmHWM per process, MB",
+        lambda r: " + ".join(mb(v) for v in sorted(r.hwm.values(), reverse=True)),
+    )
     for party in dict.fromkeys(k for r in results for k in r.cpu):
         row(f"CPU s: {party}", lambda r, p=party: f"{r.cpu[p]:.1f}" if p in r.cpu else "-")
-    row("CPU us per notification: worker",
-        lambda r: f"{r.cpu['worker'] / r.devices * 1e6:.0f}")
-    row("CPU us per notification: emulator (bench process: emulator + this driver)",
-        lambda r: f"{r.cpu['emulator (bench process)'] / r.devices * 1e6:.0f}")
-    row("**CPU us per request: emulator alone**",
-        lambda r: f"**{r.cpu.get(THREAD, r.cpu.get(EMULATOR_PROCESS, 0)) / r.devices * 1e6:.0f}**")
-    row("machine busy (of 2 cores) during the run",
-        lambda r: f"{r.cpu['machine (all processes)'] / r.wall_s / psutil.cpu_count() * 100:.0f} %")
-    row("load average before (1/5/15 min)",
-        lambda r: "/".join(f"{x:.2f}" for x in r.loadavg_before))
-    row("load average at the end (1/5/15 min)",
-        lambda r: "/".join(f"{x:.2f}" for x in r.loadavg_after))
+    row("CPU us per notification: worker", lambda r: f"{r.cpu['worker'] / r.devices * 1e6:.0f}")
+    row(
+        "CPU us per notification: emulator (bench process: emulator + this driver)",
+        lambda r: f"{r.cpu['emulator (bench process)'] / r.devices * 1e6:.0f}",
+    )
+    row(
+        "**CPU us per request: emulator alone**",
+        lambda r: f"**{r.cpu.get(THREAD, r.cpu.get(EMULATOR_PROCESS, 0)) / r.devices * 1e6:.0f}**",
+    )
+    row(
+        "machine busy (of 2 cores) during the run",
+        lambda r: f"{r.cpu['machine (all processes)'] / r.wall_s / psutil.cpu_count() * 100:.0f} %",
+    )
+    row(
+        "load average before (1/5/15 min)", lambda r: "/".join(f"{x:.2f}" for x in r.loadavg_before)
+    )
+    row(
+        "load average at the end (1/5/15 min)",
+        lambda r: "/".join(f"{x:.2f}" for x in r.loadavg_after),
+    )
     row("devices written to Redis (s, pipelined)", lambda r: f"{r.register_s:.1f}")
     for r in results:
         if r.timeline:
-            lines += ["", f"{r.platform.upper()} over the run (RSS of all worker processes, "
-                      "main + pool):", "", "| s | delivered | worker RSS, MB |", "|---|---|---|"]
+            lines += [
+                "",
+                f"{r.platform.upper()} over the run (RSS of all worker processes, main + pool):",
+                "",
+                "| s | delivered | worker RSS, MB |",
+                "|---|---|---|",
+            ]
             lines += [f"| {t:.0f} | {d:,} | {mb(m)} |" for t, d, m in r.timeline]
     lines.append("")
     lines.extend(f"- {n}" for n in notes)
@@ -542,17 +564,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--platform", choices=("fcm", "apns", "both"), default="both")
     p.add_argument("--workers", type=int, default=1, help="worker processes (Celery workers)")
     p.add_argument("--worker-concurrency", type=int, default=1)
-    p.add_argument("--split-devices", type=int, default=50_000,
-                   help="push.split_devices (0: one publish is sent by one task run at a time)")
+    p.add_argument(
+        "--split-devices",
+        type=int,
+        default=50_000,
+        help="push.split_devices (0: one publish is sent by one task run at a time)",
+    )
     p.add_argument("--max-parts", type=int, default=16)
     p.add_argument("--fcm-concurrency", type=int, default=256)
     p.add_argument("--fcm-connections", type=int, default=64)
     p.add_argument("--apns-concurrency", type=int, default=500)
     p.add_argument("--apns-connections", type=int, default=4)
     p.add_argument("--apns-client", choices=("curl", "aioapns"), default="curl")
-    p.add_argument("--apns-emulator", choices=("granian", "h2"), default="granian",
-                   help="granian: HTTP/2 in Rust in a process of its own (emulators/apns_fast.py); "
-                   "h2: the tests' pure-Python emulator, in this process")
+    p.add_argument(
+        "--apns-emulator",
+        choices=("granian", "h2"),
+        default="granian",
+        help="granian: HTTP/2 in Rust in a process of its own (emulators/apns_fast.py); "
+        "h2: the tests' pure-Python emulator, in this process",
+    )
     p.add_argument("--apns-port", type=int, default=0, help="the granian emulator's port")
     p.add_argument("--api-port", type=int, default=0, help="the API's port (0: a free one)")
     p.add_argument("--page-size", type=int, default=500)
@@ -614,8 +644,17 @@ def main(argv: list[str] | None = None) -> int:
         }
         for name in platforms:
             result = run_platform(
-                name, args.devices, settings, api_url, api, redis_proc, counters[name],
-                emulator_cpu[name], log_dir, args.timeout, args.workers,
+                name,
+                args.devices,
+                settings,
+                api_url,
+                api,
+                redis_proc,
+                counters[name],
+                emulator_cpu[name],
+                log_dir,
+                args.timeout,
+                args.workers,
             )
             print(
                 f"[{name}] {result.devices:,} in {result.wall_s:.2f} s = {result.rate:,.0f}/s, "
