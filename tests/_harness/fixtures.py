@@ -25,8 +25,20 @@ _ACTIVE: list[Cluster] = []
 __all__ = [
     "cluster_factory", "dedicated_rabbitmq", "dedicated_redis", "pytest_runtest_makereport",
     "rabbitmq_server", "rabbitmq_url", "redis_cluster", "sentinel_group", "shared_redis_cluster",
-    "start_cluster",
+    "start_cluster", "STATE_REDIS",
 ]
+
+# Parameters of a deployment fixture that runs its suite on both kinds of state Redis.
+STATE_REDIS = ["redis", "redis-cluster"]
+
+
+def state_redis_sections(request: pytest.FixtureRequest, broker_url: str) -> dict[str, Any]:
+    """Settings sections for ``request.param`` of STATE_REDIS: none (the suite's Redis), or
+    the state on the shared Redis Cluster with ``broker_url`` as the Celery broker."""
+    if request.param != "redis-cluster":
+        return {}
+    cluster = request.getfixturevalue("shared_redis_cluster")
+    return {"redis": {"url": cluster.url, "cluster": True}, "broker": {"url": broker_url}}
 
 
 # A free port can be taken by someone else before the process it was chosen for binds it (the

@@ -13,7 +13,7 @@ import pusher
 import pytest
 from _harness import Cluster, PusherClient, RejectedConnection
 from _harness.client import data_of
-from _harness.fixtures import start_cluster, stop_cluster
+from _harness.fixtures import STATE_REDIS, start_cluster, state_redis_sections, stop_cluster
 from _harness.rest import signed_request
 
 from gateway.processes import wait_http_ready
@@ -21,15 +21,10 @@ from gateway.processes import wait_http_ready
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+@pytest.fixture(scope="module", params=STATE_REDIS)
 def cluster(request, redis_server, tmp_path_factory):
-    sections = {}
-    if request.param == "redis-cluster":
-        rc = request.getfixturevalue("shared_redis_cluster")
-        sections = {"redis": {"url": rc.url, "cluster": True},
-                    "broker": {"url": redis_server.url}}
     c = start_cluster(redis_server.url, tmp_path_factory.mktemp("e2e"), nodes=2, workers=2,
-                      **sections)
+                      **state_redis_sections(request, redis_server.url))
     yield c
     stop_cluster(c)
 
