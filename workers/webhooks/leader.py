@@ -103,6 +103,8 @@ class Leader:
         self._last_all = 0.0
         # Shards whose consumer group exists and whose pending entries were taken over.
         self._ready: set[str] = set()
+        # Apps with webhooks (Redis Cluster), as of the last shards().
+        self._hooked: set[str] = set()
 
     # ----------------------------------------------------------------- thread
 
@@ -152,12 +154,12 @@ class Leader:
             self._ready = set()
         shards = self.shards()
         for shard in shards:
-            if shard not in self._ready:
-                self._ensure_group(shard)
+            if shard not in self._ready and self._ensure_group(shard):
                 self._take_over(shard)
                 self._ready.add(shard)
         # Wake for the next due transition or retry rather than a whole tick later.
-        self._pump(min(tick, self._next_due_in(shards)), shards)
+        self._pump(min(tick, self._next_due_in(shards)),
+                   [shard for shard in shards if shard in self._ready])
         self.schedule(shards)
 
     def shards(self) -> list[str]:
@@ -166,6 +168,7 @@ class Leader:
         if not self.keys.cluster:
             return [GLOBAL]
         apps = self.apps.view().all() if self.apps is not None else self.settings.apps
+        self._hooked = {app.id for app in apps if app.webhooks}
         mono = time.monotonic()
         if mono - self._last_all >= ALL_APPS_EVERY:
             self._last_all = mono
@@ -190,13 +193,22 @@ class Leader:
         self._buffer = []
         self._ready = set()
 
-    def _ensure_group(self, shard: str) -> None:
+    def _ensure_group(self, shard: str) -> bool:
+        """Make the shard's consumer group (and stream); an app without webhooks gets none
+        until it has a stream (entries left from before its webhooks were removed): False
+        meanwhile. The group reads from the start of the stream, so entries written before
+        it existed are read all the same."""
+        make = shard == GLOBAL or shard in self._hooked
         try:
             self.redis.xgroup_create(self.keys.wh_events_of(shard), GROUP, id="0",
-                                     mkstream=True)
+                                     mkstream=make)
         except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+            if "BUSYGROUP" in str(exc):
+                return True
+            if not make and "requires the key to exist" in str(exc):
+                return False
+            raise
+        return True
 
     def _take_over(self, shard: str) -> None:
         """Claim every entry pending for any consumer (a previous leader's unbatched reads)."""
