@@ -372,3 +372,61 @@ def test_dead_node_swept_on_cluster(deployment, receiver, start_worker, loop):
     # The swept node's counts are gone from the apps' slots too.
     assert not nodes.sync.exists(keys.wh_counts(a, "ch-a"), keys.wh_counts(b, "ch-b"))
     loop.run_until_complete(nodes.close())
+
+
+def test_worker_killed_mid_delivery_and_a_master_restarted(
+    deployment, redis_cluster, receiver, start_worker, loop
+):
+    """SIGKILL the worker while a POST is in flight, restart the master of app a's slot,
+    start a new worker: every event of both apps arrives, each in one delivery only."""
+    first = {"held": False}
+
+    def behaviour(req: Any) -> tuple[int, dict[str, str], bytes, float]:
+        if not first["held"]:
+            first["held"] = True
+            return 200, {}, b"", 3.0  # the worker dies while waiting for this answer
+        return 200, {}, b"", 0.0
+
+    receiver.behaviour = behaviour
+    settings, a, b = deployment(
+        a=[webhook(receiver.url("/a"), "client_event")],
+        b=[webhook(receiver.url("/b"), "client_event")],
+    )
+    settings = settings.model_copy(
+        update={
+            "webhooks": settings.webhooks.model_copy(
+                update={"batch_size": 2, "timeout": 5.0, "lease": 1.0}
+            )
+        }
+    )
+    worker = start_worker(settings)
+    nodes = ClusterNodes(settings)
+    node = nodes.node("A")
+
+    async def send(start: int, n: int) -> None:
+        for i in range(start, start + n):
+            node.client_event(a if i % 2 else b, f"ch-{i % 3}", "client-n", str(i), "1.1")
+        await node.flush(30)
+
+    loop.run_until_complete(send(0, 8))
+    assert receiver.wait_for(lambda r: len(r.requests) >= 1, 15)
+    worker.kill()  # mid-delivery
+    time.sleep(1.1)  # let the AOF (appendfsync everysec) take the last writes
+    keys = Keys.of(settings.redis)
+    home = master_of(nodes.sync, keys.wh_events_of(a))
+    restarted = next(n for n in redis_cluster.nodes if n.port == home)
+    restarted.restart()
+    loop.run_until_complete(send(8, 6))  # reported while no worker runs
+    start_worker(settings)
+    store = Store(nodes.sync, keys, settings)
+    wait(
+        lambda: sum(len(store.list(app, DELIVERED)) for app in (a, b)) >= 7,
+        40,
+        "every delivery",
+    )
+    time.sleep(0.5)
+    data = sorted(int(e["data"]) for e in receiver.events())
+    assert data == list(range(14))  # once per id: no event in two deliveries
+    for req in receiver.delivered():
+        validate(a if req.path == "/a" else b, req)
+    loop.run_until_complete(nodes.close())
