@@ -105,6 +105,8 @@ class Leader:
         self._ready: set[str] = set()
         # Apps with webhooks (Redis Cluster), as of the last shards().
         self._hooked: set[str] = set()
+        # shard -> earliest score of its due and retry sets (None: empty), per step.
+        self._firsts: dict[str, tuple[float | None, float | None]] = {}
 
     # ----------------------------------------------------------------- thread
 
@@ -181,10 +183,30 @@ class Leader:
         for shard in shards:
             pipe.zrange(self.keys.wh_due_of(shard), 0, 0, withscores=True)
             pipe.zrange(self.keys.wh_retry_of(shard), 0, 0, withscores=True)
-        firsts = [row[0][1] for row in pipe.execute() if row]
+        rows = pipe.execute()
+        self._firsts = {
+            shard: (rows[2 * i][0][1] if rows[2 * i] else None,
+                    rows[2 * i + 1][0][1] if rows[2 * i + 1] else None)
+            for i, shard in enumerate(shards)}
+        firsts = [row[0][1] for row in rows if row]
         if not firsts:
             return float("inf")
         return max(0.001, (min(firsts) - now_ms()) / 1000)
+
+    def _due_shards(self, shards: list[str], which: int, now: int) -> list[str]:
+        """On Redis Cluster, the shards whose earliest due transition (``which`` 0) or retry
+        (1) seen by _next_due_in is due by ``now``: an idle app costs its stream read and two
+        ZRANGEs per step, not a scan of each set. (What was added since has a later score:
+        a debounce, a lease, a retry delay; a replay's "now" waits one step.) On one Redis
+        every set is scanned each step, as before."""
+        if not self.keys.cluster:
+            return shards
+        out = []
+        for shard in shards:
+            first = self._firsts.get(shard, (0, 0))[which]
+            if first is not None and first <= now:
+                out.append(shard)
+        return out
 
     def _lost(self) -> None:
         if self.leading:
@@ -357,8 +379,12 @@ class Leader:
 
     def schedule(self, shards: list[str] | None = None) -> None:
         now = now_ms()
-        self.run_due_transitions(now, shards)
-        self.enqueue_due_deliveries(now, shards)
+        if shards is None:
+            self.run_due_transitions(now)
+            self.enqueue_due_deliveries(now)
+        else:
+            self.run_due_transitions(now, self._due_shards(shards, 0, now))
+            self.enqueue_due_deliveries(now, self._due_shards(shards, 1, now))
         mono = time.monotonic()
         if mono - self._last_sweep >= max(1.0, self.settings.websocket.node_timeout / 2):
             self._last_sweep = mono
