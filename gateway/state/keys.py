@@ -60,7 +60,8 @@ Webhooks (gateway/webhooks, workers/webhooks; "\\x1f" separates fields inside me
 On Redis Cluster the per-app queues move into the app's slot, so that every webhook script
 touches one slot: ``P wh:due:{app}``, ``P wh:events:{app}``, ``P wh:retry:{app}``, and
 ``P whd:{app}:{id}`` (the delivery id ends with ``_{app}``, gateway/webhooks/store.py);
-``P whn:{node}`` and ``P wh:nodes`` stay untagged, written apart from the scripts.
+``P whn:{node}`` and ``P wh:nodes`` stay untagged, written apart from the scripts; ``P wh:wake``
+(zset, app -> unix ms) tells the leader which apps to look at, written after the app's keys.
 
 Channels, complete (cache channels, limits, sign-in, apps; docs/channels.md):
 
@@ -218,6 +219,11 @@ class Keys(KeySpace):
 
     def wh_retry_of(self, app_id: str) -> str:
         return f"{self.wh_retry}:{self.app(app_id)}" if self.cluster else self.wh_retry
+
+    @property
+    def wh_wake(self) -> str:
+        """Redis Cluster only: app -> when the leader should look at its queues (a hint)."""
+        return f"{self.prefix}wh:wake"
 
     def wh_delivery(self, delivery_id: str, app_id: str) -> str:
         if self.cluster:

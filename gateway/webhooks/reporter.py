@@ -116,6 +116,15 @@ class NodeChannels:
             pipe.srem(self.keys.wh_node_channels(self.node_id), *rows)
 
 
+def wake(pipe: Any, keys: Keys, app_ids: Any, at_ms: int) -> None:
+    """Redis Cluster: ask the leader to look at these apps' queues by ``at_ms``. Written
+    after what it points at; a hint lost to a crash only delays the work until the leader's
+    next look at every app (workers/webhooks/leader.py, ALL_APPS_EVERY)."""
+    apps = set(app_ids)
+    if apps:
+        pipe.zadd(keys.wh_wake, dict.fromkeys(apps, at_ms), lt=True)
+
+
 def due_member(kind: str, app_id: str, channel: str, user_id: str | None = None) -> str:
     parts = [kind, app_id, channel] if user_id is None else [kind, app_id, channel, user_id]
     return ev.SEP.join(parts)
@@ -326,7 +335,9 @@ class Reporter:
                 )
         if len(pipe):
             await pipe.execute()
-        await self._forget(written)
+        touched = {app_id for app_id, _ in written}
+        touched.update(op[1] for op in ops if op[0] != "node_died")
+        await self._forget(written, touched, now)
         for node in node_sweeps:
             await sweep_node_async(self.redis, self.keys, self.settings, node, self._scripts,
                                    self.app_by_id)
@@ -349,11 +360,14 @@ class Reporter:
             if len(pipe):
                 await pipe.execute()
 
-    async def _forget(self, written: dict[tuple[str, str], int]) -> None:
+    async def _forget(
+        self, written: dict[tuple[str, str], int], touched: set[str], now: int
+    ) -> None:
         if self._node_channels is not None:
             pipe = self.redis.pipeline(transaction=False)
             self._node_channels.forget(
                 pipe, [ev.SEP.join(key) for key, count in written.items() if count == 0])
+            wake(pipe, self.keys, touched, now)
             if len(pipe):
                 await pipe.execute()
 
@@ -372,6 +386,8 @@ async def sweep_node_async(
             continue
         k, a = subscriptions_call(keys, settings, app, channel, node_id, 0, now)
         await compiled.subscriptions(keys=k, args=a)
+        if keys.cluster:
+            await redis.zadd(keys.wh_wake, {app_id: now}, lt=True)
     await redis.delete(keys.wh_node_channels(node_id))
     await redis.hdel(keys.wh_nodes, node_id)
     return len(rows)

@@ -236,3 +236,12 @@ if cur then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 2
 """
+
+# Redis Cluster: the apps whose queues the leader should look at by now, taken (removed) at
+# once; a hint written again meanwhile stays for the next call.
+# KEYS: wake zset.  ARGV: now_ms, limit
+TAKE_WAKE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
+return ids
+"""

@@ -158,6 +158,9 @@ class Store:
             args=[expected, new, d.id, d.created_ms, "" if retry_at is None else retry_at,
                   "" if ttl is None else ttl, *flat],
         )
+        if ok and retry_at is not None and self.keys.cluster:
+            # After the schedule it points at (see reporter.wake).
+            self.redis.zadd(self.keys.wh_wake, {d.app_id: retry_at}, lt=True)
         return bool(ok)
 
     def list(

@@ -430,3 +430,36 @@ def test_worker_killed_mid_delivery_and_a_master_restarted(
     for req in receiver.delivered():
         validate(a if req.path == "/a" else b, req)
     loop.run_until_complete(nodes.close())
+
+
+def test_idle_leader_looks_only_at_woken_apps(deployment, loop):
+    """After its first look at every app, the leader serves only the apps a reporter or a
+    status change woke (``P wh:wake``) and those with something due: an idle app costs
+    nothing. Checked in process, with a Leader that takes the lead but starts no thread."""
+    from workers.webhooks.leader import Leader
+
+    settings, a, b = deployment()
+    keys = Keys.of(settings.redis)
+    client = sync_client(settings.redis, "test")
+    enqueued: list[str] = []
+    leader = Leader(settings, client, keys, enqueued.append)
+    leader.step()  # takes the lead: every app
+    assert leader.shards() == []
+    nodes = ClusterNodes(settings)
+    node = nodes.node("A")
+
+    async def go() -> None:
+        node.client_event(b, "private-x", "client-b", "1", "1.1")
+        await nodes.close()
+
+    loop.run_until_complete(go())
+    assert leader.shards() == [b]
+    assert leader.shards() == []  # a hint is taken once
+    # Woken again, the leader reads b's stream and commits its delivery.
+    client.zadd(keys.wh_wake, {b: 0})
+    wait(lambda: leader.step() or enqueued, 5, "b's delivery")
+    assert [delivery_app(i) for i in enqueued] == [b]
+    # The delivery's lease in b's retry set is remembered: b is looked at when it is due.
+    assert set(leader._next_look) == {b}
+    leader.stop()
+    client.close()

@@ -89,6 +89,7 @@ class Leader:
         self._release = s(scripts.RELEASE)
         self._commit = s(scripts.COMMIT)
         self._take_due = s(scripts.TAKE_DUE)
+        self._take_wake = s(scripts.TAKE_WAKE)
         self._due_vacate = s(scripts.DUE_VACATE)
         self._due_member = s(scripts.DUE_MEMBER)
         self._due_count = s(scripts.DUE_COUNT)
@@ -107,6 +108,8 @@ class Leader:
         self._hooked: set[str] = set()
         # shard -> earliest score of its due and retry sets (None: empty), per step.
         self._firsts: dict[str, tuple[float | None, float | None]] = {}
+        # Redis Cluster: app -> when its earliest due transition or retry comes due.
+        self._next_look: dict[str, float] = {}
 
     # ----------------------------------------------------------------- thread
 
@@ -154,6 +157,8 @@ class Leader:
         if got == 2 or not self.leading:
             self.leading = True
             self._ready = set()
+            self._last_all = 0.0
+            self._next_look = {}
         shards = self.shards()
         for shard in shards:
             if shard not in self._ready and self._ensure_group(shard):
@@ -165,17 +170,25 @@ class Leader:
         self.schedule(shards)
 
     def shards(self) -> list[str]:
-        """The queues to serve this step: the global ones, or on Redis Cluster each app's
-        (those of apps with webhooks; every app's every ALL_APPS_EVERY seconds)."""
+        """The queues to serve this step: the global ones, or on Redis Cluster the apps
+        worth a look: those woken (``P wh:wake``, written by reporters and status changes
+        after their work), those whose earliest due transition or retry seen so far is due,
+        and every app each ALL_APPS_EVERY seconds and when taking the lead (what a lost hint
+        or a lost leader left behind)."""
         if not self.keys.cluster:
             return [GLOBAL]
         apps = self.apps.view().all() if self.apps is not None else self.settings.apps
         self._hooked = {app.id for app in apps if app.webhooks}
+        now = now_ms()
+        woken = [i.decode() for i in self._take_wake(keys=[self.keys.wh_wake],
+                                                     args=[now, TAKE_LIMIT])]
         mono = time.monotonic()
         if mono - self._last_all >= ALL_APPS_EVERY:
             self._last_all = mono
             return [app.id for app in apps]
-        return [app.id for app in apps if app.webhooks]
+        known = {app.id for app in apps}
+        looks = [shard for shard, at in self._next_look.items() if at <= now]
+        return [shard for shard in dict.fromkeys([*woken, *looks]) if shard in known]
 
     def _next_due_in(self, shards: list[str]) -> float:
         """Seconds until the earliest entry of ``P wh:due`` / ``P wh:retry`` (inf if none)."""
@@ -189,6 +202,15 @@ class Leader:
                     rows[2 * i + 1][0][1] if rows[2 * i + 1] else None)
             for i, shard in enumerate(shards)}
         firsts = [row[0][1] for row in rows if row]
+        if self.keys.cluster:
+            # Remembered for the apps not looked at in the next steps.
+            for shard, pair in self._firsts.items():
+                seen = [score for score in pair if score is not None]
+                if seen:
+                    self._next_look[shard] = min(seen)
+                else:
+                    self._next_look.pop(shard, None)
+            firsts = list(self._next_look.values())
         if not firsts:
             return float("inf")
         return max(0.001, (min(firsts) - now_ms()) / 1000)
@@ -214,6 +236,9 @@ class Leader:
         self.leading = False
         self._buffer = []
         self._ready = set()
+        # A new lead looks at every app first.
+        self._last_all = 0.0
+        self._next_look = {}
 
     def _ensure_group(self, shard: str) -> bool:
         """Make the shard's consumer group (and stream); an app without webhooks gets none
@@ -352,6 +377,8 @@ class Leader:
                         len(buffer))
             return []
         pending = [d.id for d in deliveries if d.status == PENDING]
+        if self.keys.cluster and pending:  # the leases in the retry set: look again then
+            self._next_look[shard] = min(lease_until, self._next_look.get(shard, lease_until))
         for d in deliveries:
             if d.status == DEAD:
                 log.warning("webhook delivery %s to disabled endpoint %s kept as dead",
@@ -478,6 +505,8 @@ class Leader:
                 continue
             k, a = subscriptions_call(self.keys, self.settings, app, channel, node, 0, now)
             self._subscriptions(keys=k, args=a)
+            if self.keys.cluster:  # its vacates are due after the debounce
+                self._next_look[app_id] = min(now, self._next_look.get(app_id, now))
         self.redis.delete(self.keys.wh_node_channels(node))
         self.redis.hdel(self.keys.wh_nodes, node)
         log.info("webhooks: swept %d channel counts of dead node %s", len(rows), node)
