@@ -22,9 +22,9 @@ outlive its visibility timeout.
 On Redis Cluster each app has its own stream, due and retry sets (in the app's slot, see
 gateway/state/keys.py), so every script above keeps its single-slot atomicity: the leader
 serves them app by app (a *shard*; the one shard of a standalone Redis is ``""``, the global
-keys), polling the streams rather than blocking on one, the apps with webhooks every tick
-and every app every ``ALL_APPS_EVERY`` seconds (leftovers of an app whose webhooks were
-removed are still taken, as on a standalone Redis).
+keys), polling the streams rather than blocking on one: the apps woken in ``P wh:wake``, those
+with something due, and every app every ``ALL_APPS_EVERY`` seconds (see :meth:`Leader.shards`;
+leftovers of an app whose webhooks were removed are still taken, as on a standalone Redis).
 """
 
 from __future__ import annotations
@@ -188,7 +188,15 @@ class Leader:
             return [app.id for app in apps]
         known = {app.id for app in apps}
         looks = [shard for shard, at in self._next_look.items() if at <= now]
-        return [shard for shard in dict.fromkeys([*woken, *looks]) if shard in known]
+        # An app the view does not have yet (up to a second old) is looked up in the store.
+        return [shard for shard in dict.fromkeys([*woken, *looks])
+                if shard in known or self.app_by_id(shard) is not None]
+
+    def all_shards(self) -> list[str]:
+        if not self.keys.cluster:
+            return [GLOBAL]
+        apps = self.apps.view().all() if self.apps is not None else self.settings.apps
+        return [app.id for app in apps]
 
     def _next_due_in(self, shards: list[str]) -> float:
         """Seconds until the earliest entry of ``P wh:due`` / ``P wh:retry`` (inf if none)."""
@@ -423,7 +431,7 @@ class Leader:
     def enqueue_due_deliveries(self, now: int, shards: list[str] | None = None) -> int:
         lease_until = now + int(self.settings.webhooks.lease * 1000)
         taken = 0
-        for shard in self.shards() if shards is None else shards:
+        for shard in self.all_shards() if shards is None else shards:
             ids = self._take_due(keys=[self.keys.wh_retry_of(shard)],
                                  args=[now, lease_until, TAKE_LIMIT])
             for i in ids:
@@ -433,7 +441,7 @@ class Leader:
 
     def run_due_transitions(self, now: int, shards: list[str] | None = None) -> int:
         return sum(self._run_due_transitions(now, shard)
-                   for shard in (self.shards() if shards is None else shards))
+                   for shard in (self.all_shards() if shards is None else shards))
 
     def _run_due_transitions(self, now: int, shard: str) -> int:
         k = self.keys
