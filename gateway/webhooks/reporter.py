@@ -343,7 +343,6 @@ class Reporter:
                                    self.app_by_id)
         return written
 
-
     async def _queue(self, script: Any, keys: list[str], args: list[Any], pipe: Any) -> None:
         if self._node_channels is None:
             await script(keys=keys, args=args, client=pipe)
