@@ -40,7 +40,7 @@ from config.settings import Settings
 from gateway.dashboard.debuglog import DebugLog
 from gateway.state.apps import AppResolver
 from gateway.state.keys import Keys
-from gateway.state.redis_client import celery_broker, sync_client
+from gateway.state.redis_client import celery_broker, sync_bus_client, sync_client
 from workers.kombu_fixes import closed_channel_is_a_connection_error
 
 QUEUES = ("live", "push", "webhooks")
@@ -58,6 +58,7 @@ class WorkerContext:
         self.keys = Keys.of(settings.redis)
         self._lock = threading.Lock()
         self._redis: redis.Redis | None = None
+        self._bus: redis.Redis | None = None
         self._pid: int | None = None
         self._apps: AppResolver | None = None
         self._debuglog: DebugLog | None = None
@@ -74,8 +75,17 @@ class WorkerContext:
                         socket_timeout=10,
                         health_check_interval=30,
                     )
+                    self._bus = sync_bus_client(self.settings.redis, self._redis,
+                                                socket_connect_timeout=5, socket_timeout=10)
                     self._pid = pid
         return self._redis
+
+    @property
+    def bus(self) -> redis.Redis:
+        """The client bus messages are published with: ``redis`` itself, or on Redis Cluster
+        a plain client on one of its nodes (gateway/state/redis_client.py)."""
+        client = self.redis  # makes both, in this process
+        return self._bus or client
 
     @property
     def debuglog(self) -> DebugLog | None:
@@ -103,7 +113,9 @@ class WorkerContext:
     def close(self) -> None:
         if self._redis is not None and self._pid == os.getpid():
             self._redis.close()
-        self._redis = None
+            if self._bus is not self._redis and self._bus is not None:
+                self._bus.close()
+        self._redis = self._bus = None
 
 
 def broker_url(settings: Settings) -> str:

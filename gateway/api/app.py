@@ -43,6 +43,10 @@ _UNAVAILABLE = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
+    # Redis Cluster moving a slot or failing a master over (the client retried already).
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
     KombuOperationalError,
 )
 
@@ -92,9 +96,11 @@ def create_app(settings: Settings) -> Flask:
     )
     keys = Keys.of(settings.redis)
     history = History(client, keys, settings.history.max_events, settings.history.retention)
-    if settings.redis.sentinels:
-        # A failover must not hide the events the old master took with it.
+    if settings.redis.sentinels or settings.redis.cluster:
+        # A failover must not hide the events the old master took with it: on Sentinel the
+        # heads are put back at the switch, on Cluster they go into every accept.
         history.heads = ChainHeads()
+    if settings.redis.sentinels:
         failover_watch(settings.redis).before_resume(history.heads.restore)
     apps = AppResolver(settings, client, keys)
     metrics = ApiMetrics()

@@ -60,8 +60,12 @@ class ChannelCache:
                  data: Any) -> None:
         """Queue the compare-and-store on a (sync) pipeline, next to the bus publish."""
         text = data if isinstance(data, str) else ("" if data is None else str(data))
-        self._store(keys=[self.keys.cache(app_id, channel)],
-                    args=[serial, event, text, self.ttl], client=pipe)
+        key = self.keys.cache(app_id, channel)
+        if self.keys.cluster:
+            # A cluster pipeline does not load scripts: EVAL carries it to whichever master.
+            pipe.execute_command("EVAL", STORE_LUA, 1, key, serial, event, text, self.ttl)
+            return
+        self._store(keys=[key], args=[serial, event, text, self.ttl], client=pipe)
 
     async def get(self, app_id: str, channel: str) -> CachedEvent | None:
         """Node side (asyncio client)."""

@@ -10,6 +10,10 @@ channel counter the new master holds below that serial back up to it. The next e
 names the lost one as its predecessor, which no log has: every reader that had not seen it is
 told (``history_gap``, ``clarion:resume_failed``), as after any lost log.
 
+On Redis Cluster no announcement tells the API that a master was replaced, so the heads go
+into every accept instead (``floors``): the script chains an event to the channel's head that
+this process remembers when the counter it finds is below it (gateway/state/history.py).
+
 A counter already moved on by another process (an event accepted on the new master first) is
 left alone: that process's event linked up with what the new master had, so that gap stays
 unseen. Each process repairs at the same announcement, before its own first write, so that
@@ -63,6 +67,11 @@ class ChainHeads:
                 self._heads[key] = (serial, now)
             if now - self._pruned > self.window:
                 self._prune(now)
+
+    def floors(self, serial_keys: Sequence[str]) -> list[int]:
+        """The serial this process gave each channel last (0: none within the window)."""
+        with self._lock:
+            return [self._heads.get(key, (0, 0.0))[0] for key in serial_keys]
 
     def _prune(self, now: float) -> None:
         self._pruned = now

@@ -18,22 +18,20 @@ from typing import Any
 
 from gateway.state.keys import Keys
 
-# KEYS: conn:{app}, nodes zset, nconn:{node}. ARGV: node id, this node's count with the new
-# connection, max, oldest live heartbeat (unix ms), app id.
-# Returns 1 (admitted, count written) or 0 (full).
+# KEYS: conn:{app}. ARGV: node id, this node's count with the new connection, max, then the
+# live nodes (heartbeat newer than node_timeout). Returns 1 (admitted, count written) or 0
+# (full). The live nodes are read before, apart: on Redis Cluster ``nodes`` is in another
+# slot, and a heartbeat read a moment early decides nothing the script could do better.
 ADMIT_LUA = """
 local flat = redis.call('HGETALL', KEYS[1])
 local total = tonumber(ARGV[2])
-local oldest = tonumber(ARGV[4])
+local live = {}
+for i = 4, #ARGV do live[ARGV[i]] = true end
 for i = 1, #flat, 2 do
-  if flat[i] ~= ARGV[1] then
-    local beat = redis.call('ZSCORE', KEYS[2], flat[i])
-    if beat and tonumber(beat) >= oldest then total = total + tonumber(flat[i + 1]) end
-  end
+  if flat[i] ~= ARGV[1] and live[flat[i]] then total = total + tonumber(flat[i + 1]) end
 end
 if total > tonumber(ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[5])
 return 1
 """
 
@@ -52,10 +50,14 @@ class ConnectionCounts:
         return int((time.time() - self.node_timeout) * 1000)
 
     async def admit(self, app_id: str, count_with_new: int, max_connections: int) -> bool:
+        # The node's field is listed first: a field written then is always found by a sweep.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sadd(self.keys.node_connections(self.node_id), app_id)
+        pipe.zrangebyscore(self.keys.nodes, self._oldest(), "+inf")
+        _, live = await pipe.execute()
         return bool(await self._admit(
-            keys=[self.keys.connections(app_id), self.keys.nodes,
-                  self.keys.node_connections(self.node_id)],
-            args=[self.node_id, count_with_new, max_connections, self._oldest(), app_id],
+            keys=[self.keys.connections(app_id)],
+            args=[self.node_id, count_with_new, max_connections, *live],
         ))
 
     async def set(self, app_id: str, count: int) -> None:

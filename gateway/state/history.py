@@ -49,11 +49,13 @@ SERIAL_TTL = 86400
 # KEYS: serial key and log key of each event, in pairs; optionally then the queue key, the
 # armed key and the pending key (gateway/state/keys.py, lv:*); optionally last the request's
 # idempotency key (idem:*).
-# ARGV: max events, retention seconds, serial ttl, n (events), armed ms, pending ttl, one entry
-# JSON per event, then (with the queue key) the task message's head, its n + 1 body pieces
-# between which the events' "serial,prev" go, and its tail (gateway/api/deliver_message.py),
-# then (with the idempotency key) the request's fingerprint, its response ("" if not known yet)
-# and the key's window in ms.
+# ARGV: max events, retention seconds, serial ttl, n (events), armed ms, pending ttl, "1" if
+# floors follow the entries (else "0"), one entry JSON per event, then (with "1") each event's
+# floor: the serial the caller gave its channel last (0: none known); its prev is at least that
+# (gateway/state/chain_heads.py). Then (with the queue key) the task message's head, its n + 1
+# body pieces between which the events' "serial,prev" go, and its tail
+# (gateway/api/deliver_message.py), then (with the idempotency key) the request's fingerprint,
+# its response ("" if not known yet) and the key's window in ms.
 # An empty head (a broker other than this Redis) pushes nothing: the script only decides, and
 # the caller sends the task (gateway/api/live_sender.py).
 # Returns serial and prev of each event, then (with the queue key) 1 if a task was queued (or,
@@ -77,6 +79,7 @@ ACCEPT_LUA = """
 local cap = tonumber(ARGV[1])
 local retention = tonumber(ARGV[2])
 local n = tonumber(ARGV[4])
+local floors = ARGV[7] == '1' and 7 + n or nil
 local extra = #KEYS - 2 * n
 local idem = extra % 3 == 1 and KEYS[#KEYS]
 local t = redis.call('TIME')
@@ -99,14 +102,20 @@ for i = 1, 2 * n, 2 do
   -- the clock (several events of a channel within a microsecond, or a clock that went back).
   local last = redis.call('SET', sk, nows, 'EX', ARGV[3], 'GET')
   local prev = last and tonumber(last) or 0
+  local ps = last or '0'
+  if floors then
+    -- Behind what the caller gave it: a failover lost the channel's last events. Chain the
+    -- next event to the lost one, so that readers who missed it are told.
+    local floor = ARGV[floors + (i + 1) / 2]
+    if tonumber(floor) > prev then prev, ps = tonumber(floor), floor end
+  end
   local s, ss = now, nows
   if prev >= now then
     s = prev + 1
     ss = string.format('%d', s)
     redis.call('SET', sk, ss, 'EX', ARGV[3])
   end
-  local ps = last or '0'
-  redis.call('ZADD', hk, ss, ss .. ' ' .. ps .. ' ' .. ARGV[6 + (i + 1) / 2])
+  redis.call('ZADD', hk, ss, ss .. ' ' .. ps .. ' ' .. ARGV[7 + (i + 1) / 2])
   redis.call('ZREMRANGEBYSCORE', hk, '-inf', expired)
   redis.call('ZREMRANGEBYRANK', hk, '0', keep)
   redis.call('EXPIRE', hk, ARGV[2])
@@ -116,7 +125,7 @@ for i = 1, 2 * n, 2 do
 end
 if extra >= 3 then
   local queue, armed, pending = KEYS[2 * n + 1], KEYS[2 * n + 2], KEYS[2 * n + 3]
-  local head = 7 + n
+  local head = 8 + n + (floors and n or 0)
   local body = {ARGV[head + 1]}
   for j = 1, n do
     body[2 * j] = links[j]
@@ -232,11 +241,14 @@ class History:
         max_events, retention = (
             (limits.max_events, limits.retention) if limits else (self.max_events, self.retention))
         keys: list[str] = []
+        floored = self.heads is not None and self.keys.cluster
         args: list[Any] = [max_events, retention, max(SERIAL_TTL, retention), len(events),
-                           ARMED_MS, self.retention]
+                           ARMED_MS, self.retention, "1" if floored else "0"]
         for channel, event, data, exclude in events:
             keys += [self.keys.serial(app_id, channel), self.keys.history(app_id, channel)]
             args.append(entry_json(event, data, exclude))
+        if floored:
+            args += self.heads.floors(keys[0::2])
         return keys, args
 
     def _run(
@@ -280,7 +292,10 @@ class History:
         prev) and whether the request needs (or got) a task of its own, or what ``claim``'s
         key holds."""
         keys, args = self.accept_args(app_id, events, limits)
-        keys += [queue_key, self.keys.live_armed, self.keys.live_pending]
+        armed = self.keys.live_armed_of(app_id)
+        # Without a head the queue is not written: the armed key stands in for it, so that on
+        # Redis Cluster the script names only keys of the app's slot.
+        keys += [queue_key if head else armed, armed, self.keys.live_pending_of(app_id)]
         args.append(head)
         args += body
         args.append(tail)
@@ -314,7 +329,10 @@ class History:
         out: list[int] = []
         for i in range(0, len(channels), chunk):
             keys = [self.keys.serial(app, ch) for app, ch in channels[i : i + chunk]]
-            out += [_serial(v) for v in await self.redis.mget(keys)]
+            # On Redis Cluster the apps' keys are in several slots: one MGET per slot.
+            values = await (self.redis.mget_nonatomic(keys) if self.keys.cluster
+                            else self.redis.mget(keys))
+            out += [_serial(v) for v in values]
         return out
 
     async def since(

@@ -2,6 +2,12 @@
 
 All keys start with ``settings.redis.key_prefix`` (default ``clarion:``), shown as ``P``.
 
+On Redis Cluster (``redis.cluster``) every ``{app}`` below is written as a hash tag, ``{1}``
+for app 1 (``KeySpace.app``): all of an app's keys are in one slot, so that every script and
+MULTI, which only ever name one app's keys, runs on one master. Keys without an app (``P
+nodes``, ``P bus``, the webhook queues) are in slots of their own and are never named in the
+same script as an app's. Without Cluster the names are as below (no braces).
+
 | key                           | type   | holds                                         | lifetime              |
 |-------------------------------|--------|-----------------------------------------------|-----------------------|
 | P bus                         | pubsub | control messages (see bus.py) to every WS node| -                     |
@@ -18,6 +24,7 @@ All keys start with ``settings.redis.key_prefix`` (default ``clarion:``), shown 
 | P pc:{app}:{channel}          | hash   | presence user id -> connection count          | while members remain  |
 | P ps:{app}:{channel}          | hash   | presence socket id -> user id                 | while members remain  |
 | P np:{node}                   | set    | "{app}\\x1f{channel}\\x1f{socket}" presence rows | deleted with the node |
+|                               |        | (on Cluster np:{app}:{node}, one per app)     |                       |
 | P sweep:{node}                | string | lock held by the node cleaning up a dead one  | 30 s                  |
 | P live                        | list   | Celery queue ``live`` (kombu's key)           | until consumed        |
 | P lv:armed                    | string | a ``clarion.live.deliver`` task is queued and | until it drains: 5 s  |
@@ -25,6 +32,8 @@ All keys start with ``settings.redis.key_prefix`` (default ``clarion:``), shown 
 |                               |        |                                               | while it runs         |
 | P lv:pending                  | list   | task bodies of requests that rode on the      | retention, renewed    |
 |                               |        | queued task instead of queueing their own     |                       |
+|                               |        | (on Cluster: lv:{app}:armed, lv:{app}:pending |                       |
+|                               |        | per app)                                      |                       |
 | P idem:{app}/{key}            | hash   | an idempotency key of a publish: f (request   | the idempotency       |
 |                               |        | fingerprint), r (the response body) or, until | window from the first |
 |                               |        | it is known, t (accepted at, Redis us). "/"   | request, not renewed  |
@@ -76,7 +85,7 @@ Channels, complete (cache channels, limits, sign-in, apps; docs/channels.md):
 | P uso:{app}                   | hash   | user id -> sign-outs so far (cluster), so the | never                 |
 |                               |        | push worker tells "stayed signed in"          |                       |
 | P nu:{node}                   | hash   | "{app}\x1f{user}" -> signed-in connections on | deleted with the node |
-|                               |        | the node                                      |                       |
+|                               |        | the node (on Cluster nu:{app}:{node})         |                       |
 | P sct:{app}:{channel}         | string | subscription_count broadcast slot (throttle)  | 5 s                   |
 | P rl:{app}:{unix second}      | string | REST API requests of the app in that second   | 2 s                   |
 | P apps                        | hash   | app id -> AppSettings JSON (`clarion apps`),  | kept                  |
@@ -148,6 +157,15 @@ class Keys(KeySpace):
     def live_pending(self) -> str:
         return f"{self.prefix}lv:pending"
 
+    # On Cluster an app's requests ride on a task of that app, so that the accept script
+    # stays in the app's slot; alone, every app's requests share one task.
+    def live_armed_of(self, app_id: str) -> str:
+        return f"{self.prefix}lv:{self.app(app_id)}:armed" if self.cluster else self.live_armed
+
+    def live_pending_of(self, app_id: str) -> str:
+        return (f"{self.prefix}lv:{self.app(app_id)}:pending" if self.cluster
+                else self.live_pending)
+
     def history(self, app_id: str, channel: str) -> str:
         return f"{self.prefix}h:{self.app(app_id)}:{channel}"
 
@@ -169,7 +187,12 @@ class Keys(KeySpace):
     def presence_sockets(self, app_id: str, channel: str) -> str:
         return f"{self.prefix}ps:{self.app(app_id)}:{channel}"
 
-    def node_presence(self, node_id: str) -> str:
+    # A node's presence rows and sign-ins: on Cluster one key per app, in the app's slot (the
+    # scripts that change a channel's members or a user's count change them too); a sweep
+    # finds a node's keys with the app "*" as a SCAN pattern (gateway/state/registry.py).
+    def node_presence(self, node_id: str, app_id: str = "") -> str:
+        if self.cluster:
+            return f"{self.prefix}np:{self.app(app_id)}:{node_id}"
         return f"{self.prefix}np:{node_id}"
 
     def sweep_lock(self, node_id: str) -> str:
@@ -260,7 +283,9 @@ class Keys(KeySpace):
     def users_signouts(self, app_id: str) -> str:
         return f"{self.prefix}uso:{self.app(app_id)}"
 
-    def node_users(self, node_id: str) -> str:
+    def node_users(self, node_id: str, app_id: str = "") -> str:
+        if self.cluster:
+            return f"{self.prefix}nu:{self.app(app_id)}:{node_id}"
         return f"{self.prefix}nu:{node_id}"
 
     def subscription_count_slot(self, app_id: str, channel: str) -> str:

@@ -90,7 +90,7 @@ class Presence:
             k.presence_members(app_id, channel),
             k.presence_counts(app_id, channel),
             k.presence_sockets(app_id, channel),
-            k.node_presence(node_id),
+            k.node_presence(node_id, app_id),
         ]
 
     async def join(

@@ -387,6 +387,87 @@ def celery_broker(settings: RedisSettings) -> tuple[str, dict[str, Any]]:
     return settings.url, {}
 
 
+# ----------------------------------------------------------------- the bus on Redis Cluster
+#
+# Classic pub/sub on a Redis Cluster reaches every node of it: a message PUBLISHed on any node
+# is heard by subscribers on every other. The bus (gateway/state/bus.py) keeps its one listener
+# connection and pipelined publishes that way (a cluster client refuses PUBLISH in pipelines):
+# its connections are plain ones to a node of the cluster, the first of the nodes the cluster
+# client knows now that accepts one, so a node that died is left for another at the next
+# (re)connect.
+
+Addresses = Callable[[], list[tuple[str, int]]]
+
+
+def _cluster_addresses(cluster: Any, settings: RedisSettings) -> Addresses:
+    seed = redis.connection.parse_url(settings.url or "")
+    fallback = [(seed.get("host", "localhost"), int(seed.get("port", 6379)))]
+
+    def addresses() -> list[tuple[str, int]]:
+        # Empty until the cluster client's first command has read the topology.
+        return [(n.host, n.port) for n in cluster.get_nodes()] or fallback
+    return addresses
+
+
+def _any_node(cls: type, addresses: Addresses) -> type:
+    class AnyNode(cls):  # type: ignore[misc, valid-type]
+        def _connect(self) -> Any:
+            return _first_that_connects(self, addresses, super()._connect)
+    return AnyNode
+
+
+def _any_node_async(cls: type, addresses: Addresses) -> type:
+    class AnyNode(cls):  # type: ignore[misc, valid-type]
+        async def _connect(self) -> None:
+            error: Exception = ConnectionError("no node of the Redis Cluster known")
+            for host, port in addresses():
+                self.host, self.port = host, port
+                try:
+                    return await super()._connect()
+                except (TimeoutError, OSError) as exc:
+                    error = exc
+            raise error
+    return AnyNode
+
+
+def _first_that_connects(conn: Any, addresses: Addresses, connect: Callable[[], Any]) -> Any:
+    error: Exception = ConnectionError("no node of the Redis Cluster known")
+    for host, port in addresses():
+        conn.host, conn.port = host, port
+        try:
+            return connect()
+        except OSError as exc:
+            error = exc
+    raise error
+
+
+def sync_bus_client(settings: RedisSettings, client: redis.Redis, **options: Any
+                    ) -> redis.Redis:
+    """The client to publish bus messages with: ``client`` itself, or on Redis Cluster a
+    plain client on any node of it (see above)."""
+    if not is_cluster(client):
+        return client
+    addresses = _cluster_addresses(client, settings)
+    host, port = addresses()[0]
+    pool = redis.ConnectionPool(connection_class=_any_node(redis.Connection, addresses),
+                                host=host, port=port, **options)
+    return redis.Redis(connection_pool=pool)
+
+
+def async_bus_client(settings: RedisSettings, client: aioredis.Redis, who: str,
+                     **options: Any) -> aioredis.Redis:
+    """The bus's asyncio client: on Redis Cluster a plain one on any node of the cluster
+    ``client`` talks to (its topology is the list tried), else one like ``async_client``."""
+    if not is_cluster(client):
+        return async_client(settings, who, **options)
+    addresses = _cluster_addresses(client, settings)
+    host, port = addresses()[0]
+    pool = aioredis.ConnectionPool(
+        connection_class=_any_node_async(aioredis.Connection, addresses),
+        host=host, port=port, **options)
+    return aioredis.Redis(connection_pool=pool)
+
+
 def is_cluster(client: object) -> bool:
     """Whether ``client`` talks to a Redis Cluster (keys are then tagged per app)."""
     return isinstance(client, (redis.RedisCluster, aioredis.RedisCluster))

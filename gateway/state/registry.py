@@ -61,15 +61,27 @@ class Registry:
     async def _sweep_presence(
         self, node: str, presence: Presence, on_member_removed: OnMemberRemoved
     ) -> None:
-        for row in await self.redis.smembers(self.keys.node_presence(node)):
-            text = row.decode() if isinstance(row, bytes) else row
-            app_id, channel, socket_id = split_presence_row(text)
-            user_id = await presence.leave(app_id, channel, socket_id, node_id=node)
-            if user_id is not None:
-                await on_member_removed(app_id, channel, user_id)
+        for key in await node_keys(self.redis, self.keys, self.keys.node_presence, node):
+            for row in await self.redis.smembers(key):
+                text = row.decode() if isinstance(row, bytes) else row
+                app_id, channel, socket_id = split_presence_row(text)
+                user_id = await presence.leave(app_id, channel, socket_id, node_id=node)
+                if user_id is not None:
+                    await on_member_removed(app_id, channel, user_id)
 
     async def _delete_node_keys(self, node: str) -> None:
-        doomed = [self.keys.node_presence(node)]
+        doomed = await node_keys(self.redis, self.keys, self.keys.node_presence, node)
         async for key in self.redis.scan_iter(match=self.keys.occupancy_pattern(node)):
             doomed.append(key)
         await self.redis.delete(*doomed)
+
+
+async def node_keys(
+    redis: Any, keys: Keys, key_of: Callable[[str, str], str], node: str
+) -> list[Any]:
+    """A node's keys of one kind (``key_of(node, app)``): the one key, or on Redis Cluster
+    its key in each app's slot, found by SCAN over every master (only when a node is swept
+    or leaves)."""
+    if not keys.cluster:
+        return [key_of(node, "")]
+    return [key async for key in redis.scan_iter(match=key_of(node, "*"))]

@@ -66,14 +66,16 @@ Rider = tuple[str, list[list[Any]]]
 class Riders:
     """The pending list as the live task sees it (synchronous client)."""
 
-    def __init__(self, redis: Any, keys: Keys) -> None:
+    def __init__(self, redis: Any, keys: Keys, app_id: str) -> None:
         self.redis = redis
-        self.keys = keys
+        # The task's app: its riders on Redis Cluster, everyone's otherwise (keys.py).
+        self.armed = keys.live_armed_of(app_id)
+        self.pending = keys.live_pending_of(app_id)
         self._take = redis.register_script(TAKE_LUA)
         self._release = redis.register_script(RELEASE_LUA)
 
     def _keys(self) -> list[str]:
-        return [self.keys.live_armed, self.keys.live_pending]
+        return [self.armed, self.pending]
 
     def take_in(self, pipe: Any) -> None:
         """Queue a take on ``pipe`` (by the script's sha alone: a Script on a pipeline costs a
@@ -95,7 +97,7 @@ class Riders:
         its publish, in the same round trip, picks up the others). Nothing taken means the
         armed key was released in the same step as the last look."""
         if linger > 0:  # BLPOP's timeout 0 would block for good
-            popped = self.redis.blpop([self.keys.live_pending], linger)
+            popped = self.redis.blpop([self.pending], linger)
             if popped is not None:
                 return [popped[1]]
         return self._take(keys=self._keys(), args=[LEASE_MS, TAKE_MAX, 1])  # type: ignore[no-any-return]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.state.keys import SEP, Keys
+from gateway.state.registry import node_keys
 
 # KEYS: users online, node rows, sign-outs. ARGV: user, row, delta (+1 / -1).
 # Returns the user's new cluster-wide count (0: went offline, 1 after +1: came online).
@@ -34,7 +35,8 @@ if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]); return 0 end
 return n
 """
 
-# KEYS: node rows. ARGV: key prefix. Removes a (dead) node's sign-ins; returns the
+# KEYS: node rows, and on Redis Cluster (rows of one app) that app's users online and
+# sign-outs. ARGV: key prefix. Removes a (dead) node's sign-ins; returns the
 # "{app}\x1f{user}" rows whose user thereby went offline.
 SWEEP_LUA = """
 local rows = redis.call('HGETALL', KEYS[1])
@@ -43,8 +45,8 @@ for i = 1, #rows, 2 do
   local row, count = rows[i], tonumber(rows[i + 1])
   local sep = string.find(row, '\\31', 1, true)
   local app, user = string.sub(row, 1, sep - 1), string.sub(row, sep + 1)
-  local key = ARGV[1] .. 'uon:' .. app
-  redis.call('HINCRBY', ARGV[1] .. 'uso:' .. app, user, 1)
+  local key = KEYS[2] or ARGV[1] .. 'uon:' .. app
+  redis.call('HINCRBY', KEYS[3] or ARGV[1] .. 'uso:' .. app, user, 1)
   local n = redis.call('HINCRBY', key, user, -count)
   if n <= 0 then redis.call('HDEL', key, user); gone[#gone + 1] = row end
 end
@@ -73,7 +75,7 @@ class SignedInUsers:
 
     async def _apply(self, app_id: str, user_id: str, delta: int) -> int:
         return int(await self._change(
-            keys=[self.keys.users_online(app_id), self.keys.node_users(self.node_id),
+            keys=[self.keys.users_online(app_id), self.keys.node_users(self.node_id, app_id),
                   self.keys.users_signouts(app_id)],
             args=[user_id, user_row(app_id, user_id), delta],
         ))
@@ -94,13 +96,25 @@ class SignedInUsers:
         return [u for u, n in zip(user_ids, counts, strict=True) if n is not None and int(n) > 0]
 
     async def has_rows(self) -> bool:
+        if self.keys.cluster:
+            return bool(await node_keys(self.redis, self.keys, self.keys.node_users,
+                                        self.node_id))
         return bool(await self.redis.exists(self.keys.node_users(self.node_id)))
 
     async def sweep_node(self, node_id: str) -> list[tuple[str, str]]:
         """Remove ``node_id``'s sign-ins; (app, user) of the users that went offline."""
-        rows = await self._sweep(keys=[self.keys.node_users(node_id)], args=[self.keys.prefix])
         out = []
-        for row in rows:
-            app_id, _, user_id = _text(row).partition(SEP)
-            out.append((app_id, user_id))
+        for key in await node_keys(self.redis, self.keys, self.keys.node_users, node_id):
+            rows = await self._sweep(keys=self._sweep_keys(key), args=[self.keys.prefix])
+            for row in rows:
+                app_id, _, user_id = _text(row).partition(SEP)
+                out.append((app_id, user_id))
         return out
+
+    def _sweep_keys(self, rows_key: bytes | str) -> list[Any]:
+        if not self.keys.cluster:
+            return [rows_key]
+        # nu:{app}:{node}: the app is the hash tag.
+        text = _text(rows_key)
+        app_id = text[text.index("{") + 1 : text.index("}")]
+        return [rows_key, self.keys.users_online(app_id), self.keys.users_signouts(app_id)]

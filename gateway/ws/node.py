@@ -36,8 +36,8 @@ from gateway.state.history import History
 from gateway.state.keys import Keys, split_presence_row
 from gateway.state.occupancy import NodeOccupancy
 from gateway.state.presence import Presence
-from gateway.state.redis_client import async_client
-from gateway.state.registry import Registry
+from gateway.state.redis_client import async_bus_client, async_client
+from gateway.state.registry import Registry, node_keys
 from gateway.state.users import SignedInUsers
 from gateway.tls import server_context
 from gateway.webhooks.reporter import Reporter
@@ -84,7 +84,7 @@ def _redis_settings(settings: Settings) -> RedisSettings:
     return settings.redis.model_copy(update={"url": DEFAULT_REDIS_URL})
 
 
-def _redis_clients(settings: RedisSettings) -> tuple[Any, Any]:
+def _redis_clients(settings: RedisSettings) -> tuple[Any, Any, Any]:
     # Commands: a couple of quick retries, then fail fast so a client gets an error, not a hang.
     # A bounded pool that makes callers wait for a free connection: a burst of subscribes
     # (a page of clients reconnecting at once) queues up instead of failing with
@@ -95,12 +95,17 @@ def _redis_clients(settings: RedisSettings) -> tuple[Any, Any]:
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
     )
     # The bus: blocking reads, no retries (the listener reconnects and reconciles itself; with
-    # Sentinel its reconnect asks the sentinels for the master again).
-    bus = async_client(
-        settings, "the WebSocket node", socket_connect_timeout=2, socket_timeout=None,
-        socket_keepalive=True, retry=Retry(NoBackoff(), 0),
+    # Sentinel its reconnect asks the sentinels for the master again, on Redis Cluster it takes
+    # any node of it).
+    bus = async_bus_client(
+        settings, commands, "the WebSocket node", socket_connect_timeout=2,
+        socket_timeout=None, socket_keepalive=True, retry=Retry(NoBackoff(), 0),
     )
-    return commands, bus
+    # Node-made messages are published pipelined: on Redis Cluster over a plain connection too.
+    publishing = commands if not settings.cluster else async_bus_client(
+        settings, commands, "the WebSocket node", socket_connect_timeout=2, socket_timeout=5,
+        retry=Retry(NoBackoff(), 0))
+    return commands, bus, publishing
 
 
 class Node:
@@ -109,7 +114,8 @@ class Node:
         self.reuse_port = reuse_port
         self.node_id = make_node_id()
         self.keys = Keys.of(settings.redis)
-        self.redis, self.bus_redis = _redis_clients(_redis_settings(settings))
+        self.redis, self.bus_redis, self.bus_publishing = _redis_clients(
+            _redis_settings(settings))
         log_settings = settings.history
         self.history = History(self.redis, self.keys, log_settings.max_events,
                                log_settings.retention)
@@ -124,7 +130,7 @@ class Node:
         self.hub.sequencer = self.sequencer
         self.topics = Topics(self.keys)
         self.hub.topics = self.topics
-        self.publisher = BusPublisher(self.redis, self.keys)
+        self.publisher = BusPublisher(self.bus_publishing, self.keys)
         self.apps = AppDirectory(settings, self.redis, self.keys)
         self.users = SignedInUsers(self.redis, self.keys, self.node_id)
         self.connection_counts = ConnectionCounts(
@@ -241,6 +247,8 @@ class Node:
             log.warning("deregister_failed", error=str(exc))
         await self.redis.aclose()
         await self.bus_redis.aclose()
+        if self.bus_publishing is not self.redis:
+            await self.bus_publishing.aclose()
         await self.readiness.close()
         log.info("node_stopped", node=self.node_id)
 
@@ -457,13 +465,14 @@ class Node:
                     )
                     if result.is_new:
                         self.ctx.member_added(conn.app_id, m, conn.socket_id)
-        for row in await self.redis.smembers(self.keys.node_presence(self.node_id)):
-            app_id, channel, socket_id = split_presence_row(row.decode())
-            conn = cast(Connection | None, self.hub.connections.get(socket_id))
-            if conn is None or channel not in conn.subscriptions:
-                user_id = await self.presence.leave(app_id, channel, socket_id)
-                if user_id is not None:
-                    self.ctx.member_removed(app_id, channel, user_id)
+        for key in await node_keys(self.redis, self.keys, self.keys.node_presence, self.node_id):
+            for row in await self.redis.smembers(key):
+                app_id, channel, socket_id = split_presence_row(row.decode())
+                conn = cast(Connection | None, self.hub.connections.get(socket_id))
+                if conn is None or channel not in conn.subscriptions:
+                    user_id = await self.presence.leave(app_id, channel, socket_id)
+                    if user_id is not None:
+                        self.ctx.member_removed(app_id, channel, user_id)
 
     def _terminate(self, msg: Terminate) -> None:
         for conn in cast(list[Connection], self.hub.signed_in(msg.app_id, msg.user_id)):

@@ -16,6 +16,7 @@ fixtures print when a test fails.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import urllib.error
@@ -34,6 +35,7 @@ from gateway.processes import Child, ChildDied, wait_http_ready, wait_workers_re
 from workers.groups import worker_commands
 
 APP_ID, APP_KEY, APP_SECRET = "1", "app-key", "app-secret"
+TEST_CLUSTER_ENV = "CLARION_TEST_REDIS_CLUSTER"
 # 32 bytes, base64: the master key the SDK derives encrypted-channel secrets from.
 ENCRYPTION_MASTER_KEY_B64 = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY="
 
@@ -45,9 +47,18 @@ def cluster_settings(
     app: dict[str, Any] | None = None,
     **sections: Any,
 ) -> Settings:
-    """Settings for one test deployment: a unique key prefix, free ports, app 1/app-key."""
+    """Settings for one test deployment: a unique key prefix, free ports, app 1/app-key.
+    With ``CLARION_TEST_REDIS_CLUSTER`` (a node of a Redis Cluster), the state is on that
+    cluster and ``redis_url`` is the Celery broker (a suite run on Redis Cluster)."""
+    redis: dict[str, Any] = {"url": redis_url, "key_prefix": f"e2e{uuid.uuid4().hex[:10]}:"}
+    broker: dict[str, Any] = {}
+    on_cluster = os.environ.get(TEST_CLUSTER_ENV)
+    if on_cluster and "redis" not in sections:
+        redis.update(url=on_cluster, cluster=True)
+        broker = {"url": redis_url}
     base = Settings().with_overrides(
-        redis={"url": redis_url, "key_prefix": f"e2e{uuid.uuid4().hex[:10]}:"},
+        redis=redis,
+        broker=broker,
         websocket={"host": "127.0.0.1", "port": free_port(), "shutdown_grace": 0.2,
                    "heartbeat_interval": 1.0, "node_timeout": 5.0},
         api={"host": "127.0.0.1", "port": free_port(), "workers": 1, "threads": 8},

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from config.settings import HistorySettings
 from gateway.api.deliver_message import DeliverMessage
+from gateway.state.chain_heads import ChainHeads
 from gateway.state.history import History, parse_member
 from gateway.state.idempotency import IdempotencyClaim, IdempotencyRecords, SeenRequest
 from gateway.state.keys import Keys
@@ -132,3 +133,43 @@ def test_page_reads_events_position_and_gap(redis_client, key_prefix):
     assert h.page("1", "c", accepted[1].serial, 10).gap is None
     assert h.page("1", "c", accepted[-1].serial + 1, 10).gap == "reset"
     assert h.page("1", "none", 0, 10).gap is None
+
+
+def _floored(redis_client, key_prefix: str) -> tuple[History, Keys]:
+    """History as the API has it on Redis Cluster: keys tagged per app, heads remembered."""
+    keys = Keys(f"{key_prefix}{uuid.uuid4().hex[:6]}:", cluster=True)
+    h = History(redis_client, keys, **DEPLOYMENT)
+    h.heads = ChainHeads()
+    return h, keys
+
+
+def test_a_counter_rolled_back_by_a_failover_chains_to_the_lost_event(
+    redis_client, key_prefix
+) -> None:
+    """A replica promoted without the master's last events has the channel's counter behind:
+    the next event names the lost one as its predecessor (readers who missed it are told),
+    in the log and in what the task carries; a counter that moved on is left alone."""
+    h, keys = _floored(redis_client, key_prefix)
+    first = _enqueue(h, keys.prefix, [("c", "e", "1", None), ("d", "e", "1", None)])
+    (c1, _), (d1, _) = first[0]
+    lost = h.accept("1", [("c", "e", "lost", None)])[0]
+    # The failover: the promoted replica had the counter and log as after the first event.
+    redis_client.set(keys.serial("1", "c"), c1)
+    redis_client.zremrangebyscore(keys.history("1", "c"), lost.serial, lost.serial)
+    links, _ = _enqueue(h, keys.prefix, [("c", "e", "2", None), ("d", "e", "2", None)])
+    assert links[0][1] == lost.serial  # chained to the lost event: the gap is seen
+    assert links[1][1] == d1  # d lost nothing
+    logged = [parse_member(m) for m in redis_client.zrange(keys.history("1", "c"), 0, -1)]
+    assert [(e.data, e.prev) for e in logged] == [("1", 0), ("2", lost.serial)]
+
+
+def test_floors_are_not_passed_without_cluster(redis_client, key_prefix) -> None:
+    """Alone (or on Sentinel, which puts the heads back at the switch) the accept script gets
+    no floors: a counter set back is taken as it is."""
+    keys = Keys(f"{key_prefix}{uuid.uuid4().hex[:6]}:")
+    h = History(redis_client, keys, **DEPLOYMENT)
+    h.heads = ChainHeads()
+    first = h.accept("1", [("c", "e", "1", None)])[0]
+    h.accept("1", [("c", "e", "lost", None)])
+    redis_client.set(keys.serial("1", "c"), first.serial)
+    assert h.accept("1", [("c", "e", "2", None)])[0].prev == first.serial

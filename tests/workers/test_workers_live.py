@@ -17,7 +17,7 @@ from gateway.state.history import ARMED_MS, History
 from gateway.state.riders import LEASE_MS, Riders
 from tests.workers.worker_harness import APP
 from workers.celery_app import create_celery
-from workers.tasks.live import TASK_NAME, deliver_with_riders
+from workers.tasks.live import TASK_NAME, Clients, deliver_with_riders
 
 
 def _post(client, path: str, body: dict):
@@ -210,7 +210,7 @@ def test_a_running_task_holds_the_armed_key_as_a_short_lease(settings, keys, red
         _post(client, "/apps/1/events", {"name": "r", "channel": "redo", "data": str(i)})
     prefix = settings.redis.key_prefix
     assert redis_client.llen(f"{prefix}live") == 1 and redis_client.llen(keys.live_pending) == 2
-    riders = Riders(redis_client, keys)
+    riders = Riders(redis_client, keys, "1")
     redis_client.script_flush()
     pipe = redis_client.pipeline(transaction=False)
     riders.take_in(pipe)
@@ -231,10 +231,11 @@ def test_a_task_out_of_time_leaves_riders_to_a_successor(settings, bus, keys, re
     client = app.test_client()
     for i in range(3):
         _post(client, "/apps/1/events", {"name": "r", "channel": "late", "data": str(i)})
-    riders = Riders(redis_client, keys)
+    riders = Riders(redis_client, keys, "1")
     assert riders.release() is True
     assert redis_client.exists(keys.live_armed) and redis_client.llen(keys.live_pending) == 2
-    assert deliver_with_riders(redis_client, riders, keys, "1", [], budget=0) == (2, False)
+    assert deliver_with_riders(Clients(redis_client, redis_client), riders, keys, "1", [],
+                               budget=0) == (2, False)
     assert _riders_keys(redis_client, keys) == []
     assert bus.wait_for(lambda m: len(m) >= 2, 10)
     assert [decode(orjson.dumps(m)).data for m in bus.messages] == ["1", "2"]

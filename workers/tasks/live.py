@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, Task
@@ -41,11 +42,12 @@ RIDERS_PER_PIPELINE = 200
 
 def queue_events(
     pipe: Any, keys: Keys, app_id: str, events: Sequence[Sequence[Any]],
-    cache: ChannelCache | None = None,
+    cache: ChannelCache | None = None, bus: Any = None,
 ) -> None:
     """Queue on ``pipe`` one PUBLISH per channel of the events (one request's), each on the
     channel's topic, the channel's events in their order; with a ``cache``, the last event of
-    each cache channel is stored first."""
+    each cache channel is stored first. ``bus``: the pipeline for the PUBLISHes when it is not
+    ``pipe`` (Redis Cluster, see WorkerContext.bus)."""
     if cache is not None:
         for channel, event, data, _exclude, serial, *_prev in events:
             if is_cache_channel(channel):
@@ -54,32 +56,50 @@ def queue_events(
     for item in events:
         by_channel.setdefault(item[0], []).append(item)
     for channel, its_events in by_channel.items():
-        pipe.publish(keys.bus_channel(app_id, channel), encode_batch(app_id, its_events))
+        (bus or pipe).publish(keys.bus_channel(app_id, channel),
+                              encode_batch(app_id, its_events))
+
+
+@dataclass(frozen=True, slots=True)
+class Clients:
+    """Where a task writes: state (cache, riders) and bus messages; the same client but on
+    Redis Cluster, where PUBLISH cannot be pipelined with the cluster's client."""
+
+    state: Any
+    bus: Any
+
+    def pipelines(self) -> tuple[Any, Any]:
+        state = self.state.pipeline(transaction=False)
+        if self.bus is self.state:
+            return state, None
+        return state, self.bus.pipeline(transaction=False)
 
 
 def _publish_then(
-    client: Any, riders: Riders, keys: Keys, batches: list[Rider],
+    clients: Clients, riders: Riders, keys: Keys, batches: list[Rider],
     cache: ChannelCache | None, *, take: bool,
 ) -> list[bytes]:
     """Publish ``batches`` (one bus message each) and, with ``take``, take the riders waiting
     in the last pipeline. Returns what was taken."""
     results: list[Any] = []
     for start in range(0, max(len(batches), 1), RIDERS_PER_PIPELINE):
-        pipe = client.pipeline(transaction=False)
+        pipe, bus = clients.pipelines()
         for app_id, events in batches[start : start + RIDERS_PER_PIPELINE]:
-            queue_events(pipe, keys, app_id, events, cache)
+            queue_events(pipe, keys, app_id, events, cache, bus)
         last = start + RIDERS_PER_PIPELINE >= len(batches)
         if last and take:
             riders.take_in(pipe)
+        # The cache before the bus: a subscriber told of an event finds it cached.
         results = pipe.execute(raise_on_error=False)
-        for result in results[:-1] if last and take else results:
+        published = bus.execute(raise_on_error=False) if bus is not None else []
+        for result in [*(results[:-1] if last and take else results), *published]:
             if isinstance(result, Exception):
                 raise result
     return riders.taken(results[-1]) if take else []
 
 
 def deliver_with_riders(
-    client: Any, riders: Riders, keys: Keys, app_id: str,
+    clients: Clients, riders: Riders, keys: Keys, app_id: str,
     events: Sequence[Sequence[Any]], cache: ChannelCache | None = None,
     budget: float = 5.0, linger: float = 0.05,
 ) -> tuple[int, bool]:
@@ -88,7 +108,7 @@ def deliver_with_riders(
     seconds. Returns how many events were published and whether riders were left waiting
     for a successor task."""
     deadline = time.monotonic() + budget
-    taken = _publish_then(client, riders, keys, [(app_id, list(events))], cache, take=True)
+    taken = _publish_then(clients, riders, keys, [(app_id, list(events))], cache, take=True)
     count = len(events)
     while True:
         if not taken:
@@ -98,7 +118,7 @@ def deliver_with_riders(
         batches = list(decode(taken))
         count += sum(len(e) for _, e in batches)
         more = time.monotonic() < deadline
-        taken = _publish_then(client, riders, keys, batches, cache, take=more)
+        taken = _publish_then(clients, riders, keys, batches, cache, take=more)
         if not more:
             return count, riders.release()
 
@@ -108,10 +128,10 @@ def register(app: Celery) -> Task:
     def deliver(self: Task, app_id: str, events: list[list[Any]]) -> int:
         ctx = context(self.app)
         cache = ChannelCache(ctx.redis, ctx.keys, ctx.settings.cache.ttl)
-        riders = Riders(ctx.redis, ctx.keys)
+        riders = Riders(ctx.redis, ctx.keys, app_id)
         worker = ctx.settings.worker
         count, more = deliver_with_riders(
-            ctx.redis, riders, ctx.keys, app_id, events, cache,
+            Clients(ctx.redis, ctx.bus), riders, ctx.keys, app_id, events, cache,
             budget=worker.live_task_seconds, linger=worker.live_linger)
         if more:
             # Riders came in after the budget ran out: a successor (no events of its own)
