@@ -43,14 +43,31 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 class _Node(EmbeddedRedis):
     def command(self) -> list[str]:
-        return [*super().command(), "--cluster-enabled", "yes", "--cluster-port",
-                str(self.port + 100), "--cluster-config-file", str(self.data_dir / "nodes.conf")]
+        return [
+            *super().command(),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            str(self.port + 100),
+            "--cluster-config-file",
+            str(self.data_dir / "nodes.conf"),
+        ]
 
 
 def start_cluster(tmp: Path, port: int) -> list[_Node]:
     nodes = [_Node(tmp / f"n{i}", port + i).start() for i in range(3)]
-    subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in nodes],
-                    "--cluster-yes"], capture_output=True, check=True, timeout=60)
+    subprocess.run(
+        [
+            "redis-cli",
+            "--cluster",
+            "create",
+            *[f"127.0.0.1:{n.port}" for n in nodes],
+            "--cluster-yes",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
     for n in nodes:
         c = redis.Redis(port=n.port)
         while c.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
@@ -73,8 +90,10 @@ def settings_for(url: str, cluster: bool, apps: int, broker: str) -> Settings:
     return Settings(
         redis={"url": url, "key_prefix": f"b{time.monotonic_ns()}:", "cluster": cluster},
         broker={"url": broker},
-        apps=[{"id": str(i), "key": f"k{i}", "secret": "s", "webhooks": hooks}
-              for i in range(1, apps + 1)],
+        apps=[
+            {"id": str(i), "key": f"k{i}", "secret": "s", "webhooks": hooks}
+            for i in range(1, apps + 1)
+        ],
         webhooks={},
     )
 
@@ -104,8 +123,9 @@ def reporter_cost(settings: Settings, ports: list[int], changes: int) -> tuple[f
         apps = [a.id for a in settings.apps]
         before, cpu = commands(ports), time.process_time()
         for i in range(changes):
-            reporter.channel_subscription_changed(apps[i % len(apps)], f"ch-{i % 500}",
-                                                  +1 if (i // 500) % 2 == 0 else -1)
+            reporter.channel_subscription_changed(
+                apps[i % len(apps)], f"ch-{i % 500}", +1 if (i // 500) % 2 == 0 else -1
+            )
             if i % 256 == 255:
                 await reporter.flush(30)
         await reporter.flush(30)
@@ -137,34 +157,46 @@ def main() -> None:
                 for _ in range(args.repeat):
                     for name, url, ports, cluster in (
                         ("one", single.url, [single.port], False),
-                        ("cl", f"redis://127.0.0.1:{nodes[0].port}", [n.port for n in nodes],
-                         True),
+                        ("cl", f"redis://127.0.0.1:{nodes[0].port}", [n.port for n in nodes], True),
                     ):
                         s = settings_for(url, cluster, apps, broker.url)
-                        runs[name].append((*leader_cost(s, ports, args.seconds),
-                                           *reporter_cost(s, ports, args.changes)))
+                        runs[name].append(
+                            (
+                                *leader_cost(s, ports, args.seconds),
+                                *reporter_cost(s, ports, args.changes),
+                            )
+                        )
                 rows.append((apps, runs))
         finally:
             for n in [*nodes, single, broker]:
                 n.stop()
     lines = [
-        f"# Webhooks on Redis Cluster: cost next to one Redis ({date.today()})", "",
+        f"# Webhooks on Redis Cluster: cost next to one Redis ({date.today()})",
+        "",
         f"`.venv/bin/python -m bench.webhooks_cluster_cost --apps {' '.join(map(str, args.apps))}"
         f" --repeat {args.repeat}` ({args.seconds:g} s of an idle leader, {args.changes}"
         " subscription changes per run; 3 masters, all on this host). Ranges over the runs;"
         " ratio = cluster"
-        " / one Redis (medians).", "",
-        "| apps | what | one Redis | cluster | ratio |", "|---|---|---|---|---|",
+        " / one Redis (medians).",
+        "",
+        "| apps | what | one Redis | cluster | ratio |",
+        "|---|---|---|---|---|",
     ]
-    labels = ("idle leader: Redis commands / s", "idle leader: CPU ms / s",
-              "reporter: Redis commands / change", "reporter: CPU ms / change")
+    labels = (
+        "idle leader: Redis commands / s",
+        "idle leader: CPU ms / s",
+        "reporter: Redis commands / change",
+        "reporter: CPU ms / change",
+    )
     for apps, runs in rows:
         for i, label in enumerate(labels):
             one = sorted(r[i] for r in runs["one"])
             cl = sorted(r[i] for r in runs["cl"])
             ratio = cl[len(cl) // 2] / one[len(one) // 2] if one[len(one) // 2] else float("nan")
-            lines.append(f"| {apps} | {label} | {one[0]:.3g}-{one[-1]:.3g} | "
-                         f"{cl[0]:.3g}-{cl[-1]:.3g} | {ratio:.2f}x |")
+            lines.append(
+                f"| {apps} | {label} | {one[0]:.3g}-{one[-1]:.3g} | "
+                f"{cl[0]:.3g}-{cl[-1]:.3g} | {ratio:.2f}x |"
+            )
     text = "\n".join(lines) + "\n"
     print(text)
     path = unique_path(RESULTS, f"webhooks-cluster-cost-{date.today()}", ".md")

@@ -463,3 +463,17 @@ def test_idle_leader_looks_only_at_woken_apps(deployment, loop):
     assert set(leader._next_look) == {b}
     leader.stop()
     client.close()
+
+
+def test_delivery_ids_carry_the_app_only_on_cluster() -> None:
+    from gateway.webhooks.store import new_delivery_id
+
+    plain = new_delivery_id(1_700_000_000_000)
+    assert delivery_app(plain) is None and "." not in plain
+    for app in ("1", "my_app", "a:b", "x_y_z"):
+        assert delivery_app(new_delivery_id(1_700_000_000_000, app)) == app
+    assert delivery_app("wh_") is None and delivery_app("other_1_2") is None
+    keys = Keys("p:")
+    assert keys.wh_delivery(plain, "1") == f"p:whd:{plain}"  # as before, without Cluster
+    assert keys.wh_due_of("1") == "p:wh:due" and keys.wh_retry_of("1") == "p:wh:retry"
+    assert Keys("p:", cluster=True).wh_delivery("wh_0_1", "1") == "p:whd:{1}:wh_0_1"
