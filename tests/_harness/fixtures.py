@@ -15,6 +15,7 @@ import pytest
 from _harness.cluster import Cluster
 from _harness.rabbitmq import INSTALL_HINT, RabbitMQ, rabbitmq_scripts
 from _harness.redis_binary import redis_binary
+from _harness.redis_cluster import RedisCluster
 from _harness.sentinel import SentinelGroup
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.processes import ChildDied
@@ -23,7 +24,7 @@ _ACTIVE: list[Cluster] = []
 
 __all__ = [
     "cluster_factory", "dedicated_rabbitmq", "dedicated_redis", "pytest_runtest_makereport",
-    "rabbitmq_server", "rabbitmq_url", "sentinel_group", "start_cluster",
+    "rabbitmq_server", "rabbitmq_url", "redis_cluster", "sentinel_group", "start_cluster",
 ]
 
 
@@ -94,6 +95,25 @@ def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentine
     group.stop()
 
 
+@pytest.fixture
+def redis_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisCluster]:
+    """A Redis Cluster of the test's own: 3 masters with one replica each (tests/_harness/
+    redis_cluster.py); other ``RedisCluster`` arguments by indirect parametrization. Request
+    it before ``cluster_factory`` so that it outlives the deployments."""
+    options = {"replicas": 1, **getattr(request, "param", {})}
+    cluster = RedisCluster(tmp_path_factory.mktemp("rcluster"), binary=redis_binary(),
+                           **options).start()
+    _REDIS_CLUSTERS.append(cluster)
+    try:
+        yield cluster
+    finally:
+        _REDIS_CLUSTERS.remove(cluster)
+        cluster.stop()
+
+
+_REDIS_CLUSTERS: list[RedisCluster] = []
 _RABBITS: list[RabbitMQ] = []
 
 
@@ -141,5 +161,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and call.when in ("setup", "call"):
         for cluster in _ACTIVE:
             report.sections.append((f"clarion logs ({cluster.tmp_dir})", cluster.logs()))
+        for rc in _REDIS_CLUSTERS:
+            report.sections.append((f"redis cluster logs ({rc.tmp_dir})", rc.logs(1500)))
         for rabbit in _RABBITS:
             report.sections.append((f"rabbitmq logs ({rabbit.dir})", rabbit.log_tail()))
