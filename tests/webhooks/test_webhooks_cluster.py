@@ -1,116 +1,46 @@
-"""Webhooks on a real Redis Cluster (3 masters): the Reporter (standing for WebSocket nodes, on
+"""Webhooks on a real Redis Cluster (3 masters, a replica each; tests/_harness/redis_cluster.py):
+the Reporter (standing for WebSocket nodes, on
 a cluster asyncio client), real webhooks worker processes (leader, deliverer) on the cluster with
 a standalone Redis as their Celery broker, and a real HTTP receiver on loopback.
 
 Two apps whose hash tags land on different masters: every event type arrives signed with its
 app's secret, a 500 is retried until a 200 takes it, the schedule ends in a dead letter that a
-replay delivers, and a node that stopped heartbeating is swept (its channels vacated) even
-though its record (``P whn:{node}``) is in another slot than the app's keys.
+replay delivers, a node that stopped heartbeating is swept (its channels vacated) even
+though its record (``P whn:{node}``) is in another slot than the app's keys, a worker killed
+mid-delivery while a master fails over loses nothing, and an idle leader only looks at the
+apps it is woken for.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pusher
 import pytest
 import redis
 from _harness.redis_binary import redis_binary
+from _harness.redis_cluster import RedisCluster
 
 from config.settings import Settings
-from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.state.keys import Keys
 from gateway.state.redis_client import async_client, is_cluster, sync_client
 from gateway.webhooks.reporter import Reporter
 from gateway.webhooks.store import DEAD, DELIVERED, Store, delivery_app
 from tests.webhooks.harness import ALL_EVENTS, Receiver, webhook
 
-# --------------------------------------------------------------------- a small cluster
-# (tests/_harness/redis_cluster.py replaces this once it is on main.)
-
-
-class _ClusterNode(EmbeddedRedis):
-    def command(self) -> list[str]:
-        return [
-            *super().command(),
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            str(self.data_dir / "nodes.conf"),
-            "--cluster-node-timeout",
-            "2000",
-        ]
-
-
-def _port_with_bus() -> int:
-    """A free port whose cluster bus port (+10000) is free too."""
-    for _ in range(200):
-        port = free_port()
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
-
-
-class SmallCluster:
-    def __init__(self, tmp: Path, masters: int = 3) -> None:
-        self.nodes = [
-            _ClusterNode(tmp / f"n{i}", _port_with_bus(), redis_binary()) for i in range(masters)
-        ]
-
-    def start(self) -> SmallCluster:
-        for node in self.nodes:
-            node.start()
-        cli = Path(self.nodes[0].binary).with_name("redis-cli")
-        out = subprocess.run(
-            [
-                str(cli) if cli.is_file() else shutil.which("redis-cli") or "redis-cli",
-                "--cluster",
-                "create",
-                *[f"127.0.0.1:{n.port}" for n in self.nodes],
-                "--cluster-yes",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert "All 16384 slots covered" in out.stdout, out.stdout + out.stderr
-        deadline = time.monotonic() + 30
-        for node in self.nodes:
-            c = redis.Redis(port=node.port, decode_responses=True)
-            while c.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
-                assert time.monotonic() < deadline, "cluster not ok"
-                time.sleep(0.1)
-            c.close()
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.nodes[0].port}"
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-
 
 @pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmallCluster]:
-    cluster = SmallCluster(tmp_path_factory.mktemp("rcluster"))
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One cluster for the module (3 masters, a replica each); tests isolate themselves by
+    key prefix."""
+    cluster = RedisCluster(
+        tmp_path_factory.mktemp("rcluster"), replicas=1, binary=redis_binary()
+    ).start()
     try:
-        yield cluster.start()
+        yield cluster
     finally:
         cluster.stop()
 
@@ -209,7 +139,7 @@ def wait(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None
 
 @pytest.fixture
 def deployment(
-    redis_cluster: SmallCluster, redis_url: str, key_prefix: str, receiver: Receiver
+    redis_cluster: RedisCluster, redis_url: str, key_prefix: str, receiver: Receiver
 ) -> Any:
     """``make(extra_endpoint_for_b=None) -> (settings, app_a, app_b)``."""
 
@@ -374,11 +304,12 @@ def test_dead_node_swept_on_cluster(deployment, receiver, start_worker, loop):
     loop.run_until_complete(nodes.close())
 
 
-def test_worker_killed_mid_delivery_and_a_master_restarted(
+def test_worker_killed_mid_delivery_and_a_master_failed_over(
     deployment, redis_cluster, receiver, start_worker, loop
 ):
-    """SIGKILL the worker while a POST is in flight, restart the master of app a's slot,
-    start a new worker: every event of both apps arrives, each in one delivery only."""
+    """SIGKILL the worker while a POST is in flight, fail the master of app a's slot over to
+    its replica, start a new worker: every event of both apps arrives, each in one delivery
+    only."""
     first = {"held": False}
 
     def behaviour(req: Any) -> tuple[int, dict[str, str], bytes, float]:
@@ -411,11 +342,9 @@ def test_worker_killed_mid_delivery_and_a_master_restarted(
     loop.run_until_complete(send(0, 8))
     assert receiver.wait_for(lambda r: len(r.requests) >= 1, 15)
     worker.kill()  # mid-delivery
-    time.sleep(1.1)  # let the AOF (appendfsync everysec) take the last writes
     keys = Keys.of(settings.redis)
     home = master_of(nodes.sync, keys.wh_events_of(a))
-    restarted = next(n for n in redis_cluster.nodes if n.port == home)
-    restarted.restart()
+    assert redis_cluster.failover(home) != home  # graceful: the replica has every write
     loop.run_until_complete(send(8, 6))  # reported while no worker runs
     start_worker(settings)
     store = Store(nodes.sync, keys, settings)
