@@ -1,7 +1,8 @@
 """Webhooks on a real Redis Cluster (3 masters, a replica each; tests/_harness/redis_cluster.py):
-the Reporter (standing for WebSocket nodes, on
-a cluster asyncio client), real webhooks worker processes (leader, deliverer) on the cluster with
-a standalone Redis as their Celery broker, and a real HTTP receiver on loopback.
+the Reporter (standing for WebSocket nodes, on a cluster asyncio client), real webhooks worker
+processes (leader, deliverer) on the cluster with a standalone Redis as their Celery broker,
+and a real HTTP receiver on loopback. (tests/e2e/test_e2e_webhooks.py runs the real nodes on
+a cluster with ``CLARION_TEST_REDIS_CLUSTER``.)
 
 Two apps whose hash tags land on different masters: every event type arrives signed with its
 app's secret, a 500 is retried until a 200 takes it, the schedule ends in a dead letter that a
