@@ -70,6 +70,19 @@ PAUSE_MAX = 10.0
 WATCH_RETRY = 0.5
 
 
+# Redis unreachable, loading, or (Redis Cluster) moving a slot or failing a master over, and
+# still so after the client's own retries: the operation may succeed if tried again shortly
+# (the API answers 503 + Retry-After, tasks retry).
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterError,  # the cluster is down, or redirections ran out (TTL)
+    redis.exceptions.TryAgainError,  # a multi-key command on a slot half moved
+    redis.exceptions.SlotNotCoveredError,
+)
+
+
 class FailoverInProgress(redis.exceptions.ConnectionError):
     """A sentinel is moving the master: refused rather than written to a master being
     demoted (whose writes would be lost)."""
