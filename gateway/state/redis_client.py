@@ -40,6 +40,8 @@ import redis.asyncio as aioredis
 import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
 import structlog
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from config.settings import RedisSettings
 
@@ -346,6 +348,9 @@ def sync_client(settings: RedisSettings, who: str, **options: Any) -> redis.Redi
     if settings.url is None:
         raise RedisNotConfigured(who)
     if settings.cluster:
+        # A master that died is replaced within seconds: fail within a fraction of one
+        # (callers answer 503 or retry their task) rather than wait it out in the client.
+        options.setdefault("retry", Retry(ExponentialBackoff(cap=0.25, base=0.05), 2))
         return redis.RedisCluster.from_url(settings.url, **options)  # type: ignore[return-value]
     return redis.Redis.from_url(settings.url, **options)
 
