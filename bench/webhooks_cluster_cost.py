@@ -55,7 +55,14 @@ class _Node(EmbeddedRedis):
 
 
 def start_cluster(tmp: Path, port: int) -> list[_Node]:
-    nodes = [_Node(tmp / f"n{i}", port + i).start() for i in range(3)]
+    nodes: list[_Node] = []
+    try:
+        for i in range(3):
+            nodes.append(_Node(tmp / f"n{i}", port + i).start())
+    except Exception:
+        for node in nodes:  # none left behind holding its ports
+            node.stop()
+        raise
     subprocess.run(
         [
             "redis-cli",
