@@ -47,6 +47,9 @@ _UNAVAILABLE = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
     redis.exceptions.SlotNotCoveredError,
+    # What the cluster client raises when its retries ran out ("TTL exhausted": TRYAGAIN on a
+    # slot half moved for longer than its retries last).
+    redis.exceptions.ClusterError,
     KombuOperationalError,
 )
 

@@ -52,6 +52,7 @@ def _beams_error(exc: BeamsError) -> Response:
 @bp.errorhandler(redis.exceptions.ClusterDownError)
 @bp.errorhandler(redis.exceptions.TryAgainError)
 @bp.errorhandler(redis.exceptions.SlotNotCoveredError)
+@bp.errorhandler(redis.exceptions.ClusterError)
 def _unavailable(exc: Exception) -> Response:
     log.warning("Beams API: Redis unavailable: %s", exc)
     return beams_response(503, "Service Unavailable", "Redis cannot be reached; try again")
