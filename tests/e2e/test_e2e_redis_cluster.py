@@ -306,6 +306,7 @@ def test_slot_migration_then_graceful_failover_lose_nothing(
     cluster.assert_alive()
     assert figures["migration_first_delivery_s"] < 5
     assert figures["failover_first_delivery_s"] < 10
+    assert figures["migration_live_again_s"] < 10 and figures["failover_live_again_s"] < 10
 
 
 # Redis's default (yes) stops every slot while one is uncovered; with "no" the apps of the
@@ -372,4 +373,5 @@ def test_master_sigkilled_loses_only_what_is_reported(
         assert counts[victim.id]["reported_lost"] > 0, "a second of writes died unreported"
     cluster.assert_alive()
     assert figures["first_delivery_after_promotion_s"] < 10
+    assert figures["live_again_after_promotion_s"] < 10
     assert figures["p50_latency_after"] < 0.2
