@@ -1,6 +1,12 @@
 """Push delivery benchmark: one Beams publish to N devices on one interest, through the local
 FCM and APNs emulators (tests/emulators, answering at once), one platform at a time.
 
+The FCM emulator runs in this process (its own event-loop thread); the APNs one by default is
+tests/emulators/apns_fast.py, granian (HTTP/2 and TLS in Rust) in a process of its own with the
+same checks as the tests' pure-Python h2 emulator (``--apns-emulator h2``), which costs more CPU
+per request than the worker and would bound the rate. Each emulator's own CPU (thread or
+process) is reported apart.
+
     .venv/bin/python -m bench.push_bench                       # 100,000 devices, fcm then apns
     .venv/bin/python -m bench.push_bench --devices 20000 --platform apns
     .venv/bin/python -m bench.push_bench --fcm-concurrency 64 --apns-concurrency 1000
@@ -53,6 +59,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from emulators.apns import ApnsEmulator  # noqa: E402
+from emulators.apns_fast import GranianApnsEmulator  # noqa: E402
 from emulators.fcm import FcmEmulator  # noqa: E402
 
 from config.settings import Settings, settings_to_env  # noqa: E402
@@ -119,6 +126,14 @@ class Proc:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self._log.close()
+
+
+def thread_cpu_seconds(native_id: int) -> float:
+    """CPU seconds of one thread of this process (an emulator's event-loop thread)."""
+    for t in psutil.Process().threads():
+        if t.id == native_id:
+            return t.user_time + t.system_time
+    return 0.0
 
 
 def cpu_seconds(procs: list[psutil.Process]) -> float:
@@ -197,6 +212,7 @@ class Result:
     # (seconds since the publish, delivered, RSS of all worker processes) every ~10 s
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
     loadavg_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    loadavg_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
     def rate(self) -> float:
@@ -208,7 +224,11 @@ class Result:
 
 
 def make_settings(
-    redis_url: str, fcm: FcmEmulator, apns: ApnsEmulator, args: argparse.Namespace, port: int
+    redis_url: str,
+    fcm: FcmEmulator,
+    apns: ApnsEmulator | GranianApnsEmulator,
+    args: argparse.Namespace,
+    port: int,
 ) -> Settings:
     return Settings(
         redis={"url": redis_url, "key_prefix": "pbench:"},
@@ -243,6 +263,7 @@ def make_settings(
             "fcm_connections": args.fcm_connections,
             "apns_concurrency": args.apns_concurrency,
             "apns_max_connections": args.apns_connections,
+            "apns_client": args.apns_client,
         },
     )
 
@@ -265,6 +286,7 @@ def run_platform(
     api: Proc,
     redis_proc: psutil.Process,
     emulator_count: Any,
+    emulator_cpu: Any,
     log_dir: Path,
     timeout: float,
     n_workers: int = 1,
@@ -302,10 +324,11 @@ def run_platform(
         parties = {
             "worker": worker_family,
             "emulator (bench process)": lambda: [me],
+            emulator_cpu[0]: emulator_cpu[1],
             "API (gunicorn)": api.family,
             "redis-server": lambda: [redis_proc],
         }
-        cpu0 = {k: cpu_seconds(f()) for k, f in parties.items()}
+        cpu0 = {k: _cpu(f()) for k, f in parties.items()}
         machine0 = psutil.cpu_times()
         loadavg = os.getloadavg()
 
@@ -332,17 +355,21 @@ def run_platform(
             if now - last_print > 10:
                 last_print = now
                 timeline.append((now - t0, int(status.get("delivered") or 0), sampler.last_total))
-                print(f"[{name}] {now - t0:.0f} s: {status.get('delivered')} delivered, "
-                      f"worker RSS {mb(sampler.last_total)} MB", flush=True)
+                print(
+                    f"[{name}] {now - t0:.0f} s: {status.get('delivered')} delivered, "
+                    f"worker RSS {mb(sampler.last_total)} MB",
+                    flush=True,
+                )
             check_workers()
             time.sleep(0.05)
         wall = time.perf_counter() - t0
         machine1 = psutil.cpu_times()
-        cpu = {k: cpu_seconds(f()) - cpu0[k] for k, f in parties.items()}
+        cpu = {k: _cpu(f()) - cpu0[k] for k, f in parties.items()}
+        loadavg_after = os.getloadavg()
         busy = lambda t: t.user + t.system + t.nice + t.irq + t.softirq + t.steal  # noqa: E731
         cpu["machine (all processes)"] = busy(machine1) - busy(machine0)
         cpu["other (not the above)"] = cpu["machine (all processes)"] - sum(
-            v for k, v in cpu.items() if k != "machine (all processes)"
+            v for k, v in cpu.items() if k not in ("machine (all processes)", THREAD)
         )
         sampler.stop()
     finally:
@@ -374,7 +401,17 @@ def run_platform(
         cpu=cpu,
         timeline=timeline,
         loadavg_before=loadavg,
+        loadavg_after=loadavg_after,
     )
+
+
+THREAD = "emulator alone (its thread in the bench process)"
+EMULATOR_PROCESS = "emulator process (granian)"
+
+
+def _cpu(what: Any) -> float:
+    """CPU seconds of processes, or a thread's figure as it is."""
+    return what if isinstance(what, float) else cpu_seconds(what)
 
 
 # --------------------------------------------------------------------------- report
@@ -411,7 +448,9 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
         f"over {args.fcm_connections} keep-alive HTTP/1.1 connections "
         "(workers/providers/http1.py), and "
         f"up to {args.apns_concurrency} APNs sends as concurrent HTTP/2 streams over "
-        f"{args.apns_connections} connections; devices read {args.page_size} per SSCAN page.",
+        f"{args.apns_connections} connections ({args.apns_client} client, "
+        f"{args.apns_emulator} emulator); "
+        f"devices read {args.page_size} per SSCAN page.",
         "",
         "| figure | " + " | ".join(r.platform.upper() for r in results) + " |",
         "|---|" + "---|" * len(results),
@@ -427,30 +466,53 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
         "worker-side: accepted -> finished (s)",
         lambda r: f"{r.worker_s:.2f}" if r.worker_s else "-",
     )
-    row("delivered / failed / retried / removed",
-        lambda r: "{delivered} / {failed} / {retried} / {removed}".format(**r.status))
-    row("every device exactly once (emulator count)",
-        lambda r: "yes" if r.exactly_once else f"NO ({r.duplicates} dup, {r.missing} missing)")
+    row(
+        "delivered / failed / retried / removed",
+        lambda r: "{delivered} / {failed} / {retried} / {removed}".format(**r.status),
+    )
+    row(
+        "every device exactly once (emulator count)",
+        lambda r: "yes" if r.exactly_once else f"NO ({r.duplicates} dup, {r.missing} missing)",
+    )
     row("worker RSS after start-up, MB (main + pool)", lambda r: mb(r.rss_ready))
     row("worker RSS peak, MB (main + pool, sampled 50 ms)", lambda r: mb(r.rss_peak_total))
     row("worker RSS peak of the largest process, MB", lambda r: mb(r.rss_peak_single))
-    row("worker VmHWM per process, MB",
-        lambda r: " + ".join(mb(v) for v in sorted(r.hwm.values(), reverse=True)))
-    for party in results[0].cpu:
-        row(f"CPU s: {party}", lambda r, p=party: f"{r.cpu[p]:.1f}")
-    row("CPU us per notification: worker",
-        lambda r: f"{r.cpu['worker'] / r.devices * 1e6:.0f}")
-    row("CPU us per notification: emulator",
-        lambda r: f"{r.cpu['emulator (bench process)'] / r.devices * 1e6:.0f}")
-    row("machine busy (of 2 cores) during the run",
-        lambda r: f"{r.cpu['machine (all processes)'] / r.wall_s / psutil.cpu_count() * 100:.0f} %")
-    row("load average before (1/5/15 min)",
-        lambda r: "/".join(f"{x:.2f}" for x in r.loadavg_before))
+    row(
+        "worker VmHWM per process, MB",
+        lambda r: " + ".join(mb(v) for v in sorted(r.hwm.values(), reverse=True)),
+    )
+    for party in dict.fromkeys(k for r in results for k in r.cpu):
+        row(f"CPU s: {party}", lambda r, p=party: f"{r.cpu[p]:.1f}" if p in r.cpu else "-")
+    row("CPU us per notification: worker", lambda r: f"{r.cpu['worker'] / r.devices * 1e6:.0f}")
+    row(
+        "CPU us per notification: emulator (bench process: emulator + this driver)",
+        lambda r: f"{r.cpu['emulator (bench process)'] / r.devices * 1e6:.0f}",
+    )
+    row(
+        "**CPU us per request: emulator alone**",
+        lambda r: f"**{r.cpu.get(THREAD, r.cpu.get(EMULATOR_PROCESS, 0)) / r.devices * 1e6:.0f}**",
+    )
+    row(
+        "machine busy (of 2 cores) during the run",
+        lambda r: f"{r.cpu['machine (all processes)'] / r.wall_s / psutil.cpu_count() * 100:.0f} %",
+    )
+    row(
+        "load average before (1/5/15 min)", lambda r: "/".join(f"{x:.2f}" for x in r.loadavg_before)
+    )
+    row(
+        "load average at the end (1/5/15 min)",
+        lambda r: "/".join(f"{x:.2f}" for x in r.loadavg_after),
+    )
     row("devices written to Redis (s, pipelined)", lambda r: f"{r.register_s:.1f}")
     for r in results:
         if r.timeline:
-            lines += ["", f"{r.platform.upper()} over the run (RSS of all worker processes, "
-                      "main + pool):", "", "| s | delivered | worker RSS, MB |", "|---|---|---|"]
+            lines += [
+                "",
+                f"{r.platform.upper()} over the run (RSS of all worker processes, main + pool):",
+                "",
+                "| s | delivered | worker RSS, MB |",
+                "|---|---|---|",
+            ]
             lines += [f"| {t:.0f} | {d:,} | {mb(m)} |" for t, d, m in r.timeline]
     lines.append("")
     lines.extend(f"- {n}" for n in notes)
@@ -475,6 +537,7 @@ def report(results: list[Result], args: argparse.Namespace, notes: list[str]) ->
                     "cpu_s": {k: round(v, 2) for k, v in r.cpu.items()},
                     "timeline": r.timeline,
                     "loadavg_before": r.loadavg_before,
+                    "loadavg_after": r.loadavg_after,
                 }
                 for r in results
             ],
@@ -501,13 +564,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--platform", choices=("fcm", "apns", "both"), default="both")
     p.add_argument("--workers", type=int, default=1, help="worker processes (Celery workers)")
     p.add_argument("--worker-concurrency", type=int, default=1)
-    p.add_argument("--split-devices", type=int, default=50_000,
-                   help="push.split_devices (0: one publish is sent by one task run at a time)")
+    p.add_argument(
+        "--split-devices",
+        type=int,
+        default=50_000,
+        help="push.split_devices (0: one publish is sent by one task run at a time)",
+    )
     p.add_argument("--max-parts", type=int, default=16)
     p.add_argument("--fcm-concurrency", type=int, default=256)
     p.add_argument("--fcm-connections", type=int, default=64)
     p.add_argument("--apns-concurrency", type=int, default=500)
     p.add_argument("--apns-connections", type=int, default=4)
+    p.add_argument("--apns-client", choices=("curl", "aioapns"), default="curl")
+    p.add_argument(
+        "--apns-emulator",
+        choices=("granian", "h2"),
+        default="granian",
+        help="granian: HTTP/2 in Rust in a process of its own (emulators/apns_fast.py); "
+        "h2: the tests' pure-Python emulator, in this process",
+    )
+    p.add_argument("--apns-port", type=int, default=0, help="the granian emulator's port")
+    p.add_argument("--api-port", type=int, default=0, help="the API's port (0: a free one)")
     p.add_argument("--page-size", type=int, default=500)
     p.add_argument("--timeout", type=float, default=1200.0, help="per platform, seconds")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -524,12 +601,18 @@ def main(argv: list[str] | None = None) -> int:
 
     redis_server = EmbeddedRedis(tmp / "redis").start()
     fcm = FcmEmulator().start()
-    apns = ApnsEmulator(tmp).start()
-    fcm.record_messages = apns.record_messages = False
+    if args.apns_emulator == "granian":
+        apns: ApnsEmulator | GranianApnsEmulator = GranianApnsEmulator(
+            tmp, args.apns_port or free_port()
+        ).start()
+    else:
+        apns = ApnsEmulator(tmp).start()
+        apns.record_messages = False
+    fcm.record_messages = False
     api: Proc | None = None
     results: list[Result] = []
     try:
-        port = free_port()
+        port = args.api_port or free_port()
         settings = make_settings(redis_server.url, fcm, apns, args, port)
         api = Proc("api", _RUN_API, settings, log_dir)
         api_url = f"http://127.0.0.1:{port}"
@@ -543,14 +626,35 @@ def main(argv: list[str] | None = None) -> int:
         wait_until(api_ready, 30, "the API", api.check_alive)
         assert redis_server.process is not None
         redis_proc = psutil.Process(redis_server.process.pid)
+        emulator_cpu = {
+            "fcm": (THREAD, lambda: thread_cpu_seconds(fcm.thread.native_id)),
+            "apns": (
+                (EMULATOR_PROCESS, lambda: cpu_seconds(apns.family()))
+                if isinstance(apns, GranianApnsEmulator)
+                else (THREAD, lambda: thread_cpu_seconds(apns.thread.native_id))
+            ),
+        }
         counters = {
             "fcm": lambda tokens: [len(fcm.delivered.get(t, ())) for t in tokens],
-            "apns": lambda tokens: [len(apns.delivered.get(t, ())) for t in tokens],
+            "apns": (
+                apns.counts
+                if isinstance(apns, GranianApnsEmulator)
+                else lambda tokens: [len(apns.delivered.get(t, ())) for t in tokens]
+            ),
         }
         for name in platforms:
             result = run_platform(
-                name, args.devices, settings, api_url, api, redis_proc, counters[name],
-                log_dir, args.timeout, args.workers,
+                name,
+                args.devices,
+                settings,
+                api_url,
+                api,
+                redis_proc,
+                counters[name],
+                emulator_cpu[name],
+                log_dir,
+                args.timeout,
+                args.workers,
             )
             print(
                 f"[{name}] {result.devices:,} in {result.wall_s:.2f} s = {result.rate:,.0f}/s, "

@@ -417,6 +417,9 @@ class PushSettings(_Section):
     web_concurrency: int = Field(256, ge=1, le=10_000)
     web_connections: int = Field(16, ge=1, le=1024)
     apns_max_connections: int = Field(4, ge=1, le=100)
+    # The APNs HTTP/2 client: "curl" (libcurl + nghttp2, framing and HPACK in C; falls back to
+    # aioapns where libcurl has no HTTP/2) or "aioapns" (pure-Python h2, 4-5x the CPU per send).
+    apns_client: Literal["curl", "aioapns"] = "curl"
     # A publish to interests with more devices than this is split into parts (one per this
     # many devices, at most max_parts) that several worker processes send at once; 0: never.
     split_devices: int = Field(50_000, ge=0)

@@ -24,8 +24,21 @@ _ACTIVE: list[Cluster] = []
 
 __all__ = [
     "cluster_factory", "dedicated_rabbitmq", "dedicated_redis", "pytest_runtest_makereport",
-    "rabbitmq_server", "rabbitmq_url", "redis_cluster", "sentinel_group", "start_cluster",
+    "rabbitmq_server", "rabbitmq_url", "redis_cluster", "sentinel_group", "shared_redis_cluster",
+    "start_cluster", "STATE_REDIS",
 ]
+
+# Parameters of a deployment fixture that runs its suite on both kinds of state Redis.
+STATE_REDIS = ["redis", "redis-cluster"]
+
+
+def state_redis_sections(request: pytest.FixtureRequest, broker_url: str) -> dict[str, Any]:
+    """Settings sections for ``request.param`` of STATE_REDIS: none (the suite's Redis), or
+    the state on the shared Redis Cluster with ``broker_url`` as the Celery broker."""
+    if request.param != "redis-cluster":
+        return {}
+    cluster = request.getfixturevalue("shared_redis_cluster")
+    return {"redis": {"url": cluster.url, "cluster": True}, "broker": {"url": broker_url}}
 
 
 # A free port can be taken by someone else before the process it was chosen for binds it (the
@@ -105,6 +118,20 @@ def redis_cluster(
     options = {"replicas": 1, **getattr(request, "param", {})}
     cluster = RedisCluster(tmp_path_factory.mktemp("rcluster"), binary=redis_binary(),
                            **options).start()
+    _REDIS_CLUSTERS.append(cluster)
+    try:
+        yield cluster
+    finally:
+        _REDIS_CLUSTERS.remove(cluster)
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A Redis Cluster of 3 masters (no replicas) shared by the suites that run their tests on
+    it as well (each deployment has its own key prefix); not for tests that break it."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("shared-rcluster"), binary=redis_binary(),
+                           replicas=0).start()
     _REDIS_CLUSTERS.append(cluster)
     try:
         yield cluster

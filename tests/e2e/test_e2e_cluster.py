@@ -1,6 +1,7 @@
 """Two WebSocket nodes, two worker processes, the API and Redis, all real processes: fan-out
-across nodes, cluster-wide presence, ordering under concurrent publishing, and bad input
-through the whole stack."""
+across nodes, cluster-wide presence, ordering under concurrent publishing, a node that dies,
+and bad input through the whole stack. Every test runs twice: on one Redis, and with the state
+on a Redis Cluster of 3 masters (the broker on the single Redis)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,18 @@ import pusher
 import pytest
 from _harness import Cluster, PusherClient, RejectedConnection
 from _harness.client import data_of
-from _harness.fixtures import start_cluster, stop_cluster
+from _harness.fixtures import STATE_REDIS, start_cluster, state_redis_sections, stop_cluster
 from _harness.rest import signed_request
+
+from gateway.processes import wait_http_ready
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def cluster(redis_server, tmp_path_factory):
-    c = start_cluster(redis_server.url, tmp_path_factory.mktemp("e2e"), nodes=2, workers=2)
+@pytest.fixture(scope="module", params=STATE_REDIS)
+def cluster(request, redis_server, tmp_path_factory):
+    c = start_cluster(redis_server.url, tmp_path_factory.mktemp("e2e"), nodes=2, workers=2,
+                      **state_redis_sections(request, redis_server.url))
     yield c
     stop_cluster(c)
 
@@ -120,6 +124,29 @@ def test_client_events_cross_nodes(cluster):
         assert data_of(frame) == {"who": "a"}
         a.ping()
         assert not [f for f in a.pending if f.get("event") == "client-typing"]
+
+
+def test_a_node_that_dies_is_swept_by_the_survivor(cluster, sdk):
+    """A node SIGKILLed with a presence member on it: the other node declares it dead after
+    ``websocket.node_timeout`` and removes its members (member_removed to the members left,
+    once); the node is then started again."""
+    channel = unique("presence-dying-")
+    with cluster.client(0) as alice:
+        alice.subscribe(channel, user_id="alice")
+        doomed = cluster.client(1)
+        doomed.subscribe(channel, user_id="bob")
+        alice.wait_for("pusher_internal:member_added", channel)
+        assert sdk.channel_info(channel, ["user_count"])["user_count"] == 2
+        cluster.nodes[1].kill_group()
+        node_timeout = cluster.settings.websocket.node_timeout
+        removed = alice.wait_for("pusher_internal:member_removed", channel,
+                                 timeout=node_timeout + 10)
+        assert data_of(removed) == {"user_id": "bob"}
+        assert sdk.users_info(channel)["users"] == [{"id": "alice"}]
+        alice.assert_nothing(is_member_event("removed", channel), within=0.5)
+        doomed.close()
+    cluster.nodes[1].start()
+    wait_http_ready(cluster.node_ready_url(1), cluster.nodes[1], 60)
 
 
 # --------------------------------------------------------------------------- ordering

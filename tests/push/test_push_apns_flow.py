@@ -1,6 +1,7 @@
 """APNs sends never outrun the HTTP/2 send window: a burst whose bodies add up to far more
 than the connection's 64 KiB window goes out as the window reopens, instead of aioapns catching
-FlowControlError and sleeping a second per refusal (real aioapns against the APNs emulator)."""
+FlowControlError and sleeping a second per refusal (real aioapns, and libcurl's HTTP/2, against
+the APNs emulator)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,21 @@ import threading
 import time
 import uuid
 
+import pytest
 from beams_harness import hex_token
 from emulators.apns import Fault as ApnsFault
 
 from config.settings import PushSettings
-from workers.providers.apns import ApnsSender, build_request
+from workers.providers.apns import AioapnsSender, ApnsSender, build_request
+from workers.providers.apns_curl import CurlApnsSender
+
+CLIENTS = pytest.mark.parametrize("client", ["curl", "aioapns"])
 
 
-def test_burst_larger_than_the_send_window(apns_emu, caplog):
+@CLIENTS
+def test_burst_larger_than_the_send_window(apns_emu, caplog, client):
     settings = PushSettings(
+        apns_client=client,
         apns_host="localhost",
         apns_port=apns_emu.port,
         apns_ca_file=apns_emu.ca_file,
@@ -52,7 +59,7 @@ def test_connections_forget_finished_streams(apns_emu):
         apns_ca_file=apns_emu.ca_file,
         apns_max_connections=1,
     )
-    sender = ApnsSender(
+    sender = AioapnsSender(
         apns_emu.key_pem, apns_emu.key_id, apns_emu.team_id, apns_emu.topic, False, settings
     )
     dead = hex_token()
@@ -66,7 +73,8 @@ def test_connections_forget_finished_streams(apns_emu):
     sender.close()
 
 
-def test_a_timed_out_batch_leaves_another_batch_s_connection_alone(apns_emu):
+@CLIENTS
+def test_a_timed_out_batch_leaves_another_batch_s_connection_alone(apns_emu, client):
     """Under the threads pool two tasks share a sender: the connections are recycled after a
     batch with a timeout, but not under a send of another batch still in flight (closing it
     would fail a notification APNs may be delivering, and its retry would send it twice)."""
@@ -76,6 +84,7 @@ def test_a_timed_out_batch_leaves_another_batch_s_connection_alone(apns_emu):
         apns_ca_file=apns_emu.ca_file,
         apns_max_connections=1,
         send_timeout=2.0,
+        apns_client=client,
     )
     sender = ApnsSender(
         apns_emu.key_pem, apns_emu.key_id, apns_emu.team_id, apns_emu.topic, False, settings
@@ -97,3 +106,32 @@ def test_a_timed_out_batch_leaves_another_batch_s_connection_alone(apns_emu):
     sender.close()
     assert outcomes == {hung: "retry", slow: "delivered"}
     assert len(apns_emu.messages(slow)) == 1  # not failed by the recycle, so not sent again
+
+
+def test_the_curl_client_is_the_default_and_keeps_nothing_per_send(apns_emu):
+    """libcurl's HTTP/2 is the default client; after a batch (a dead token among them) it holds
+    no transfer, and no more easy handles than were in flight at once."""
+    settings = PushSettings(
+        apns_host="localhost",
+        apns_port=apns_emu.port,
+        apns_ca_file=apns_emu.ca_file,
+        apns_max_connections=1,
+        apns_concurrency=50,
+    )
+    sender = ApnsSender(
+        apns_emu.key_pem, apns_emu.key_id, apns_emu.team_id, apns_emu.topic, False, settings
+    )
+    assert isinstance(sender, CurlApnsSender)
+    dead = hex_token()
+    apns_emu.unregistered.add(dead)
+    tokens = [hex_token() for _ in range(400)] + [dead]
+    items = [(t, t, build_request({"aps": {"alert": "s"}}, "pubid-s", t)) for t in tokens]
+    outcomes = {k: r.outcome for k, r in (x for x in sender.send(items) if x is not None)}
+    assert outcomes[dead] == "dead" and list(outcomes.values()).count("delivered") == 400
+    assert sender.http.in_flight() == 0 and len(sender.http._free) <= 50
+    headers, body = apns_emu.messages(tokens[0])[0]
+    assert body == {"aps": {"alert": "s"}, "data": {"pusher": {"publishId": "pubid-s"}}}
+    assert headers["apns-topic"] == apns_emu.topic and headers["apns-push-type"] == "alert"
+    assert headers["apns-priority"] == "10" and len(headers["apns-id"]) == 36
+    assert "content-type" not in headers and "expect" not in headers
+    sender.close()

@@ -1,4 +1,11 @@
-"""APNs over HTTP/2 through aioapns, made safe for a Celery worker.
+"""APNs: the message model, outcome classification, and the aioapns client made safe for a
+Celery worker.
+
+:func:`ApnsSender` picks the client. The default, ``push.apns_client = "curl"``, is
+workers/providers/apns_curl.py: aioapns's messages and provider token sent through libcurl's
+HTTP/2 (nghttp2, in C), about a third of the worker CPU per notification of aioapns's own
+pure-Python h2 connection. :class:`AioapnsSender` below is that connection, kept as the
+fallback (``"aioapns"``, or a libcurl without HTTP/2).
 
 aioapns's traps (reference: push-beams-fcm-apns.md, sections 0.3-0.5, 3.6 and the addendum)
 and what is done about each here:
@@ -43,7 +50,7 @@ import json
 import ssl
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from aioapns import APNs, NotificationRequest, PushType
@@ -62,6 +69,9 @@ from workers.providers.base import (
     read_secret,
 )
 from workers.providers.loop import event_loop, send_blocking
+
+if TYPE_CHECKING:
+    from workers.providers.apns_curl import CurlApnsSender
 
 PRODUCTION_HOST = "api.push.apple.com"
 SANDBOX_HOST = "api.sandbox.push.apple.com"
@@ -159,7 +169,8 @@ class FlowControlledProtocol(APNsProductionClientProtocol):  # type: ignore[misc
         sized = self._sized
         if sized is None or sized[0] is not request.message:
             sized = self._sized = (
-                request.message, len(json.dumps(request.message, ensure_ascii=False).encode())
+                request.message,
+                len(json.dumps(request.message, ensure_ascii=False).encode()),
             )
         size = sized[1]
         while self.conn.outbound_flow_control_window < size:
@@ -196,8 +207,9 @@ def build_message(apns: dict[str, Any], publish_id: str) -> tuple[dict[str, Any]
 
 def request_for(built: tuple[dict[str, Any], int, PushType], token: str) -> NotificationRequest:
     message, priority, push_type = built
-    return NotificationRequest(device_token=token, message=message, priority=priority,
-                               push_type=push_type)
+    return NotificationRequest(
+        device_token=token, message=message, priority=priority, push_type=push_type
+    )
 
 
 def build_request(apns: dict[str, Any], publish_id: str, token: str) -> NotificationRequest:
@@ -219,11 +231,43 @@ def classify(status: str, reason: str | None) -> SendResult:
     return SendResult(FAILED, detail)
 
 
-# --------------------------------------------------------------------------- the sender
+# --------------------------------------------------------------------------- the senders
 
 
-class ApnsSender:
-    """Sends to many APNs tokens at once over multiplexed HTTP/2 streams."""
+def ApnsSender(  # noqa: N802 - the senders' common constructor
+    key: str, key_id: str, team_id: str, topic: str, sandbox: bool, settings: PushSettings
+) -> CurlApnsSender | AioapnsSender:
+    """The APNs sender ``push.apns_client`` names: libcurl's HTTP/2 (nghttp2, in C) unless
+    aioapns is asked for or this libcurl has no HTTP/2."""
+    if settings.apns_client == "curl":
+        from workers.providers import curl_h2
+
+        if curl_h2.has_http2():
+            from workers.providers.apns_curl import CurlApnsSender
+
+            return CurlApnsSender(key, key_id, team_id, topic, sandbox, settings)
+    return AioapnsSender(key, key_id, team_id, topic, sandbox, settings)
+
+
+def checked_key(key: str, key_id: str, team_id: str) -> str:
+    """The .p8 key's PEM text, once it has signed an ES256 token (an unusable key is a
+    credentials error at once rather than an exception per send)."""
+    pem = read_secret(key, "-----BEGIN")
+    try:
+        jwt.encode(
+            {"iss": team_id, "iat": int(time.time())},
+            pem,
+            algorithm="ES256",
+            headers={"kid": key_id},
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure means the key is unusable
+        raise CredentialsError(f"the APNs key cannot sign ES256 tokens: {exc}") from None
+    return pem
+
+
+class AioapnsSender:
+    """Sends to many APNs tokens at once over multiplexed HTTP/2 streams (aioapns, pure-Python
+    h2): the fallback where libcurl has no HTTP/2 (``push.apns_client = "aioapns"``)."""
 
     platform = "apns"
 
@@ -236,16 +280,7 @@ class ApnsSender:
         sandbox: bool,
         settings: PushSettings,
     ) -> None:
-        pem = read_secret(key, "-----BEGIN")
-        try:
-            jwt.encode(
-                {"iss": team_id, "iat": int(time.time())},
-                pem,
-                algorithm="ES256",
-                headers={"kid": key_id},
-            )
-        except Exception as exc:  # noqa: BLE001 - any failure means the key is unusable
-            raise CredentialsError(f"the APNs key cannot sign ES256 tokens: {exc}") from None
+        pem = checked_key(key, key_id, team_id)
         self.timeout = settings.send_timeout
         self.concurrency = settings.apns_concurrency
         self.loop = event_loop()
