@@ -394,9 +394,9 @@ def test_master_sigkilled_loses_only_what_is_reported(
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "the API's AppResolver re-reads the app store under a lock every second: while the master "
-        "holding <prefix>apps fails over, that read waits ~3 s and every request of every app "
-        "waits on the lock (gateway/state/apps.py)"
+        "every app's API requests wait ~3.5 s while the master holding <prefix>apps fails over "
+        "(seen only then): apparently the AppResolver re-reading the app store every second "
+        "under a lock that every request waits on (gateway/state/apps.py)"
     ),
 )
 @pytest.mark.parametrize("redis_cluster", [{"full_coverage": False}], indirect=True)
