@@ -40,7 +40,12 @@ from config.settings import Settings
 from gateway.dashboard.debuglog import DebugLog
 from gateway.state.apps import AppResolver
 from gateway.state.keys import Keys
-from gateway.state.redis_client import celery_broker, sync_bus_client, sync_client
+from gateway.state.redis_client import (
+    TRANSIENT_ERRORS,
+    celery_broker,
+    sync_bus_client,
+    sync_client,
+)
 from workers.kombu_fixes import closed_channel_is_a_connection_error
 
 QUEUES = ("live", "push", "webhooks")
@@ -208,8 +213,9 @@ def context(app: Celery) -> WorkerContext:
     return app.clarion  # type: ignore[attr-defined,no-any-return]
 
 
-# Redis unreachable: a task retries with a short backoff rather than acknowledge and lose.
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Redis unreachable (or a cluster moving): a task retries with a short backoff rather than
+# acknowledge and lose.
+REDIS_ERRORS = TRANSIENT_ERRORS
 
 
 def clarion_task(

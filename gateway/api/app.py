@@ -34,24 +34,12 @@ from gateway.state.history import History
 from gateway.state.idempotency import IdempotencyRecords
 from gateway.state.keys import Keys
 from gateway.state.publishes import PublishStore
-from gateway.state.redis_client import failover_watch, sync_client
+from gateway.state.redis_client import TRANSIENT_ERRORS, failover_watch, sync_client
 from workers.celery_app import create_celery
 
 log = logging.getLogger("clarion.api")
 
-_UNAVAILABLE = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    # Redis Cluster moving a slot or failing a master over (the client retried already).
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.SlotNotCoveredError,
-    # What the cluster client raises when its retries ran out ("TTL exhausted": TRYAGAIN on a
-    # slot half moved for longer than its retries last).
-    redis.exceptions.ClusterError,
-    KombuOperationalError,
-)
+_UNAVAILABLE = (*TRANSIENT_ERRORS, KombuOperationalError)
 
 
 @dataclass(slots=True)

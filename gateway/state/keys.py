@@ -66,6 +66,12 @@ Webhooks (gateway/webhooks, workers/webhooks; "\\x1f" separates fields inside me
 |                               |        | disabled_at, reason, url                      | window; disabled: kept|
 | P wh:leader                   | string | token of the worker running pump + scheduler  | a few seconds, renewed|
 
+On Redis Cluster the per-app queues move into the app's slot, so that every webhook script
+touches one slot: ``P wh:due:{app}``, ``P wh:events:{app}``, ``P wh:retry:{app}``, and
+``P whd:{app}:{id}`` (the delivery id ends with ``_{app}``, gateway/webhooks/store.py);
+``P whn:{node}`` and ``P wh:nodes`` stay untagged, written apart from the scripts; ``P wh:wake``
+(zset, app -> unix ms) tells the leader which apps to look at, written after the app's keys.
+
 Channels, complete (cache channels, limits, sign-in, apps; docs/channels.md):
 
 | key                           | type   | holds                                         | lifetime              |
@@ -221,12 +227,31 @@ class Keys(KeySpace):
     def wh_events(self) -> str:
         return f"{self.prefix}wh:events"
 
-    def wh_delivery(self, delivery_id: str) -> str:
-        return f"{self.prefix}whd:{delivery_id}"
-
     @property
     def wh_retry(self) -> str:
         return f"{self.prefix}wh:retry"
+
+    # The queues of one app: the global ones above, or on Redis Cluster the app's own (in
+    # its slot, with the app's other webhook keys).
+
+    def wh_due_of(self, app_id: str) -> str:
+        return f"{self.wh_due}:{self.app(app_id)}" if self.cluster else self.wh_due
+
+    def wh_events_of(self, app_id: str) -> str:
+        return f"{self.wh_events}:{self.app(app_id)}" if self.cluster else self.wh_events
+
+    def wh_retry_of(self, app_id: str) -> str:
+        return f"{self.wh_retry}:{self.app(app_id)}" if self.cluster else self.wh_retry
+
+    @property
+    def wh_wake(self) -> str:
+        """Redis Cluster only: app -> when the leader should look at its queues (a hint)."""
+        return f"{self.prefix}wh:wake"
+
+    def wh_delivery(self, delivery_id: str, app_id: str) -> str:
+        if self.cluster:
+            return f"{self.prefix}whd:{self.app(app_id)}:{delivery_id}"
+        return f"{self.prefix}whd:{delivery_id}"
 
     def wh_index(self, app_id: str, status: str) -> str:
         return f"{self.prefix}whi:{self.app(app_id)}:{status}"

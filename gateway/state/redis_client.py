@@ -40,6 +40,8 @@ import redis.asyncio as aioredis
 import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
 import structlog
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from config.settings import RedisSettings
 
@@ -68,6 +70,19 @@ FAILOVER_ENDS = frozenset({"+switch-master", "-failover-abort-no-good-slave",
 # aborted failover whose abort we missed must not stop a process for good).
 PAUSE_MAX = 10.0
 WATCH_RETRY = 0.5
+
+
+# Redis unreachable, loading, or (Redis Cluster) moving a slot or failing a master over, and
+# still so after the client's own retries: the operation may succeed if tried again shortly
+# (the API answers 503 + Retry-After, tasks retry).
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterError,  # the cluster is down, or redirections ran out (TTL)
+    redis.exceptions.TryAgainError,  # a multi-key command on a slot half moved
+    redis.exceptions.SlotNotCoveredError,
+)
 
 
 class FailoverInProgress(redis.exceptions.ConnectionError):
@@ -333,6 +348,9 @@ def sync_client(settings: RedisSettings, who: str, **options: Any) -> redis.Redi
     if settings.url is None:
         raise RedisNotConfigured(who)
     if settings.cluster:
+        # A master that died is replaced within seconds: fail within a fraction of one
+        # (callers answer 503 or retry their task) rather than wait it out in the client.
+        options.setdefault("retry", Retry(ExponentialBackoff(cap=0.25, base=0.05), 2))
         return redis.RedisCluster.from_url(settings.url, **options)  # type: ignore[return-value]
     return redis.Redis.from_url(settings.url, **options)
 

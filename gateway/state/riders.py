@@ -25,7 +25,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 
 from gateway.state.history import ARMED_MS
 from gateway.state.keys import Keys
@@ -97,7 +98,14 @@ class Riders:
         its publish, in the same round trip, picks up the others). Nothing taken means the
         armed key was released in the same step as the last look."""
         if linger > 0:  # BLPOP's timeout 0 would block for good
-            popped = self.redis.blpop([self.pending], linger)
+            try:
+                popped = self.redis.blpop([self.pending], linger)
+            except ResponseError as exc:
+                if not str(exc).startswith("UNBLOCKED"):
+                    raise
+                # The master was demoted under the wait (a failover): retried like any
+                # lost connection.
+                raise RedisConnectionError(str(exc)) from exc
             if popped is not None:
                 return [popped[1]]
         return self._take(keys=self._keys(), args=[LEASE_MS, TAKE_MAX, 1])  # type: ignore[no-any-return]

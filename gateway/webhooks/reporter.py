@@ -39,6 +39,7 @@ import structlog
 
 from config.settings import AppSettings, Settings
 from gateway.state.keys import Keys
+from gateway.state.redis_client import is_cluster
 from gateway.webhooks import events as ev
 from gateway.webhooks import scripts
 
@@ -56,7 +57,8 @@ class Scripts:
     """The scripts registered on one Redis client (sync or asyncio)."""
 
     def __init__(self, redis: Any) -> None:
-        self.subscriptions = redis.register_script(scripts.SUBSCRIPTIONS)
+        self.subscriptions = redis.register_script(
+            scripts.SUBSCRIPTIONS_APP if is_cluster(redis) else scripts.SUBSCRIPTIONS)
         self.member_added = redis.register_script(scripts.MEMBER_ADDED)
         self.member_removed = redis.register_script(scripts.MEMBER_REMOVED)
         self.append = redis.register_script(scripts.APPEND)
@@ -72,10 +74,15 @@ def subscriptions_call(
     occupied = ev.encode(ev.CHANNEL_OCCUPIED, channel) if ev.wants(
         app, ev.CHANNEL_OCCUPIED, channel) else b""
     want_count = ev.wants(app, ev.SUBSCRIPTION_COUNT, channel)
+    counts = keys.wh_counts(app.id, channel)
+    # On Redis Cluster the node's keys are in other slots: SUBSCRIPTIONS_APP gets the counts
+    # key in their place and never touches them (see NodeChannels).
+    node_channels, nodes = (counts, counts) if keys.cluster else (
+        keys.wh_node_channels(node_id), keys.wh_nodes)
     return (
         [
-            keys.wh_counts(app.id, channel), keys.wh_node_channels(node_id),
-            keys.wh_reported(app.id, channel), keys.wh_due, keys.wh_events, keys.wh_nodes,
+            counts, node_channels, keys.wh_reported(app.id, channel), keys.wh_due_of(app.id),
+            keys.wh_events_of(app.id), nodes,
         ],
         [
             node_id, count, now, now + int(wh.debounce * 1000),
@@ -85,6 +92,37 @@ def subscriptions_call(
             now + int(wh.subscription_count_interval * 1000), scripts.STREAM_MAXLEN,
         ],
     )
+
+
+class NodeChannels:
+    """On Redis Cluster, the record of which channels a node has counts for (``P whn:{node}``,
+    ``P wh:nodes``), written apart from the SUBSCRIPTIONS_APP script (another slot): recorded
+    *before* any count above zero is written and forgotten only *after* a zero was written,
+    each step idempotent. A crash in between leaves a record of a channel whose count is
+    zero, which the dead-node sweep writes as zero again (harmless), never a count without
+    its record (which no sweep would find: the channel would stay occupied for ever)."""
+
+    def __init__(self, keys: Keys, node_id: str) -> None:
+        self.keys = keys
+        self.node_id = node_id
+
+    def remember(self, pipe: Any, rows: list[str], now: int) -> None:
+        if rows:
+            pipe.sadd(self.keys.wh_node_channels(self.node_id), *rows)
+            pipe.hsetnx(self.keys.wh_nodes, self.node_id, now)
+
+    def forget(self, pipe: Any, rows: list[str]) -> None:
+        if rows:
+            pipe.srem(self.keys.wh_node_channels(self.node_id), *rows)
+
+
+def wake(pipe: Any, keys: Keys, app_ids: Any, at_ms: int) -> None:
+    """Redis Cluster: ask the leader to look at these apps' queues by ``at_ms``. Written
+    after what it points at; a hint lost to a crash only delays the work until the leader's
+    next look at every app (workers/webhooks/leader.py, ALL_APPS_EVERY)."""
+    apps = set(app_ids)
+    if apps:
+        pipe.zadd(keys.wh_wake, dict.fromkeys(apps, at_ms), lt=True)
 
 
 def due_member(kind: str, app_id: str, channel: str, user_id: str | None = None) -> str:
@@ -107,6 +145,7 @@ class Reporter:
         self.node_id = node_id
         self.max_queue = max_queue
         self._scripts = Scripts(redis)
+        self._node_channels = NodeChannels(keys, node_id) if keys.cluster else None
         # This node's subscriptions per tracked (app, channel), and those not yet written.
         self.counts: dict[tuple[str, str], int] = {}
         self._dirty: set[tuple[str, str]] = set()
@@ -246,15 +285,18 @@ class Reporter:
         now = now_ms()
         pipe = self.redis.pipeline(transaction=False)
         written: dict[tuple[str, str], int] = {}
+        known = []
         for app_id, channel in dirty:
             app = self.app_by_id(app_id)
             if app is None:
                 continue
-            count = self.counts.get((app_id, channel), 0)
-            written[(app_id, channel)] = count
+            written[(app_id, channel)] = self.counts.get((app_id, channel), 0)
+            known.append((app, channel, written[(app_id, channel)]))
+        await self._remember(written, now)
+        for app, channel, count in known:
             k, a = subscriptions_call(self.keys, self.settings, app, channel, self.node_id,
                                       count, now)
-            await self._scripts.subscriptions(keys=k, args=a, client=pipe)
+            await self._queue(self._scripts.subscriptions, k, a, pipe)
         node_sweeps = []
         for op in ops:
             kind = op[0]
@@ -268,33 +310,65 @@ class Reporter:
                 _, app_id, channel, user = op
                 added = ev.encode(ev.MEMBER_ADDED, channel, user_id=user) if ev.wants(
                     app, ev.MEMBER_ADDED, channel) else b""
-                await self._scripts.member_added(
-                    keys=[self.keys.wh_members(app_id, channel), self.keys.wh_due,
-                          self.keys.wh_events],
-                    args=[user, due_member("m", app_id, channel, user), added, app_id, channel,
-                          scripts.STREAM_MAXLEN],
-                    client=pipe,
+                await self._queue(
+                    self._scripts.member_added,
+                    [self.keys.wh_members(app_id, channel), self.keys.wh_due_of(app_id),
+                     self.keys.wh_events_of(app_id)],
+                    [user, due_member("m", app_id, channel, user), added, app_id, channel,
+                     scripts.STREAM_MAXLEN],
+                    pipe,
                 )
             elif kind == "removed":
                 _, app_id, channel, user = op
-                await self._scripts.member_removed(
-                    keys=[self.keys.wh_members(app_id, channel), self.keys.wh_due],
-                    args=[user, due_member("m", app_id, channel, user),
-                          now + int(self.settings.webhooks.debounce * 1000)],
-                    client=pipe,
+                await self._queue(
+                    self._scripts.member_removed,
+                    [self.keys.wh_members(app_id, channel), self.keys.wh_due_of(app_id)],
+                    [user, due_member("m", app_id, channel, user),
+                     now + int(self.settings.webhooks.debounce * 1000)],
+                    pipe,
                 )
             elif kind == "append":
                 _, app_id, name, channel, body = op
-                await self._scripts.append(
-                    keys=[self.keys.wh_events],
-                    args=[app_id, name, channel, body, scripts.STREAM_MAXLEN], client=pipe,
+                await self._queue(
+                    self._scripts.append, [self.keys.wh_events_of(app_id)],
+                    [app_id, name, channel, body, scripts.STREAM_MAXLEN], pipe,
                 )
         if len(pipe):
             await pipe.execute()
+        touched = {app_id for app_id, _ in written}
+        touched.update(op[1] for op in ops if op[0] != "node_died")
+        await self._forget(written, touched, now)
         for node in node_sweeps:
             await sweep_node_async(self.redis, self.keys, self.settings, node, self._scripts,
                                    self.app_by_id)
         return written
+
+    async def _queue(self, script: Any, keys: list[str], args: list[Any], pipe: Any) -> None:
+        if self._node_channels is None:
+            await script(keys=keys, args=args, client=pipe)
+        else:
+            # A cluster pipeline sends EVALSHA without loading the script on the key's node
+            # first (NOSCRIPT on a node that has not seen it): EVAL there.
+            pipe.eval(script.script, len(keys), *keys, *args)
+
+    async def _remember(self, written: dict[tuple[str, str], int], now: int) -> None:
+        if self._node_channels is not None:
+            pipe = self.redis.pipeline(transaction=False)
+            self._node_channels.remember(
+                pipe, [ev.SEP.join(key) for key, count in written.items() if count > 0], now)
+            if len(pipe):
+                await pipe.execute()
+
+    async def _forget(
+        self, written: dict[tuple[str, str], int], touched: set[str], now: int
+    ) -> None:
+        if self._node_channels is not None:
+            pipe = self.redis.pipeline(transaction=False)
+            self._node_channels.forget(
+                pipe, [ev.SEP.join(key) for key, count in written.items() if count == 0])
+            wake(pipe, self.keys, touched, now)
+            if len(pipe):
+                await pipe.execute()
 
 
 async def sweep_node_async(
@@ -311,6 +385,8 @@ async def sweep_node_async(
             continue
         k, a = subscriptions_call(keys, settings, app, channel, node_id, 0, now)
         await compiled.subscriptions(keys=k, args=a)
+        if keys.cluster:
+            await redis.zadd(keys.wh_wake, {app_id: now}, lt=True)
     await redis.delete(keys.wh_node_channels(node_id))
     await redis.hdel(keys.wh_nodes, node_id)
     return len(rows)

@@ -31,22 +31,16 @@ local total = 0
 for _, v in ipairs(redis.call('HVALS', {key})) do total = total + tonumber(v) end
 """
 
-# KEYS: counts, node channels, reported, due, stream, nodes
-# ARGV: node, count, now_ms, vacate_due_ms, vacate_member, row, app, channel,
-#       occupied_json ('' = not wanted), track_occupancy ('1'/'0'), count_member ('' = none),
-#       count_due_ms, maxlen
-# Returns the cluster-wide total.
-SUBSCRIPTIONS = """
+_SUBSCRIPTIONS = """
 local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local new = tonumber(ARGV[2])
 if new < 0 then new = 0 end
 if new == 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('SREM', KEYS[2], ARGV[6])
+  {forget}
 else
   redis.call('HSET', KEYS[1], ARGV[1], new)
-  redis.call('SADD', KEYS[2], ARGV[6])
-  redis.call('HSETNX', KEYS[6], ARGV[1], ARGV[3])
+  {remember}
 end
 """ + _SUM.format(key="KEYS[1]") + """
 if ARGV[10] == '1' then
@@ -65,6 +59,22 @@ if ARGV[11] ~= '' and new ~= cur then
 end
 return total
 """
+
+# KEYS: counts, node channels, reported, due, stream, nodes
+# ARGV: node, count, now_ms, vacate_due_ms, vacate_member, row, app, channel,
+#       occupied_json ('' = not wanted), track_occupancy ('1'/'0'), count_member ('' = none),
+#       count_due_ms, maxlen
+# Returns the cluster-wide total.
+SUBSCRIPTIONS = _SUBSCRIPTIONS.replace(
+    "{forget}", "redis.call('SREM', KEYS[2], ARGV[6])").replace(
+    "{remember}", "redis.call('SADD', KEYS[2], ARGV[6])\n"
+                  "  redis.call('HSETNX', KEYS[6], ARGV[1], ARGV[3])")
+
+# The same on Redis Cluster, where the node's keys (``P whn:{node}``, ``P wh:nodes``) are in
+# another slot than the app's: KEYS[2] and KEYS[6] are the counts key again (never touched),
+# the caller records the node's channel before a count above zero and forgets it after a
+# zero (reporter.NodeChannels), so a node's count is never written without its record.
+SUBSCRIPTIONS_APP = _SUBSCRIPTIONS.replace("{forget}", "").replace("{remember}", "")
 
 # KEYS: due, counts, reported, stream.  ARGV: member, now_ms, vacated_json, app, channel, maxlen
 DUE_VACATE = """
@@ -225,4 +235,13 @@ end
 if cur then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 2
+"""
+
+# Redis Cluster: the apps whose queues the leader should look at by now, taken (removed) at
+# once; a hint written again meanwhile stays for the next call.
+# KEYS: wake zset.  ARGV: now_ms, limit
+TAKE_WAKE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
+return ids
 """

@@ -7,6 +7,10 @@ A delivery is one POST body for one endpoint, retried until it is taken: ``P whd
 ``P whi:{app}:{status}`` indexes ids by status (score = created), ``P wh:retry`` holds every
 delivery still to be attempted (score = when), see gateway/state/keys.py.
 
+On Redis Cluster a delivery id ends with ``_{app}``: its record, its app's indexes and retry
+schedule (``P wh:retry:{app}``) then share the app's slot, so the scripts stay atomic, and
+the worker given only the id finds the record.
+
 Synchronous Redis client: used by the workers, the operator API and the CLI.
 """
 
@@ -32,9 +36,17 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def new_delivery_id(created_ms: int) -> str:
-    # Time-ordered, unique, and free of '.' (Standard Webhooks signs "{id}.{ts}.{body}").
-    return f"wh_{created_ms:011x}{secrets.token_hex(8)}"
+def new_delivery_id(created_ms: int, app_id: str | None = None) -> str:
+    """Time-ordered, unique, and free of '.' (Standard Webhooks signs "{id}.{ts}.{body}");
+    with ``app_id`` (Redis Cluster) it ends with ``_{app}``."""
+    base = f"wh_{created_ms:011x}{secrets.token_hex(8)}"
+    return base if app_id is None else f"{base}_{app_id}"
+
+
+def delivery_app(delivery_id: str) -> str | None:
+    """The app of a delivery id made with ``app_id`` (None if it has none)."""
+    parts = delivery_id.split("_", 2)  # "wh", hex digits, app id (which may hold "_")
+    return parts[2] if len(parts) == 3 and parts[0] == "wh" and parts[2] else None
 
 
 @dataclass
@@ -99,8 +111,26 @@ class Store:
 
     # ----------------------------------------------------------------- records
 
+    def new_id(self, app_id: str, created_ms: int) -> str:
+        return new_delivery_id(created_ms, app_id if self.keys.cluster else None)
+
+    def record_key(self, delivery_id: str) -> str | None:
+        """``P whd:{id}``; None for an id that cannot be one of ours (no app on Cluster)."""
+        app_id = delivery_app(delivery_id) if self.keys.cluster else ""
+        return None if app_id is None else self.keys.wh_delivery(delivery_id, app_id)
+
+    def retry_key(self, delivery_id: str) -> str | None:
+        """The retry schedule a delivery is in (its app's on Cluster)."""
+        if not self.keys.cluster:
+            return self.keys.wh_retry
+        app_id = delivery_app(delivery_id)
+        return None if app_id is None else self.keys.wh_retry_of(app_id)
+
     def load(self, delivery_id: str) -> Delivery | None:
-        raw = self.redis.hgetall(self.keys.wh_delivery(delivery_id))
+        key = self.record_key(delivery_id)
+        if key is None:
+            return None
+        raw = self.redis.hgetall(key)
         if not raw or b"status" not in raw:
             return None
         return Delivery.from_hash(delivery_id, raw)
@@ -123,11 +153,14 @@ class Store:
             flat += [k, v]
         ttl = self.ttl_for(new)
         ok = self._transition(
-            keys=[self.keys.wh_delivery(d.id), self.keys.wh_index(d.app_id, expected),
-                  self.keys.wh_index(d.app_id, new), self.keys.wh_retry],
+            keys=[self.keys.wh_delivery(d.id, d.app_id), self.keys.wh_index(d.app_id, expected),
+                  self.keys.wh_index(d.app_id, new), self.keys.wh_retry_of(d.app_id)],
             args=[expected, new, d.id, d.created_ms, "" if retry_at is None else retry_at,
                   "" if ttl is None else ttl, *flat],
         )
+        if ok and retry_at is not None and self.keys.cluster:
+            # After the schedule it points at (see reporter.wake).
+            self.redis.zadd(self.keys.wh_wake, {d.app_id: retry_at}, lt=True)
         return bool(ok)
 
     def list(
@@ -142,7 +175,7 @@ class Store:
         out = []
         pipe = self.redis.pipeline(transaction=False)
         for i in ids:
-            pipe.hgetall(self.keys.wh_delivery(i.decode()))
+            pipe.hgetall(self.keys.wh_delivery(i.decode(), app_id))
         for i, raw in zip(ids, pipe.execute(), strict=True):
             if raw and b"status" in raw:
                 out.append(Delivery.from_hash(i.decode(), raw))

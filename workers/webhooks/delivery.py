@@ -115,7 +115,9 @@ class Deliverer:
         """Run one attempt if one is due; return what happened (for logs and tests)."""
         d = self.store.load(delivery_id)
         if d is None:
-            self.redis.zrem(self.keys.wh_retry, delivery_id)
+            retry = self.store.retry_key(delivery_id)
+            if retry is not None:
+                self.redis.zrem(retry, delivery_id)
             return "missing"
         if d.status not in (PENDING, FAILED):
             return d.status
@@ -144,7 +146,7 @@ class Deliverer:
             return self._dead(d, "endpoint disabled")
         started = now_ms()
         # Lease: if this process dies from here on, the delivery is due again after the lock.
-        self.redis.zadd(self.keys.wh_retry, {d.id: started + self.lock_ms})
+        self.redis.zadd(self.keys.wh_retry_of(d.app_id), {d.id: started + self.lock_ms})
         wh = self.settings.webhooks
         time_ms = started if wh.time_ms == "attempt" else d.created_ms
         body, headers = build_request(app, endpoint, d, time_ms, started // 1000)
@@ -198,7 +200,8 @@ class Deliverer:
                   "next": retry_at if retry_at is not None else "", "manual": "0"}
         if not self.store.transition(d, d.status, status, retry_at=retry_at, fields=fields):
             # Changed under us (an operator replay): record the attempt, keep their status.
-            self.redis.hset(self.keys.wh_delivery(d.id), "attempts", orjson.dumps(attempts))
+            self.redis.hset(self.keys.wh_delivery(d.id, d.app_id), "attempts",
+                            orjson.dumps(attempts))
 
     def _dead(self, d: Delivery, reason: str) -> str:
         log.warning("webhook delivery %s dead: %s", d.id, reason)

@@ -6,13 +6,13 @@ import hmac
 import logging
 from typing import Any
 
-import redis
 from flask import Blueprint, Response, jsonify, request
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from config.settings import AppSettings
 from gateway.api.jsonbody import parse_json
 from gateway.protocol.errors import InvalidJson
+from gateway.state.redis_client import TRANSIENT_ERRORS
 
 log = logging.getLogger("clarion.beams")
 
@@ -47,15 +47,13 @@ def _beams_error(exc: BeamsError) -> Response:
     return beams_response(exc.status, exc.error, exc.description, exc.headers)
 
 
-@bp.errorhandler(redis.exceptions.ConnectionError)
-@bp.errorhandler(redis.exceptions.TimeoutError)
-@bp.errorhandler(redis.exceptions.ClusterDownError)
-@bp.errorhandler(redis.exceptions.TryAgainError)
-@bp.errorhandler(redis.exceptions.SlotNotCoveredError)
-@bp.errorhandler(redis.exceptions.ClusterError)
 def _unavailable(exc: Exception) -> Response:
     log.warning("Beams API: Redis unavailable: %s", exc)
     return beams_response(503, "Service Unavailable", "Redis cannot be reached; try again")
+
+
+for _error in TRANSIENT_ERRORS:
+    bp.register_error_handler(_error, _unavailable)
 
 
 @bp.errorhandler(KombuOperationalError)
