@@ -21,6 +21,9 @@ alike); ``--producer`` names the same Redis as ``broker.url`` under another spel
 API sends the task with Celery's producer after the script (gateway/api/live_sender.py)
 instead of the script writing it (the path of a broker other than the state Redis);
 ``--broker URL`` sends it to that broker (a RabbitMQ: nothing consumes it, purge it after).
+``--cluster PORT`` puts the state on a Redis Cluster of 3 masters started on PORT and up (the
+app's keys on one of them, the broker on the Redis of the other variants); Redis CPU is then
+the sum over the masters.
 """
 
 from __future__ import annotations
@@ -30,14 +33,17 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import redis
 
+from bench.webhooks_cluster_cost import start_cluster
 from config.settings import Settings
 from gateway.api.app import create_app
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.protocol.signatures import sign_rest_request
+from gateway.state.keys import Keys
 
 WARMUP = 500
 PREFIX = "cost:"
@@ -62,39 +68,51 @@ def _requests(count: int, batch: bool, keys: bool) -> list[tuple[str, dict[str, 
     return out
 
 
-def _redis_cpu(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+def _redis_cpu(clients: list[redis.Redis]) -> float:
+    total = 0.0
+    for client in clients:
+        info = client.info("cpu")
+        total += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+    return total
 
 
-def _drain(client: redis.Redis) -> None:
-    client.delete(f"{PREFIX}live", f"{PREFIX}lv:pending", f"{PREFIX}lv:armed")
+def _drain(broker: redis.Redis, state: Any, keys: Keys) -> None:
+    broker.delete(f"{PREFIX}live")
+    state.delete(keys.live_pending_of("1"))
+    state.delete(keys.live_armed_of("1"))
 
 
 def measure(url: str, count: int, batch: bool, keys: bool, task_each: bool = False,
-            producer: bool = False, broker_url: str | None = None) -> dict[str, float]:
+            producer: bool = False, broker_url: str | None = None,
+            cluster: list[str] | None = None) -> dict[str, float]:
     if producer and not broker_url:
         broker_url = url.replace("127.0.0.1", "localhost")
+    state_url, servers = url, [url]
+    if cluster:
+        state_url, servers = cluster[0], cluster
+        broker_url = broker_url or url
     broker = {"url": broker_url} if broker_url else {}
-    settings = Settings(redis={"url": url, "key_prefix": PREFIX}, broker=broker,
-                        apps=[{"id": "1", "key": "k", "secret": "s"}])
+    settings = Settings(redis={"url": state_url, "key_prefix": PREFIX, "cluster": bool(cluster)},
+                        broker=broker, apps=[{"id": "1", "key": "k", "secret": "s"}])
     app = create_app(settings)
     client, r = app.test_client(), redis.Redis.from_url(url)
+    state, masters = app.extensions["clarion"].redis, [redis.Redis.from_url(u) for u in servers]
+    key_space = Keys.of(settings.redis)
     requests = _requests(count + WARMUP, batch, keys)
     for path, query, raw in requests[:WARMUP]:
         client.post(path, query_string=query, data=raw, content_type="application/json")
-    _drain(r)
-    cpu, redis_cpu, wall = time.process_time(), _redis_cpu(r), time.perf_counter()
+    _drain(r, state, key_space)
+    cpu, redis_cpu, wall = time.process_time(), _redis_cpu(masters), time.perf_counter()
     for i, (path, query, raw) in enumerate(requests[WARMUP:]):
         response = client.post(path, query_string=query, data=raw,
                                content_type="application/json")
         assert response.status_code == 200, response.data
         if task_each:
-            r.delete(f"{PREFIX}lv:armed")
+            state.delete(key_space.live_armed_of("1"))
         if i % 1000 == 999:
-            _drain(r)
+            _drain(r, state, key_space)
     wall = time.perf_counter() - wall
-    cpu, redis_cpu = time.process_time() - cpu, _redis_cpu(r) - redis_cpu
+    cpu, redis_cpu = time.process_time() - cpu, _redis_cpu(masters) - redis_cpu
     app.extensions["clarion"].close()
     r.close()
     return {"api_us": round(cpu / count * 1e6, 1), "redis_us": round(redis_cpu / count * 1e6, 1),
@@ -112,14 +130,19 @@ def main() -> None:
                         help="queue it with Celery's producer, not in the accept script")
     parser.add_argument("--broker", metavar="URL",
                         help="broker.url (e.g. a RabbitMQ's amqp:// URL): Celery's producer")
+    parser.add_argument("--cluster", type=int, metavar="PORT",
+                        help="the state on a Redis Cluster of 3 masters on PORT and up")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="clarion-cost-") as tmp:
         server = EmbeddedRedis(Path(tmp)).start()
+        nodes = start_cluster(Path(tmp), args.cluster) if args.cluster else []
         try:
             result = measure(server.url, args.requests, args.batch, args.keys,
-                             args.task_each, args.producer, args.broker)
+                             args.task_each, args.producer, args.broker,
+                             [f"redis://127.0.0.1:{n.port}" for n in nodes] or None)
         finally:
-            server.stop()
+            for node in [server, *nodes]:
+                node.stop()
     print(json.dumps(result))
 
 

@@ -5,8 +5,10 @@ All keys start with ``settings.redis.key_prefix`` (default ``clarion:``), shown 
 On Redis Cluster (``redis.cluster``) every ``{app}`` below is written as a hash tag, ``{1}``
 for app 1 (``KeySpace.app``): all of an app's keys are in one slot, so that every script and
 MULTI, which only ever name one app's keys, runs on one master. Keys without an app (``P
-nodes``, ``P bus``, the webhook queues) are in slots of their own and are never named in the
-same script as an app's. Without Cluster the names are as below (no braces).
+nodes``, ``P bus``, ``P wh:leader``) are in slots of their own and are never named in the same
+script as an app's; what an app's script would have to share with them is kept per app
+instead (the riders' ``lv:*``, a node's presence rows and sign-ins, the webhook queues: the
+methods say which). Without Cluster the names are as below (no braces).
 
 | key                           | type   | holds                                         | lifetime              |
 |-------------------------------|--------|-----------------------------------------------|-----------------------|
