@@ -345,8 +345,8 @@ class RedisCluster:
         """Replace the master on port ``master`` by one of its replicas; the new master's port.
         Graceful (``CLUSTER FAILOVER`` on the replica: it waits until it has every write, then
         takes over) unless ``kill``: SIGKILL, the replicas notice after the node timeout and
-        elect one. With ``kill`` and ``lag`` seconds, the replicas are frozen (SIGSTOP) and cut
-        off that long before the kill, so that the writes of those seconds die with the master:
+        elect one. With ``kill`` and ``lag`` seconds, the replicas are cut off that long before
+        the kill, so that the writes of those seconds die with the master:
         the asynchronous replication window, made certain. Returns once every live node sees
         the new master and the cluster is ok."""
         replicas = self.replicas_of(master)
@@ -377,22 +377,23 @@ class RedisCluster:
         return new[0]
 
     def _kill_after_lag(self, master: int, replicas: list[int], lag: float) -> None:
-        frozen = [self.node(p).process for p in replicas] if lag > 0 else []
-        for process in frozen:
-            assert process is not None
-            process.send_signal(signal.SIGSTOP)
+        """Cut the replicas off ``lag`` seconds, then SIGKILL the master. The replicas stay up
+        and answer (clients and the cluster bus talk to them as usual): a wrong masterauth
+        makes each of their attempts to sync again fail, after the master drops the links."""
+        if lag > 0:
+            for port in replicas:
+                with self.node(port).client() as c:
+                    c.config_set("masterauth", "cut-off-by-the-test")
         try:
-            if frozen:
-                # A frozen replica's kernel would still take in the stream: the master drops
-                # the link, and the frozen replica cannot connect again before the kill.
+            if lag > 0:
                 with self.node(master).client() as c:
                     c.execute_command("CLIENT", "KILL", "TYPE", "replica")
-            time.sleep(lag)
+                time.sleep(lag)
             self.node(master).kill()
         finally:
-            for process in frozen:
-                assert process is not None
-                process.send_signal(signal.SIGCONT)
+            for port in replicas if lag > 0 else ():
+                with self.node(port).client() as c:
+                    c.config_set("masterauth", "")
 
     def _everyone_sees_master(self, port: int) -> bool:
         for node in self.nodes:

@@ -8,12 +8,13 @@ a probe per app that times raw API requests.
   graceful ``CLUSTER FAILOVER`` of another app's master: nothing accepted lost or reported lost,
   nothing twice, the order kept, clients connected, the API answering 200 (or 503 with
   Retry-After, never a hang).
-- An app's master SIGKILLed: its replica takes over within seconds; every event answered 200 is
-  delivered or reported lost by the log's chain (never silently skipped); the other apps' masters
-  are untouched.
+- An app's master SIGKILLed (cluster-require-full-coverage no): its replica takes over within
+  seconds; every event answered 200 is delivered or reported lost by the log's chain (never
+  silently skipped), including with the replica cut off for a second before the kill (a
+  certain loss) and with the app store's master killed; the other apps are never refused.
 
 Figures printed: seconds of 503/unavailability per app, events lost and reported, time to the
-first delivery after each fault.
+first delivery after each fault, the longest delivery gap, when delivery is live again.
 """
 
 from __future__ import annotations
@@ -263,14 +264,15 @@ def test_slot_migration_then_graceful_failover_lose_nothing(
     keys = rc.migrate_slot(rc.slot_of(f"{{{moved_app.id}}}"), target, batch=1, pause=0.1)
     t_mig_done = time.time()
     assert _master_of(rc, moved_app) == target
-    time.sleep(4)
+    # Long enough to see live delivery come back (the measure looks for it until the end).
+    time.sleep(8)
 
     # (b) Another app's master replaced by its replica (CLUSTER FAILOVER: nothing lost).
     t_fo = time.time()
     old = _master_of(rc, failed_app)
     new = rc.failover(old)
     t_fo_done = time.time()
-    time.sleep(5)
+    time.sleep(12)
     cluster.wait_workers(30)
 
     problems, counts = _finish(apps, allow_reported=False)
@@ -306,20 +308,34 @@ def test_slot_migration_then_graceful_failover_lose_nothing(
     cluster.assert_alive()
     assert figures["migration_first_delivery_s"] < 5
     assert figures["failover_first_delivery_s"] < 10
+    assert figures["migration_live_again_s"] < 10 and figures["failover_live_again_s"] < 10
 
 
 # Redis's default (yes) stops every slot while one is uncovered; with "no" the apps of the
 # other masters go on while the killed master's replica takes over.
-# lag: the replica frozen and cut off 1 s before the kill, so that a second of accepted events
-# dies with the master for certain; they must be reported lost, never skipped silently.
+def _app_store_master(rc: RedisCluster, cluster: Cluster) -> int:
+    """The master of the app store hash (``<prefix>apps``: no app's tag), which the API reads
+    again every second whatever app a request is for."""
+    return rc.master_of_slot(rc.slot_of(cluster.settings.redis.key_prefix + "apps"))
+
+
+# lag: the replica cut off 1 s before the kill, so that a second of accepted events dies with
+# the master for certain; what the subscribers miss must be reported lost, never skipped.
+# app_store_too: the victim app's master also holds the app store, which every API request
+# depends on (where that key lands is chance otherwise: a deployment's key prefix is random).
 @pytest.mark.parametrize("redis_cluster", [{"full_coverage": False}], indirect=True)
-@pytest.mark.parametrize("lag", [0.0, 1.0], ids=["kill", "kill-lagging-replica"])
+@pytest.mark.parametrize(
+    ("lag", "app_store_too"),
+    [(0.0, False), (1.0, False), (0.0, True)],
+    ids=["kill", "kill-lagging-replica", "kill-app-store-master"],
+)
 def test_master_sigkilled_loses_only_what_is_reported(
-    redis_cluster, dedicated_redis, cluster_factory, lag
+    redis_cluster, dedicated_redis, cluster_factory, lag, app_store_too
 ):
     rc = redis_cluster
     cluster, apps = _deploy(rc, dedicated_redis.url, cluster_factory)
-    victim = apps[2]
+    store = _app_store_master(rc, cluster)
+    victim = next(a for a in reversed(apps) if (_master_of(rc, a) == store) == app_store_too)
     _start(apps)
     time.sleep(3)
     t0 = time.time()
@@ -351,13 +367,33 @@ def test_master_sigkilled_loses_only_what_is_reported(
         "p50_latency_after": round(
             percentile(victim.subscribers.latencies(since=promoted + 5), 0.5), 3
         ),
+        "others_p50_latency_after": round(
+            percentile(
+                [
+                    x
+                    for a in others
+                    if a.subscribers
+                    for x in a.subscribers.latencies(since=promoted + 5)
+                ],
+                0.5,
+            ),
+            3,
+        ),
     }
-    print(f"redis cluster master SIGKILL, lag {lag} s ({old} -> {new}): {figures}; {counts}")
+    print(
+        f"redis cluster master SIGKILL, lag {lag} s, app store on it: {app_store_too} "
+        f"({old} -> {new}): {figures}; {counts}"
+    )
     assert not problems, "\n".join(problems[:20]) + "\n" + rc.logs(800)
     # Whatever is missing, the node said so: verdict(allow_reported) above found no event
     # missing outside a hole the node reported.
-    if lag:
-        assert counts[victim.id]["reported_lost"] > 0, "a second of writes died unreported"
+    # With lag, the events of that second are gone from Redis; subscribers miss those the
+    # workers had not delivered live before the kill (most runs: 80-100 of them), and each one
+    # missed must lie in a reported hole (verdict above). Not asserted > 0: when every one
+    # had been delivered live, nothing is missing.
+    # cluster-require-full-coverage no: the other apps' masters never stopped serving.
+    assert figures["others_refused"] == 0, figures
     cluster.assert_alive()
     assert figures["first_delivery_after_promotion_s"] < 10
+    assert figures["live_again_after_promotion_s"] < 10
     assert figures["p50_latency_after"] < 0.2
