@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.state.keys import Keys
+from gateway.state.redis_client import register_script
 
 # KEYS: cache key. ARGV: serial, event, data, ttl seconds. Returns 1 if stored, 0 if older.
 STORE_LUA = """
@@ -54,7 +55,7 @@ class ChannelCache:
         self.redis = redis
         self.keys = keys
         self.ttl = ttl
-        self._store = redis.register_script(STORE_LUA)
+        self._store = register_script(redis, STORE_LUA)
 
     def store_in(self, pipe: Any, app_id: str, channel: str, serial: int, event: str,
                  data: Any) -> None:

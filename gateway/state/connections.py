@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from gateway.state.keys import Keys
+from gateway.state.redis_client import register_script
 
 # KEYS: conn:{app}. ARGV: node id, this node's count with the new connection, max, then the
 # live nodes (heartbeat newer than node_timeout). Returns 1 (admitted, count written) or 0
@@ -44,7 +45,7 @@ class ConnectionCounts:
         self.keys = keys
         self.node_id = node_id
         self.node_timeout = node_timeout
-        self._admit = redis.register_script(ADMIT_LUA)
+        self._admit = register_script(redis, ADMIT_LUA)
 
     def _oldest(self) -> int:
         return int((time.time() - self.node_timeout) * 1000)

@@ -40,7 +40,7 @@ from typing import Any
 import redis
 
 from gateway.state.keys import KeySpace
-from gateway.state.redis_client import is_cluster
+from gateway.state.redis_client import is_cluster, register_script
 
 PLATFORMS = ("fcm", "apns", "web")
 INTEREST_RE = re.compile(r"^[A-Za-z0-9_\-=@,.;]{1,164}$")
@@ -127,7 +127,7 @@ class DeviceStore:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.r = client
         self.keys = DeviceKeys(prefix, is_cluster(client))
-        self._get_many = client.register_script(_GET_MANY)
+        self._get_many = register_script(client, _GET_MANY)
 
     # ------------------------------------------------------------------ devices
 

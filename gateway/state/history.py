@@ -40,6 +40,7 @@ from config.settings import HistorySettings
 from gateway.protocol.resume import failure
 from gateway.state.idempotency import SEEN, IdempotencyClaim, SeenRequest
 from gateway.state.keys import Keys
+from gateway.state.redis_client import register_script
 
 # How long a channel's serial counter outlives its last event (at least): long enough that a
 # node or client holding a serial of a quiet channel finds the chain intact when it wakes up.
@@ -228,7 +229,7 @@ class History:
         self.keys = keys
         self.max_events = max_events
         self.retention = retention
-        self._accept = redis.register_script(ACCEPT_LUA)
+        self._accept = register_script(redis, ACCEPT_LUA)
         # The API's, on Sentinel: the serials it gave last (gateway/state/chain_heads.py).
         self.heads: Any = None
 

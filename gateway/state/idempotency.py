@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.state.keys import Keys
+from gateway.state.redis_client import register_script
 
 # The first reply element of the accept script when the key was used already: serials are
 # never negative.
@@ -77,7 +78,7 @@ class IdempotencyRecords:
     def __init__(self, redis: Any, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._save = redis.register_script(SAVE_LUA)
+        self._save = register_script(redis, SAVE_LUA)
 
     def key(self, app_id: str, idempotency_key: str) -> str:
         return self.keys.idempotency(app_id, idempotency_key)

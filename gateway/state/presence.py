@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from gateway.state.keys import Keys, presence_row
+from gateway.state.redis_client import register_script
 
 # KEYS: members, counts, sockets, node rows. ARGV: socket, user, user_info JSON, row, max.
 # Returns {status, members as a flat HGETALL list}; status 1 = new member, 0 = already a
@@ -81,8 +82,8 @@ class Presence:
         self.redis = redis
         self.keys = keys
         self.node_id = node_id
-        self._join = redis.register_script(JOIN_LUA)
-        self._leave = redis.register_script(LEAVE_LUA)
+        self._join = register_script(redis, JOIN_LUA)
+        self._leave = register_script(redis, LEAVE_LUA)
 
     def _keys(self, app_id: str, channel: str, node_id: str) -> list[str]:
         k = self.keys

@@ -66,7 +66,7 @@ from typing import Any
 import redis
 
 from gateway.state.keys import KeySpace
-from gateway.state.redis_client import is_cluster
+from gateway.state.redis_client import is_cluster, register_script
 
 DELIVERED, REMOVED, FAILED, WAITING, PENDING = "d", "x", "f", "w", "p"
 SENDING, UNKNOWN = "s", "u"
@@ -200,10 +200,10 @@ class PublishStore:
         self.r = client
         self.keys = PublishKeys(prefix, is_cluster(client))
         self.ttl = ttl
-        self._release = client.register_script(_RELEASE)
-        self._renew = client.register_script(_RENEW)
-        self._claim = client.register_script(_CLAIM)
-        self._finish_part = client.register_script(_FINISH_PART)
+        self._release = register_script(client, _RELEASE)
+        self._renew = register_script(client, _RENEW)
+        self._claim = register_script(client, _CLAIM)
+        self._finish_part = register_script(client, _FINISH_PART)
 
     # ------------------------------------------------------------------ API side
 

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from gateway.state.keys import Keys
+from gateway.state.redis_client import register_script
 
 # KEYS: the window's counter. Returns the count including this request.
 HIT_LUA = """
@@ -23,7 +24,7 @@ return n
 class ApiRateLimiter:
     def __init__(self, redis: Any, keys: Keys) -> None:
         self.keys = keys
-        self._hit = redis.register_script(HIT_LUA)
+        self._hit = register_script(redis, HIT_LUA)
 
     def retry_after(self, app_id: str, limit: int, now: float | None = None) -> int | None:
         """Count one request; None if within ``limit`` per second, else the seconds to wait."""

@@ -486,6 +486,42 @@ def async_bus_client(settings: RedisSettings, client: aioredis.Redis, who: str,
     return aioredis.Redis(connection_pool=pool)
 
 
+# ----------------------------------------------------------------- scripts
+
+class _ClusterScript(redis.commands.core.Script):
+    """On a cluster, a master that took over a slot (failover, migration) may not know a
+    script yet, and redis-py's reload may go to another node: EVAL carries the script to the
+    slot's master (which caches it for the next EVALSHA)."""
+
+    def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        try:
+            return super().__call__(keys, args, client)
+        except redis.exceptions.NoScriptError:
+            keys, args = list(keys or []), list(args or [])
+            return (client or self.registered_client).eval(
+                self.script, len(keys), *keys, *args)
+
+
+class _AsyncClusterScript(redis.commands.core.AsyncScript):
+    async def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        try:
+            return await super().__call__(keys, args, client)
+        except redis.exceptions.NoScriptError:
+            keys, args = list(keys or []), list(args or [])
+            return await (client or self.registered_client).eval(
+                self.script, len(keys), *keys, *args)
+
+
+def register_script(client: Any, script: str) -> Any:
+    """``client.register_script(script)``, which on Redis Cluster falls back to EVAL when the
+    slot's master does not know the script (see _ClusterScript)."""
+    if isinstance(client, aioredis.RedisCluster):
+        return _AsyncClusterScript(client, script)
+    if isinstance(client, redis.RedisCluster):
+        return _ClusterScript(client, script)
+    return client.register_script(script)
+
+
 def is_cluster(client: object) -> bool:
     """Whether ``client`` talks to a Redis Cluster (keys are then tagged per app)."""
     return isinstance(client, (redis.RedisCluster, aioredis.RedisCluster))

@@ -30,6 +30,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from gateway.state.history import ARMED_MS
 from gateway.state.keys import Keys
+from gateway.state.redis_client import register_script
 
 # How long the armed key outlives the last sign of life of the task running with it.
 LEASE_MS = 1000
@@ -72,8 +73,8 @@ class Riders:
         # The task's app: its riders on Redis Cluster, everyone's otherwise (keys.py).
         self.armed = keys.live_armed_of(app_id)
         self.pending = keys.live_pending_of(app_id)
-        self._take = redis.register_script(TAKE_LUA)
-        self._release = redis.register_script(RELEASE_LUA)
+        self._take = register_script(redis, TAKE_LUA)
+        self._release = register_script(redis, RELEASE_LUA)
 
     def _keys(self) -> list[str]:
         return [self.armed, self.pending]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.state.keys import SEP, Keys
+from gateway.state.redis_client import register_script
 from gateway.state.registry import node_keys
 
 # KEYS: users online, node rows, sign-outs. ARGV: user, row, delta (+1 / -1).
@@ -70,8 +71,8 @@ class SignedInUsers:
         self.redis = redis
         self.keys = keys
         self.node_id = node_id
-        self._change = redis.register_script(CHANGE_LUA)
-        self._sweep = redis.register_script(SWEEP_LUA)
+        self._change = register_script(redis, CHANGE_LUA)
+        self._sweep = register_script(redis, SWEEP_LUA)
 
     async def _apply(self, app_id: str, user_id: str, delta: int) -> int:
         return int(await self._change(

@@ -39,7 +39,7 @@ import structlog
 
 from config.settings import AppSettings, Settings
 from gateway.state.keys import Keys
-from gateway.state.redis_client import is_cluster
+from gateway.state.redis_client import is_cluster, register_script
 from gateway.webhooks import events as ev
 from gateway.webhooks import scripts
 
@@ -57,11 +57,11 @@ class Scripts:
     """The scripts registered on one Redis client (sync or asyncio)."""
 
     def __init__(self, redis: Any) -> None:
-        self.subscriptions = redis.register_script(
+        self.subscriptions = register_script(redis,
             scripts.SUBSCRIPTIONS_APP if is_cluster(redis) else scripts.SUBSCRIPTIONS)
-        self.member_added = redis.register_script(scripts.MEMBER_ADDED)
-        self.member_removed = redis.register_script(scripts.MEMBER_REMOVED)
-        self.append = redis.register_script(scripts.APPEND)
+        self.member_added = register_script(redis, scripts.MEMBER_ADDED)
+        self.member_removed = register_script(redis, scripts.MEMBER_REMOVED)
+        self.append = register_script(redis, scripts.APPEND)
 
 
 def subscriptions_call(

@@ -25,6 +25,7 @@ import orjson
 
 from config.settings import Settings
 from gateway.state.keys import Keys
+from gateway.state.redis_client import register_script
 from gateway.webhooks import events as ev
 from gateway.webhooks import scripts
 
@@ -107,7 +108,7 @@ class Store:
         self.app_by_id = ev.app_lookup(settings, apps)
         self.keys = keys
         self.settings = settings
-        self._transition = redis.register_script(scripts.TRANSITION)
+        self._transition = register_script(redis, scripts.TRANSITION)
 
     # ----------------------------------------------------------------- records
 

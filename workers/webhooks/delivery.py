@@ -39,6 +39,7 @@ from gateway.protocol.signatures import (
     webhook_signature,
 )
 from gateway.state.keys import Keys
+from gateway.state.redis_client import register_script
 from gateway.webhooks import events as ev
 from gateway.webhooks import scripts
 from gateway.webhooks.ssrf import parse_networks
@@ -104,7 +105,7 @@ class Deliverer:
         self.store = Store(redis, keys, settings, apps)
         self.post = post
         self.allowed = parse_networks(settings.webhooks.allowed_networks)
-        self._release = redis.register_script(scripts.RELEASE)
+        self._release = register_script(redis, scripts.RELEASE)
 
     @property
     def lock_ms(self) -> int:
