@@ -135,8 +135,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="clarion-cost-") as tmp:
         server = EmbeddedRedis(Path(tmp)).start()
-        nodes = start_cluster(Path(tmp), args.cluster) if args.cluster else []
+        nodes = []
         try:
+            nodes = start_cluster(Path(tmp), args.cluster) if args.cluster else []
             result = measure(server.url, args.requests, args.batch, args.keys,
                              args.task_each, args.producer, args.broker,
                              [f"redis://127.0.0.1:{n.port}" for n in nodes] or None)

@@ -95,6 +95,9 @@ class AppStore:
 
     def put(self, app: AppSettings) -> None:
         """Store ``app`` (replacing any with its id) and tell every node at once."""
+        if self.keys.cluster and ("{" in app.id or "}" in app.id):
+            raise ValueError(f"the app id {app.id!r} has a brace: on Redis Cluster the app id "
+                             "is the keys' hash tag")
         view_key_owner = None
         for other in self.stored().values():
             if other.key == app.key and other.id != app.id:

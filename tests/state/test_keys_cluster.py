@@ -7,10 +7,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
+from config.settings import AppSettings
+from gateway.state.apps import AppStore
 from gateway.state.devices import DeviceKeys
 from gateway.state.keys import Keys, KeySpace
 from gateway.state.publishes import PublishKeys
@@ -71,3 +74,12 @@ def test_without_cluster_keys_are_as_before(app_id: str, other: str) -> None:
     for space in _spaces(False):
         for name, method in _app_keys(space):
             assert "{" not in _call(name, method, app_id, other), name
+
+
+def test_the_app_store_refuses_an_id_with_a_brace_on_cluster(redis_client, key_prefix) -> None:
+    """`clarion apps add` on a cluster: an id with a brace would break its keys' hash tag."""
+    app = AppSettings(id="a{b", key="k", secret="s")
+    with pytest.raises(ValueError, match="hash tag"):
+        AppStore(redis_client, Keys(key_prefix, cluster=True)).put(app)
+    AppStore(redis_client, Keys(key_prefix)).put(app)  # fine on one Redis
+    assert redis_client.hexists(Keys(key_prefix).apps, "a{b")
