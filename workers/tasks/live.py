@@ -36,6 +36,12 @@ from gateway.state.riders import Rider, Riders, decode
 from workers.celery_app import clarion_task, context
 
 TASK_NAME = "clarion.live.deliver"
+# On Redis Cluster each app's requests ride on a task of that app (gateway/state/riders.py),
+# and a busy app's task takes riders for its whole budget while it holds a pool slot: with
+# more busy apps than slots, the others would wait that long for one (their events reaching
+# subscribers only from the logs meanwhile). A short budget makes the apps' tasks take turns,
+# each successor queued behind the others.
+CLUSTER_TASK_SECONDS = 0.25
 # Rider requests published per pipeline: bounds the worker's memory and Redis' output buffer.
 RIDERS_PER_PIPELINE = 200
 
@@ -130,9 +136,12 @@ def register(app: Celery) -> Task:
         cache = ChannelCache(ctx.redis, ctx.keys, ctx.settings.cache.ttl)
         riders = Riders(ctx.redis, ctx.keys, app_id)
         worker = ctx.settings.worker
+        budget = worker.live_task_seconds
+        if ctx.keys.cluster:
+            budget = min(budget, CLUSTER_TASK_SECONDS)
         count, more = deliver_with_riders(
             Clients(ctx.redis, ctx.bus), riders, ctx.keys, app_id, events, cache,
-            budget=worker.live_task_seconds, linger=worker.live_linger)
+            budget=budget, linger=worker.live_linger)
         if more:
             # Riders came in after the budget ran out: a successor (no events of its own)
             # takes them; the armed key stays set for it.
