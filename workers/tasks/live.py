@@ -68,8 +68,8 @@ def queue_events(
 
 @dataclass(frozen=True, slots=True)
 class Clients:
-    """Where a task writes: state (cache, riders) and bus messages; the same client but on
-    Redis Cluster, where PUBLISH cannot be pipelined with the cluster's client."""
+    """Where a task writes state (cache, riders) and bus messages: one client, except on
+    Redis Cluster, whose client cannot pipeline PUBLISH (WorkerContext.bus)."""
 
     state: Any
     bus: Any
