@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
 from beams_harness import APP_ID
 
 from gateway.state.devices import DeviceStore
@@ -14,7 +15,19 @@ from gateway.state.publishes import PENDING, SENDING, WAITING, PublishStore
 from workers.push.delivery import run_publish
 
 
-def test_takeover_counts_sending_devices_unknown_and_sends_the_rest(r, push_settings, fcm_emu):
+@pytest.fixture(params=[0.0, 0.5], ids=["quick", "slow-provider"])
+def provider_delay(request, fcm_emu):
+    """With a slow provider the run reads the interest's page while its own retry is still
+    in flight (marked sending): that device is this run's, not a dead run's (it was once
+    counted unknown as well as delivered)."""
+    fcm_emu.delay = request.param
+    yield request.param
+    fcm_emu.delay = 0.0
+
+
+def test_takeover_counts_sending_devices_unknown_and_sends_the_rest(
+    r, push_settings, fcm_emu, provider_delay
+):
     prefix = push_settings.redis.key_prefix
     devices = DeviceStore(r, prefix)
     store = PublishStore(r, prefix, push_settings.push.status_ttl)

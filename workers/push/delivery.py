@@ -255,6 +255,9 @@ class _Run:
         targeted = [d for d in found if d.platform in self.platforms]
         if fresh:
             claimed, lost = self.store.claim(app_id, pid, [d.id for d in targeted])
+            # Marked SENDING by this run (a retry of it, or a device of an earlier page still
+            # in flight): its answer is coming, it is not a dead run's.
+            lost = [d for d in lost if d not in self.flying and d not in self.retry_ids]
             keep = set(claimed)
             targeted = [d for d in targeted if d.id in keep]
         else:
