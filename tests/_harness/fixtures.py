@@ -108,15 +108,11 @@ def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentine
     group.stop()
 
 
-@pytest.fixture
-def redis_cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RedisCluster]:
-    """A Redis Cluster of the test's own: 3 masters with one replica each (tests/_harness/
-    redis_cluster.py); other ``RedisCluster`` arguments by indirect parametrization. Request
-    it before ``cluster_factory`` so that it outlives the deployments."""
-    options = {"replicas": 1, **getattr(request, "param", {})}
-    cluster = RedisCluster(tmp_path_factory.mktemp("rcluster"), binary=redis_binary(),
+@contextmanager
+def _redis_cluster(tmp_path_factory: pytest.TempPathFactory, name: str,
+                   **options: Any) -> Iterator[RedisCluster]:
+    """A started Redis Cluster whose logs a failing test's report shows; stopped at the end."""
+    cluster = RedisCluster(tmp_path_factory.mktemp(name), binary=redis_binary(),
                            **options).start()
     _REDIS_CLUSTERS.append(cluster)
     try:
@@ -126,18 +122,24 @@ def redis_cluster(
         cluster.stop()
 
 
+@pytest.fixture
+def redis_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisCluster]:
+    """A Redis Cluster of the test's own: 3 masters with one replica each (tests/_harness/
+    redis_cluster.py); other ``RedisCluster`` arguments by indirect parametrization. Request
+    it before ``cluster_factory`` so that it outlives the deployments."""
+    options = {"replicas": 1, **getattr(request, "param", {})}
+    with _redis_cluster(tmp_path_factory, "rcluster", **options) as cluster:
+        yield cluster
+
+
 @pytest.fixture(scope="session")
 def shared_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
     """A Redis Cluster of 3 masters (no replicas) shared by the suites that run their tests on
     it as well (each deployment has its own key prefix); not for tests that break it."""
-    cluster = RedisCluster(tmp_path_factory.mktemp("shared-rcluster"), binary=redis_binary(),
-                           replicas=0).start()
-    _REDIS_CLUSTERS.append(cluster)
-    try:
+    with _redis_cluster(tmp_path_factory, "shared-rcluster", replicas=0) as cluster:
         yield cluster
-    finally:
-        _REDIS_CLUSTERS.remove(cluster)
-        cluster.stop()
 
 
 _REDIS_CLUSTERS: list[RedisCluster] = []

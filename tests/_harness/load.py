@@ -29,6 +29,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,3 +308,74 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# An API request must be answered within this during a fault (503 allowed, a hang not).
+API_DEADLINE = 3.0
+
+
+@dataclass
+class Probe:
+    """Raw signed publishes of one app every 20 ms through ``sdk()`` (the official SDK's
+    signing): time, status, Retry-After (or the body of an unexpected answer), duration."""
+
+    sdk: Callable[[], pusher.Pusher]
+    app_id: str
+    answers: list[tuple[float, int | None, str | None, float]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> Probe:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(20)
+
+    def _run(self) -> None:
+        from _harness.rest import signed_request
+
+        sdk = self.sdk()
+        body = json.dumps({"name": "probe", "channels": ["probe"], "data": "{}"}).encode()
+        while not self._stop.is_set():
+            start = time.time()
+            try:
+                resp = signed_request(sdk, "POST", f"/apps/{self.app_id}/events", body=body)
+                status, retry = resp.status_code, resp.headers.get("Retry-After")
+                if status not in (200, 503):
+                    retry = resp.text[:200]
+            except Exception:  # noqa: BLE001 - recorded: no answer
+                status, retry = None, None
+            self.answers.append((start, status, retry, time.time() - start))
+            time.sleep(0.02)
+
+    def problems(self) -> list[str]:
+        """Answers other than 200 or 503 with Retry-After, and answers slower than
+        API_DEADLINE."""
+        out = []
+        for at, status, retry, took in self.answers:
+            if status not in (200, 503) or (status == 503 and retry is None):
+                out.append(f"app {self.app_id} probe at {at:.2f}: status {status}, {retry}")
+            if took > API_DEADLINE:
+                out.append(f"app {self.app_id} probe at {at:.2f}: answered after {took:.1f} s")
+        return out
+
+    def first_ok_after(self, t: float) -> float:
+        return min((at for at, status, _, _ in self.answers if at >= t and status == 200),
+                   default=float("inf"))
+
+    def unavailable(self, since: float, until: float) -> float:
+        """Seconds from the first refused answer in [since, until) to the next 200."""
+        refused = [at for at, status, _, _ in self.answers if since <= at < until and status != 200]
+        if not refused:
+            return 0.0
+        back = min(
+            (at for at, status, _, _ in self.answers if at > refused[-1] and status == 200),
+            default=until,
+        )
+        return back - refused[0]
+
+    def refused(self, since: float, until: float) -> int:
+        return sum(1 for at, status, _, _ in self.answers if since <= at < until and status != 200)
+

@@ -19,25 +19,20 @@ first delivery after each fault, the longest delivery gap, when delivery is live
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pusher
 import pytest
 from _harness import Cluster
-from _harness.load import Stream, Subscribers, missing, percentile, reported_lost, verdict
+from _harness.load import Probe, Stream, Subscribers, missing, percentile, reported_lost, verdict
 from _harness.redis_cluster import RedisCluster
-from _harness.rest import signed_request
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
 RATE = 300
 CHANNELS = 20
-# An API request must be answered within this (the SDK's own timeout is longer).
-API_DEADLINE = 3.0
 
 
 # --------------------------------------------------------------------------- apps and load
@@ -110,64 +105,8 @@ def _deploy(rc: RedisCluster, broker_url: str, cluster_factory) -> tuple[Cluster
         urls = [cluster.ws_url(i, key=app.key) for i in range(2)]
         app.subscribers = Subscribers(urls, app.channels, per_node=2, positions=True).start()
         app.stream = Stream(app, app.channels, RATE / len(apps), threads=2)  # type: ignore[arg-type]
-        app.probe = Probe(app)
+        app.probe = Probe(app.pusher, app.id)
     return cluster, apps
-
-
-@dataclass
-class Probe:
-    """Raw signed publishes of one app every 20 ms: time, status, Retry-After, duration."""
-
-    app: App
-    answers: list[tuple[float, int | None, str | None, float]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def start(self) -> Probe:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(20)
-
-    def _run(self) -> None:
-        sdk = self.app.pusher()
-        body = json.dumps({"name": "probe", "channels": ["probe"], "data": "{}"}).encode()
-        while not self._stop.is_set():
-            start = time.time()
-            try:
-                resp = signed_request(sdk, "POST", f"/apps/{self.app.id}/events", body=body)
-                status, retry = resp.status_code, resp.headers.get("Retry-After")
-                if status not in (200, 503):
-                    retry = resp.text[:200]
-            except Exception:  # noqa: BLE001 - recorded: no answer
-                status, retry = None, None
-            self.answers.append((start, status, retry, time.time() - start))
-            time.sleep(0.02)
-
-    def problems(self) -> list[str]:
-        out = []
-        for at, status, retry, took in self.answers:
-            if status not in (200, 503) or (status == 503 and retry is None):
-                out.append(f"app {self.app.id} probe at {at:.2f}: status {status}, {retry}")
-            if took > API_DEADLINE:
-                out.append(f"app {self.app.id} probe at {at:.2f}: answered after {took:.1f} s")
-        return out
-
-    def unavailable(self, since: float, until: float) -> float:
-        """Seconds from the first refused answer in [since, until) to the next 200."""
-        refused = [at for at, status, _, _ in self.answers if since <= at < until and status != 200]
-        if not refused:
-            return 0.0
-        back = min(
-            (at for at, status, _, _ in self.answers if at > refused[-1] and status == 200),
-            default=until,
-        )
-        return back - refused[0]
-
-    def refused(self, since: float, until: float) -> int:
-        return sum(1 for at, status, _, _ in self.answers if since <= at < until and status != 200)
 
 
 def _first_delivery_after(subscribers: Subscribers, t: float) -> float:

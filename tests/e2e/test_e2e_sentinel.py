@@ -11,15 +11,11 @@ probe that times raw API requests.
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from dataclasses import dataclass, field
 
 import pytest
 from _harness import APP_ID, Cluster
-from _harness.load import Stream, Subscribers, percentile, reported_lost, verdict
-from _harness.rest import signed_request
+from _harness.load import Probe, Stream, Subscribers, percentile, reported_lost, verdict
 from _harness.sentinel import SentinelGroup
 
 from gateway.processes import wait_workers_ready
@@ -28,45 +24,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
 CHANNELS = [f"seq-{i}" for i in range(20)]
 RATE = 300
-# An API request must be answered within this (the SDK's own timeout is longer).
-API_DEADLINE = 3.0
-
-
-@dataclass
-class Probe:
-    """Raw signed publishes every 20 ms: status, Retry-After and time of each answer."""
-
-    cluster: Cluster
-    answers: list[tuple[float, int | None, str | None, float]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def start(self) -> Probe:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(20)
-
-    def _run(self) -> None:
-        sdk = self.cluster.pusher()
-        body = json.dumps({"name": "probe", "channels": ["probe"], "data": "{}"}).encode()
-        while not self._stop.is_set():
-            start = time.time()
-            try:
-                resp = signed_request(sdk, "POST", f"/apps/{APP_ID}/events", body=body)
-                status, retry = resp.status_code, resp.headers.get("Retry-After")
-                if status not in (200, 503):
-                    retry = resp.text[:200]
-            except Exception:  # noqa: BLE001 - recorded: no answer
-                status, retry = None, None
-            self.answers.append((start, status, retry, time.time() - start))
-            time.sleep(0.02)
-
-    def first_ok_after(self, t: float) -> float:
-        return min((at for at, status, _, _ in self.answers if at >= t and status == 200),
-                   default=float("inf"))
 
 
 def _deployment(group: SentinelGroup, cluster_factory) -> tuple[Cluster, Stream, Subscribers,
@@ -76,7 +33,7 @@ def _deployment(group: SentinelGroup, cluster_factory) -> tuple[Cluster, Stream,
         worker={"concurrency": 2, "visibility_timeout": 5, "restore_interval": 1})
     urls = [cluster.ws_url(i) for i in range(2)]
     subscribers = Subscribers(urls, CHANNELS, per_node=2, positions=True).start()
-    return cluster, Stream(cluster, CHANNELS, RATE), subscribers, Probe(cluster)
+    return cluster, Stream(cluster, CHANNELS, RATE), subscribers, Probe(cluster.pusher, APP_ID)
 
 
 def _first_delivery_after(subscribers: Subscribers, t: float) -> float:
@@ -96,16 +53,6 @@ def _live_again(subscribers: Subscribers, t: float, window: float = 0.5) -> floa
             return start - t
         start += window / 2
     return float("inf")
-
-
-def _api_answers(probe: Probe) -> list[str]:
-    problems = []
-    for at, status, retry, took in probe.answers:
-        if status not in (200, 503) or (status == 503 and retry is None):
-            problems.append(f"probe at {at:.2f}: status {status}, Retry-After {retry}")
-        if took > API_DEADLINE:
-            problems.append(f"probe at {at:.2f}: answered after {took:.1f} s")
-    return problems
 
 
 def _run_failover(group: SentinelGroup, cluster_factory, fault) -> dict[str, float]:
@@ -140,7 +87,7 @@ def _run_failover(group: SentinelGroup, cluster_factory, fault) -> dict[str, flo
         "after_p50": percentile(subscribers.latencies(since=t0 + 8), 0.5),
     }
     print(f"failover figures: {figures}; {len(stream.refused)} SDK requests refused")
-    problems = verdict(subscribers, stream, allow_reported=True) + _api_answers(probe)
+    problems = verdict(subscribers, stream, allow_reported=True) + probe.problems()
     assert not problems, "\n".join(problems[:20]) + "\n" + group.logs()
     cluster.assert_alive()
     assert figures["delivery"] < 10, "events did not flow again within 10 s"
