@@ -379,3 +379,15 @@ class Probe:
     def refused(self, since: float, until: float) -> int:
         return sum(1 for at, status, _, _ in self.answers if since <= at < until and status != 200)
 
+
+def live_again(subscribers: Subscribers, t: float, window: float = 0.5) -> float:
+    """Seconds from ``t`` to the first ``window`` whose deliveries had a median latency below
+    0.1 s: the workers publish live again (the nodes' filling from the logs, meanwhile, is late
+    by about a reconcile interval)."""
+    start = t
+    while start < t + 60:
+        lats = subscribers.latencies(since=start, until=start + window)
+        if len(lats) >= 20 and percentile(lats, 0.5) < 0.1:
+            return start - t
+        start += window / 2
+    return float("inf")

@@ -26,7 +26,16 @@ from typing import Any
 import pusher
 import pytest
 from _harness import Cluster
-from _harness.load import Probe, Stream, Subscribers, missing, percentile, reported_lost, verdict
+from _harness.load import (
+    Probe,
+    Stream,
+    Subscribers,
+    live_again,
+    missing,
+    percentile,
+    reported_lost,
+    verdict,
+)
 from _harness.redis_cluster import RedisCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
@@ -130,19 +139,6 @@ def _longest_gap(subscribers: Subscribers, since: float, until: float) -> float:
     return max(gaps, default=float("inf"))
 
 
-def _live_again(subscribers: Subscribers, t: float, window: float = 0.5) -> float:
-    """Seconds from ``t`` to the first ``window`` whose deliveries had a median latency below
-    0.1 s (the workers publish live again; filling from the logs is late by about a reconcile
-    interval)."""
-    start = t
-    while start < t + 60:
-        lats = subscribers.latencies(since=start, until=start + window)
-        if len(lats) >= 20 and percentile(lats, 0.5) < 0.1:
-            return start - t
-        start += window / 2
-    return float("inf")
-
-
 def _start(apps: list[App]) -> None:
     for app in apps:
         assert app.stream and app.probe
@@ -233,8 +229,8 @@ def test_slot_migration_then_graceful_failover_lose_nothing(
         "failover_longest_gap_s": round(
             _longest_gap(failed_app.subscribers, t_fo - 1, t_fo_done + 3), 3
         ),
-        "migration_live_again_s": round(_live_again(moved_app.subscribers, t_mig_done), 2),
-        "failover_live_again_s": round(_live_again(failed_app.subscribers, t_fo_done), 2),
+        "migration_live_again_s": round(live_again(moved_app.subscribers, t_mig_done), 2),
+        "failover_live_again_s": round(live_again(failed_app.subscribers, t_fo_done), 2),
         "p50_latency_after": round(
             percentile(failed_app.subscribers.latencies(since=t_fo_done + 2), 0.5), 3
         ),
@@ -302,7 +298,7 @@ def test_master_sigkilled_loses_only_what_is_reported(
         "first_delivery_after_promotion_s": round(
             _first_delivery_after(victim.subscribers, promoted), 3
         ),
-        "live_again_after_promotion_s": round(_live_again(victim.subscribers, promoted), 2),
+        "live_again_after_promotion_s": round(live_again(victim.subscribers, promoted), 2),
         "p50_latency_after": round(
             percentile(victim.subscribers.latencies(since=promoted + 5), 0.5), 3
         ),

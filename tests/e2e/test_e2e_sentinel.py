@@ -15,7 +15,7 @@ import time
 
 import pytest
 from _harness import APP_ID, Cluster
-from _harness.load import Probe, Stream, Subscribers, percentile, reported_lost, verdict
+from _harness.load import Probe, Stream, Subscribers, live_again, percentile, reported_lost, verdict
 from _harness.sentinel import SentinelGroup
 
 from gateway.processes import wait_workers_ready
@@ -42,19 +42,6 @@ def _first_delivery_after(subscribers: Subscribers, t: float) -> float:
                default=float("inf"))
 
 
-def _live_again(subscribers: Subscribers, t: float, window: float = 0.5) -> float:
-    """Seconds from ``t`` to the first ``window`` whose deliveries had a median latency below
-    0.1 s: the workers publish again (the nodes' filling from the logs, meanwhile, is late by
-    about a reconcile interval)."""
-    start = t
-    while start < t + 60:
-        lats = subscribers.latencies(since=start, until=start + window)
-        if len(lats) >= 20 and percentile(lats, 0.5) < 0.1:
-            return start - t
-        start += window / 2
-    return float("inf")
-
-
 def _run_failover(group: SentinelGroup, cluster_factory, fault) -> dict[str, float]:
     cluster, stream, subscribers, probe = _deployment(group, cluster_factory)
     stream.start()
@@ -76,7 +63,7 @@ def _run_failover(group: SentinelGroup, cluster_factory, fault) -> dict[str, flo
         # Until the API answers 200 again after its last refusal.
         "api": probe.first_ok_after(max((a[0] for a in probe.answers
                                          if a[0] >= t0 and a[1] != 200), default=t0)) - t0,
-        "workers_live": switched - t0 + _live_again(subscribers, switched),
+        "workers_live": switched - t0 + live_again(subscribers, switched),
         "workers_ping": workers_back - t0,
         "delivery": _first_delivery_after(subscribers, t0 + 0.001) - t0,
         "refused": sum(1 for a in probe.answers if a[0] >= t0 and a[1] != 200),
